@@ -1,0 +1,32 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Bastion",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "tcprules", targets: ["tcprules"]),
+        .executable(name: "tcprulescheck", targets: ["tcprulescheck"]),
+        .executable(name: "tcpserver", targets: ["tcpserver"]),
+    ],
+    targets: [
+        // C shims for what Swift cannot call directly (variadic syslog, environ).
+        .target(name: "CBastion"),
+        // djb's constant database: reader and writer, byte-compatible with cdb_make.
+        .target(name: "CDB"),
+        // tcprules grammar, compilation into cdb, tcpserver's lookup order.
+        .target(name: "AccessRules", dependencies: ["CDB"]),
+        // Daemon plumbing shared by every Bastion daemon.
+        .target(name: "GatewayKit", dependencies: ["CBastion"]),
+        // The ucspi-tcp trio: command implementations behind thin executables.
+        .target(name: "UCSPI", dependencies: ["CDB", "AccessRules", "GatewayKit", "CBastion"]),
+        .executableTarget(name: "tcprules", dependencies: ["UCSPI"]),
+        .executableTarget(name: "tcprulescheck", dependencies: ["UCSPI"]),
+        .executableTarget(name: "tcpserver", dependencies: ["UCSPI"]),
+        .testTarget(name: "CDBTests", dependencies: ["CDB"]),
+        .testTarget(name: "AccessRulesTests", dependencies: ["AccessRules", "CDB"]),
+        .testTarget(name: "GatewayKitTests", dependencies: ["GatewayKit"]),
+        .testTarget(name: "UCSPITests", dependencies: ["UCSPI", "GatewayKit"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

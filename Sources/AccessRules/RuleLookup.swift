@@ -1,0 +1,122 @@
+import CDB
+
+/// The client facts a rule lookup uses, as tcpserver knows them.
+public struct RuleClient: Equatable, Sendable {
+    /// TCPREMOTEIP: dotted IPv4, or IPv6 text as the IPv6 variant prints it.
+    public var ip: String
+    /// TCPREMOTEHOST, nil when unknown.
+    public var host: String?
+    /// TCPREMOTEINFO, nil when unknown.
+    public var info: String?
+
+    public init(ip: String, host: String? = nil, info: String? = nil) {
+        self.ip = ip
+        self.host = host
+        self.info = info
+    }
+}
+
+/// tcpserver's lookup order, first match wins:
+/// `info@ip`, `info@=host`, `ip`, `=host`, the ip cut after each `.` or `:` (longest first),
+/// `=.domain` suffixes of the host (longest first), `=`, and finally the empty key.
+/// Keys needing a host or info are skipped when that is unknown.
+public enum RuleLookup {
+    /// Every key tried for `client`, in order.
+    public static func keys(for client: RuleClient) -> [String] {
+        var keys: [String] = []
+        let ip = Array(client.ip.utf8)
+        if let info = client.info {
+            keys.append(info + "@" + client.ip)
+            if let host = client.host { keys.append(info + "@=" + host) }
+        }
+        keys.append(client.ip)
+        if let host = client.host { keys.append("=" + host) }
+        var n = ip.count
+        while n > 0 {
+            if ip[n - 1] == UInt8(ascii: ".") || ip[n - 1] == UInt8(ascii: ":") {
+                keys.append(String(decoding: ip[0..<n], as: UTF8.self))
+            }
+            n -= 1
+        }
+        if let host = client.host {
+            let h = Array(host.utf8)
+            for i in h.indices where h[i] == UInt8(ascii: ".") {
+                keys.append("=" + String(decoding: h[i...], as: UTF8.self))
+            }
+            keys.append("=")
+        }
+        keys.append("")
+        return keys
+    }
+
+    /// The first rule that applies, or nil when none does (no default rule either).
+    public static func find(_ client: RuleClient, in reader: CDBReader) throws(CDBReadError) -> MatchedRule? {
+        for key in keys(for: client) {
+            if let range = try reader.find(key) {
+                return MatchedRule(key: key, instructions: Array(reader.bytes[range]))
+            }
+        }
+        return nil
+    }
+}
+
+/// A rule found for a client: the key that matched and its encoded instructions.
+public struct MatchedRule: Equatable, Sendable {
+    public let key: String
+    public let instructions: [UInt8]
+
+    public init(key: String, instructions: [UInt8]) {
+        self.key = key
+        self.instructions = instructions
+    }
+
+    /// The instructions as tcpserver applies them.
+    public var decision: RuleDecision { RuleDecision(instructions) }
+}
+
+/// One instruction of an encoded rule, as tcprulescheck lists them.
+public enum RuleInstruction: Equatable, Sendable {
+    case deny
+    /// `+NAME=value`, kept as the raw text after the `+` (up to its NUL).
+    case setenv([UInt8])
+}
+
+/// What tcpserver does with a rule: deny, and the variables it sets.
+public struct RuleDecision: Equatable, Sendable {
+    public var deny = false
+    /// Variables in rule order; a later one with the same name wins when applied.
+    public var environment: [(name: String, value: String)] = []
+
+    public init(_ data: [UInt8]) {
+        for item in RuleDecision.instructions(data) {
+            switch item {
+            case .deny: deny = true
+            case .setenv(let text):
+                // tcpserver sets a variable only when the text has a '='.
+                guard let eq = text.firstIndex(of: UInt8(ascii: "=")) else { continue }
+                environment.append(
+                    (String(decoding: text[..<eq], as: UTF8.self), String(decoding: text[(eq + 1)...], as: UTF8.self)))
+            }
+        }
+    }
+
+    public static func == (a: RuleDecision, b: RuleDecision) -> Bool {
+        a.deny == b.deny && a.environment.elementsEqual(b.environment, by: { $0 == $1 })
+    }
+
+    /// Splits encoded instructions into items: each item ends at a NUL; an unterminated tail
+    /// is ignored; items starting with anything but `D` or `+` are ignored.
+    public static func instructions(_ data: [UInt8]) -> [RuleInstruction] {
+        var out: [RuleInstruction] = []
+        var start = 0
+        while let end = data[start...].firstIndex(of: 0) {
+            switch data[start] {
+            case UInt8(ascii: "D"): out.append(.deny)
+            case UInt8(ascii: "+"): out.append(.setenv(Array(data[(start + 1)..<end])))
+            default: break
+            }
+            start = end + 1
+        }
+        return out
+    }
+}

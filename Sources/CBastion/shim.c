@@ -1,0 +1,27 @@
+#define _GNU_SOURCE
+#include "CBastion.h"
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+char **bastion_environ(void) { return environ; }
+
+static char *saved_ident;
+
+void bastion_openlog(const char *ident, int option, int facility) {
+    char *copy = strdup(ident ? ident : "");
+    openlog(copy, option, facility);
+    free(saved_ident);
+    saved_ident = copy;
+}
+
+void bastion_syslog(int priority, const char *message) { syslog(priority, "%s", message); }
+
+int bastion_wifexited(int status) { return WIFEXITED(status); }
+int bastion_wexitstatus(int status) { return WEXITSTATUS(status); }
+int bastion_wifsignaled(int status) { return WIFSIGNALED(status); }
+int bastion_wtermsig(int status) { return WTERMSIG(status); }

@@ -1,0 +1,61 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Small blocking I/O helpers over raw descriptors, retrying on EINTR.
+public enum FD {
+    /// Writes every byte or throws the errno.
+    public static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws(SystemError) {
+        var off = 0
+        while off < bytes.count {
+            let n = Glibc.write(fd, bytes.baseAddress! + off, bytes.count - off)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemError.current
+            }
+            off += n
+        }
+    }
+
+    public static func writeAll(_ fd: Int32, _ bytes: [UInt8]) throws(SystemError) {
+        try bytes.withUnsafeBytes { b in Result { () throws(SystemError) in try writeAll(fd, b) } }.get()
+    }
+
+    public static func writeAll(_ fd: Int32, _ text: String) throws(SystemError) {
+        var t = text
+        try t.withUTF8 { b in Result { () throws(SystemError) in try writeAll(fd, UnsafeRawBufferPointer(b)) } }.get()
+    }
+
+    /// Reads once into `buffer`; 0 at end of file.
+    public static func read(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer) throws(SystemError) -> Int {
+        while true {
+            let n = Glibc.read(fd, buffer.baseAddress, buffer.count)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemError.current
+            }
+            return n
+        }
+    }
+
+    /// Closes, ignoring EINTR.
+    public static func close(_ fd: Int32) { _ = Glibc.close(fd) }
+}
+
+/// Diagnostics on standard error in djb's style: one `write` per line, so lines from
+/// concurrent processes never interleave.
+public enum Stderr {
+    /// When false (tcpserver -q) nothing is written.
+    nonisolated(unsafe) public static var enabled = true
+
+    public static func line(_ text: String) {
+        guard enabled else { return }
+        try? FD.writeAll(2, text + "\n")
+    }
+
+    /// Writes `text` and exits with `code`, as strerr_die does.
+    public static func die(_ code: Int32, _ text: String) -> Never {
+        if enabled { try? FD.writeAll(2, text + "\n") }
+        exit(code)
+    }
+}

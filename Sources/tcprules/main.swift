@@ -1,0 +1,3 @@
+import UCSPI
+
+TCPRulesCommand.main(CommandLine.arguments)

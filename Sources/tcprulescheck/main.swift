@@ -1,0 +1,3 @@
+import UCSPI
+
+TCPRulesCheckCommand.main(CommandLine.arguments)

@@ -1,0 +1,3 @@
+import UCSPI
+
+TCPServerCommand.main(CommandLine.arguments)
