@@ -1,18 +1,23 @@
 import CDB
 
-/// The client facts a rule lookup uses, as tcpserver knows them.
+/// The client facts a rule lookup uses, as tcpserver knows them. Bytes, not text: a host
+/// name or ident answer may hold any byte, and the lookup must match them exactly.
 public struct RuleClient: Equatable, Sendable {
     /// TCPREMOTEIP: dotted IPv4, or IPv6 text as the IPv6 variant prints it.
-    public var ip: String
+    public var ip: [UInt8]
     /// TCPREMOTEHOST, nil when unknown.
-    public var host: String?
+    public var host: [UInt8]?
     /// TCPREMOTEINFO, nil when unknown.
-    public var info: String?
+    public var info: [UInt8]?
 
-    public init(ip: String, host: String? = nil, info: String? = nil) {
+    public init(ip: [UInt8], host: [UInt8]? = nil, info: [UInt8]? = nil) {
         self.ip = ip
         self.host = host
         self.info = info
+    }
+
+    public init(ip: String, host: String? = nil, info: String? = nil) {
+        self.init(ip: Array(ip.utf8), host: host.map { Array($0.utf8) }, info: info.map { Array($0.utf8) })
     }
 }
 
@@ -21,31 +26,29 @@ public struct RuleClient: Equatable, Sendable {
 /// `=.domain` suffixes of the host (longest first), `=`, and finally the empty key.
 /// Keys needing a host or info are skipped when that is unknown.
 public enum RuleLookup {
+    private static let at = UInt8(ascii: "@")
+    private static let equals = UInt8(ascii: "=")
+
     /// Every key tried for `client`, in order.
-    public static func keys(for client: RuleClient) -> [String] {
-        var keys: [String] = []
-        let ip = Array(client.ip.utf8)
+    public static func keys(for client: RuleClient) -> [[UInt8]] {
+        var keys: [[UInt8]] = []
+        let ip = client.ip
         if let info = client.info {
-            keys.append(info + "@" + client.ip)
-            if let host = client.host { keys.append(info + "@=" + host) }
+            keys.append(info + [at] + ip)
+            if let host = client.host { keys.append(info + [at, equals] + host) }
         }
-        keys.append(client.ip)
-        if let host = client.host { keys.append("=" + host) }
+        keys.append(ip)
+        if let host = client.host { keys.append([equals] + host) }
         var n = ip.count
         while n > 0 {
-            if ip[n - 1] == UInt8(ascii: ".") || ip[n - 1] == UInt8(ascii: ":") {
-                keys.append(String(decoding: ip[0..<n], as: UTF8.self))
-            }
+            if ip[n - 1] == UInt8(ascii: ".") || ip[n - 1] == UInt8(ascii: ":") { keys.append(Array(ip[0..<n])) }
             n -= 1
         }
         if let host = client.host {
-            let h = Array(host.utf8)
-            for i in h.indices where h[i] == UInt8(ascii: ".") {
-                keys.append("=" + String(decoding: h[i...], as: UTF8.self))
-            }
-            keys.append("=")
+            for i in host.indices where host[i] == UInt8(ascii: ".") { keys.append([equals] + host[i...]) }
+            keys.append([equals])
         }
-        keys.append("")
+        keys.append([])
         return keys
     }
 
@@ -62,10 +65,10 @@ public enum RuleLookup {
 
 /// A rule found for a client: the key that matched and its encoded instructions.
 public struct MatchedRule: Equatable, Sendable {
-    public let key: String
+    public let key: [UInt8]
     public let instructions: [UInt8]
 
-    public init(key: String, instructions: [UInt8]) {
+    public init(key: [UInt8], instructions: [UInt8]) {
         self.key = key
         self.instructions = instructions
     }
@@ -77,15 +80,21 @@ public struct MatchedRule: Equatable, Sendable {
 /// One instruction of an encoded rule, as tcprulescheck lists them.
 public enum RuleInstruction: Equatable, Sendable {
     case deny
-    /// `+NAME=value`, kept as the raw text after the `+` (up to its NUL).
+    /// `+NAME=value`, kept as the raw bytes after the `+` (up to its NUL).
     case setenv([UInt8])
 }
 
 /// What tcpserver does with a rule: deny, and the variables it sets.
 public struct RuleDecision: Equatable, Sendable {
     public var deny = false
-    /// Variables in rule order; a later one with the same name wins when applied.
-    public var environment: [(name: String, value: String)] = []
+    /// Variables in rule order, as raw `name` and `value` bytes; a later one with the same
+    /// name wins when applied.
+    public var environment: [Variable] = []
+
+    public struct Variable: Equatable, Sendable {
+        public var name: [UInt8]
+        public var value: [UInt8]
+    }
 
     public init(_ data: [UInt8]) {
         for item in RuleDecision.instructions(data) {
@@ -94,14 +103,9 @@ public struct RuleDecision: Equatable, Sendable {
             case .setenv(let text):
                 // tcpserver sets a variable only when the text has a '='.
                 guard let eq = text.firstIndex(of: UInt8(ascii: "=")) else { continue }
-                environment.append(
-                    (String(decoding: text[..<eq], as: UTF8.self), String(decoding: text[(eq + 1)...], as: UTF8.self)))
+                environment.append(Variable(name: Array(text[..<eq]), value: Array(text[(eq + 1)...])))
             }
         }
-    }
-
-    public static func == (a: RuleDecision, b: RuleDecision) -> Bool {
-        a.deny == b.deny && a.environment.elementsEqual(b.environment, by: { $0 == $1 })
     }
 
     /// Splits encoded instructions into items: each item ends at a NUL; an unterminated tail

@@ -22,9 +22,9 @@ public struct RuleParseError: Error, Equatable {
         self.line = Array(raw[0..<end])
     }
 
-    /// tcprules' message: `unable to parse this line: LINE`.
-    public var message: String {
-        "unable to parse this line: " + String(decoding: line, as: UTF8.self)
+    /// tcprules' message: `unable to parse this line: LINE`, with the line's bytes as they are.
+    public var message: [UInt8] {
+        Array("unable to parse this line: ".utf8) + line
     }
 }
 
@@ -99,12 +99,14 @@ public enum RuleParser {
         return true
     }
 
-    /// The cdb keys a rule's address stands for. An address with a `-` (and no `=`) is a
+    /// The cdb keys a rule's address stands for. An address with a `-` (and no `=` or `@`) is a
     /// range of one dotted component, `1.2.3.40-50` or `10.2-3.`: one key per number, the
     /// top clamped to 255, none when bottom > top. Anything else is its own single key.
-    /// Both numbers must be decimal digits only (possibly empty, meaning 0).
+    /// Both numbers must be decimal digits only (possibly empty, meaning 0); as in C, a
+    /// number ends at a NUL byte.
     public static func keys(for address: [UInt8]) -> [[UInt8]]? {
-        guard !address.contains(UInt8(ascii: "=")), let dash = address.firstIndex(of: UInt8(ascii: "-")) else {
+        guard !address.contains(UInt8(ascii: "=")), !address.contains(UInt8(ascii: "@")),
+            let dash = address.firstIndex(of: UInt8(ascii: "-")) else {
             return [address]
         }
         var left = dash
@@ -131,6 +133,7 @@ public enum RuleParser {
     static func number(_ digits: ArraySlice<UInt8>) -> UInt64? {
         var value: UInt64 = 0
         for c in digits {
+            if c == 0 { break }
             guard c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9") else { return nil }
             value = value &* 10 &+ UInt64(c - UInt8(ascii: "0"))
         }

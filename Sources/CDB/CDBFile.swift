@@ -14,7 +14,7 @@ public final class CDBFile {
 
     /// The reader over the mapped bytes.
     public var reader: CDBReader {
-        CDBReader(bytes: UnsafeRawBufferPointer(start: base, count: size))
+        CDBReader(bytes: UnsafeRawBufferPointer(start: base, count: size), owner: self)
     }
 
     /// Opens and maps `path`; throws the errno of the failing call.

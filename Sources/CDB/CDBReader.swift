@@ -12,9 +12,12 @@ public enum CDBReadError: Error, Equatable {
 /// database gives `CDBReadError.format`, never a crash.
 public struct CDBReader {
     public let bytes: UnsafeRawBufferPointer
+    /// Keeps the memory behind `bytes` alive (a mapped file) as long as the reader is used.
+    let owner: AnyObject?
 
-    public init(bytes: UnsafeRawBufferPointer) {
+    public init(bytes: UnsafeRawBufferPointer, owner: AnyObject? = nil) {
         self.bytes = bytes
+        self.owner = owner
     }
 
     @inline(__always)
@@ -93,8 +96,7 @@ public struct CDBReader {
                 let dataLength = Int(try uint32(at: p + 4))
                 if keyLength == s.key.count {
                     let keyStart = p + 8
-                    guard keyStart <= bytes.count - keyLength else { throw .format }
-                    if keyLength == 0 || memEqual(bytes.baseAddress! + keyStart, s.key.baseAddress!, keyLength) {
+                    if try keyMatches(s.key, at: keyStart) {
                         let dataStart = keyStart + keyLength
                         guard dataStart <= bytes.count - dataLength else { throw .format }
                         return dataStart..<dataStart + dataLength
@@ -103,6 +105,19 @@ public struct CDBReader {
             }
         }
         return nil
+    }
+
+    /// djb's match(): compares 32 bytes at a time and stops at the first difference, so a key
+    /// that differs early is no match even where the file is cut short further on.
+    private func keyMatches(_ key: UnsafeRawBufferPointer, at start: Int) throws(CDBReadError) -> Bool {
+        var offset = 0
+        while offset < key.count {
+            let n = min(32, key.count - offset)
+            guard start + offset <= bytes.count - n else { throw .format }
+            if !memEqual(bytes.baseAddress! + start + offset, key.baseAddress! + offset, n) { return false }
+            offset += n
+        }
+        return true
     }
 
     /// Every record in file order, for dumping (cdbdump); stops with `.format` at damage.

@@ -11,6 +11,12 @@ public enum Environment {
         return String(cString: p)
     }
 
+    /// getenv, as raw bytes.
+    public static func bytes(_ name: String) -> [UInt8]? {
+        guard let p = getenv(name) else { return nil }
+        return Array(UnsafeBufferPointer(start: UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self), count: strlen(p)))
+    }
+
     /// The current environment as raw `NAME=value` byte strings.
     public static func current() -> [[UInt8]] {
         var out: [[UInt8]] = []

@@ -55,7 +55,12 @@ public enum Stderr {
 
     /// Writes `text` and exits with `code`, as strerr_die does.
     public static func die(_ code: Int32, _ text: String) -> Never {
-        if enabled { try? FD.writeAll(2, text + "\n") }
+        die(code, Array(text.utf8))
+    }
+
+    /// The same for a message that holds arbitrary bytes (quoted input, names from the network).
+    public static func die(_ code: Int32, _ bytes: [UInt8]) -> Never {
+        if enabled { try? FD.writeAll(2, bytes + [10]) }
         exit(code)
     }
 }

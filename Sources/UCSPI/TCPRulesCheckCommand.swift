@@ -10,25 +10,25 @@ import GatewayKit
 public enum TCPRulesCheckCommand {
     /// The lines tcprulescheck prints for a found rule: `rule KEY:`, then each variable,
     /// stopping at the first deny.
-    public static func report(_ rule: MatchedRule?) -> String {
-        guard let rule else { return "default:\nallow connection\n" }
-        var out = "rule \(rule.key):\n"
+    public static func report(_ rule: MatchedRule?) -> [UInt8] {
+        guard let rule else { return Array("default:\nallow connection\n".utf8) }
+        var out = Array("rule ".utf8) + rule.key + Array(":\n".utf8)
         for item in RuleDecision.instructions(rule.instructions) {
             switch item {
-            case .deny: return out + "deny connection\n"
-            case .setenv(let text): out += "set environment variable \(String(decoding: text, as: UTF8.self))\n"
+            case .deny: return out + Array("deny connection\n".utf8)
+            case .setenv(let text): out += Array("set environment variable ".utf8) + text + [10]
             }
         }
-        return out + "allow connection\n"
+        return out + Array("allow connection\n".utf8)
     }
 
     public static func main(_ arguments: [String]) -> Never {
         guard arguments.count >= 2 else { Stderr.die(100, "tcprulescheck: usage: tcprulescheck rules.cdb") }
         let path = arguments[1]
         let client = RuleClient(
-            ip: Environment.get("TCPREMOTEIP") ?? "0.0.0.0",
-            host: Environment.get("TCPREMOTEHOST"),
-            info: Environment.get("TCPREMOTEINFO"))
+            ip: Environment.bytes("TCPREMOTEIP") ?? Array("0.0.0.0".utf8),
+            host: Environment.bytes("TCPREMOTEHOST"),
+            info: Environment.bytes("TCPREMOTEINFO"))
         let unable = "tcprulescheck: fatal: unable to read \(path): "
         let file: CDBFile
         do { file = try CDBFile(path: path) } catch { Stderr.die(111, unable + SystemError.message(error.errno)) }

@@ -28,7 +28,8 @@ struct FileSink: CDBSink {
 
 /// `tcprules rules.cdb rules.tmp`: compiles rules from standard input into rules.tmp, then
 /// renames it over rules.cdb. Exit 100 for usage and parse errors, 111 for system errors;
-/// the old rules.cdb is untouched on any error, and the unfinished rules.tmp is removed.
+/// the old rules.cdb is untouched on any error, and an unfinished rules.tmp is removed (one
+/// that is complete but could not be renamed stays, as with djb's tcprules).
 public enum TCPRulesCommand {
     static let fatal = "tcprules: fatal: "
 
@@ -68,7 +69,9 @@ public enum TCPRulesCommand {
             try compiler.finish()
         } catch {
             switch error {
-            case .parse(let e): fail(100, e.message)
+            case .parse(let e):
+                unlink(temp)
+                Stderr.die(100, Array(fatal.utf8) + e.message)
             case .write(let e): writeFailure(e)
             }
         }

@@ -1,0 +1,268 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A blocking DNS stub resolver that behaves like djb's dns library as ucspi-tcp uses it
+/// (dns_name4, dns_name6, dns_ip4, dns_ip6): recursive queries to the configured caches over
+/// UDP with djb's retry schedule, TCP when an answer is truncated.
+///
+/// Made for a forked child that looks up one thing at a time: no threads, no event loop, every
+/// wait a poll() bounded by the schedule.
+public struct DNSResolver: Sendable {
+    /// Which addresses `addresses(of:family:)` asks for.
+    public enum Family: Hashable, Sendable {
+        /// A records, as dns_ip4.
+        case ipv4
+        /// AAAA records only.
+        case ipv6
+        /// AAAA records, then A records, as the IPv6 ucspi-tcp's dns_ip6. The IPv4 addresses
+        /// are returned as IPv4 (`.v4`); compare with `IPAddress.unmapped` when checking a
+        /// peer address from an IPv6 socket.
+        case any
+    }
+
+    /// The servers asked, in order.
+    public var servers: [DNSServer]
+    /// The timeouts of the UDP rounds and of a TCP exchange.
+    public var schedule: DNSRetrySchedule
+
+    /// A resolver asking `servers` with `schedule`.
+    public init(servers: [DNSServer], schedule: DNSRetrySchedule = .djb) {
+        self.servers = servers
+        self.schedule = schedule
+    }
+
+    /// A resolver configured from environment variables as djb's dns_resolvconfip:
+    /// `DNSCACHEIP`, else the `nameserver` lines of `RESOLVCONF` or /etc/resolv.conf, else
+    /// 127.0.0.1. `BASTION_DNSPORT` (for tests) replaces port 53. See `DNSConfiguration`.
+    public init(environment: [String: String], schedule: DNSRetrySchedule = .djb) throws(DNSError) {
+        servers = try DNSConfiguration.servers(environment: { environment[$0] })
+        self.schedule = schedule
+    }
+
+    /// A resolver configured from the process environment (see `init(environment:schedule:)`).
+    public init(schedule: DNSRetrySchedule = .djb) throws(DNSError) {
+        servers = try DNSConfiguration.servers(environment: Environment.get)
+        self.schedule = schedule
+    }
+
+    // MARK: - Lookups
+
+    /// The name of `address` from its PTR record (dns_name4, or dns_name6 with the
+    /// `ip6.arpa` nibble name; an IPv4-mapped address is looked up as IPv4). The name is
+    /// printed as dns_domain_todot does: lowercase, odd bytes as `\ooo`, no trailing dot.
+    /// Nil when the address has no PTR record.
+    public func name(for address: IPAddress) throws(DNSError) -> String? {
+        let question = DNSQuestion(name: DNSWire.reverseName(for: address.unmapped), type: .ptr)
+        let response = try resolve(question)
+        return try response.firstPointerName().map(DNSWire.formatName)
+    }
+
+    /// The addresses of `name` in answer order (djb shuffles them; callers that care about
+    /// order should not rely on either). An address literal (optionally in brackets) comes
+    /// back without a query: for `.ipv4` an IPv4 literal (or the IPv4 inside a mapped one),
+    /// for `.ipv6` an IPv6 literal or an IPv4 literal as IPv4-mapped, for `.any` the literal
+    /// itself. A name of only digits and dots that is no address gives an empty list, as in
+    /// djb's dns_ip4. Empty when the name has no such records.
+    ///
+    /// With `.any`, a failure of one of the two queries is ignored when the other worked.
+    public func addresses(of name: String, family: Family) throws(DNSError) -> [IPAddress] {
+        if let literal = DNSResolver.literal(name) {
+            switch family {
+            case .any: return [literal]
+            case .ipv4: return literal.unmapped.family == .v4 ? [literal.unmapped] : []
+            case .ipv6: return [literal.v4Mapped]
+            }
+        }
+        if DNSResolver.looksNumeric(name) { return [] }
+        let wire = try DNSWire.encodeName(name)
+        switch family {
+        case .ipv4:
+            return try resolve(DNSQuestion(name: wire, type: .a)).addresses(of: .a)
+        case .ipv6:
+            return try resolve(DNSQuestion(name: wire, type: .aaaa)).addresses(of: .aaaa)
+        case .any:
+            let v6 = Result { () throws(DNSError) in
+                try resolve(DNSQuestion(name: wire, type: .aaaa)).addresses(of: .aaaa)
+            }
+            let v4 = Result { () throws(DNSError) in
+                try resolve(DNSQuestion(name: wire, type: .a)).addresses(of: .a)
+            }
+            switch (v6, v4) {
+            case (.failure(let error), .failure):
+                throw error
+            default:
+                return ((try? v6.get()) ?? []) + ((try? v4.get()) ?? [])
+            }
+        }
+    }
+
+    /// Sends `question` and returns the first relevant reply that is not a server failure
+    /// (dns_resolve): NXDOMAIN and empty answers come back as replies, not errors.
+    public func resolve(_ question: DNSQuestion) throws(DNSError) -> DNSResponse {
+        var transaction = DNSTransaction(question: question, servers: servers, schedule: schedule)
+        return try transaction.run()
+    }
+
+    static func literal(_ name: String) -> IPAddress? {
+        var text = Substring(name)
+        if text.hasPrefix("[") && text.hasSuffix("]") && text.count >= 2 { text = text.dropFirst().dropLast() }
+        return IPAddress(String(text))
+    }
+
+    /// djb's dns_ip4 treats a name of digits, dots and brackets as an address literal and
+    /// never asks the servers about it.
+    static func looksNumeric(_ name: String) -> Bool {
+        name.utf8.allSatisfy { c in
+            (c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9")) || c == UInt8(ascii: ".")
+                || c == UInt8(ascii: "[") || c == UInt8(ascii: "]")
+        }
+    }
+}
+
+// MARK: - Transmission
+
+/// One query carried through djb's dns_transmit schedule. UDP: for each timeout of the
+/// schedule, each server in turn gets the query from a fresh socket (random id, random source
+/// port, connected so that only that server's datagrams arrive) and that long to answer.
+/// A reply counts only with the same id and the same question; a truncated one moves the
+/// query to TCP, starting with the server that sent it; a server failure or a socket error
+/// moves on to the next server.
+struct DNSTransaction {
+    let question: DNSQuestion
+    let servers: [DNSServer]
+    let schedule: DNSRetrySchedule
+    private var lastError = DNSError.timedOut
+
+    init(question: DNSQuestion, servers: [DNSServer], schedule: DNSRetrySchedule) {
+        self.question = question
+        self.servers = servers
+        self.schedule = schedule
+    }
+
+    /// What one attempt came to.
+    private enum Outcome {
+        case answer(DNSResponse)
+        case truncated
+        case failed(DNSError)
+    }
+
+    mutating func run() throws(DNSError) -> DNSResponse {
+        for timeout in schedule.udpTimeouts {
+            for (index, server) in servers.enumerated() {
+                switch udpAttempt(server, timeout: timeout) {
+                case .answer(let response):
+                    return response
+                case .failed(let error):
+                    lastError = error
+                case .truncated:
+                    let order = servers[index...] + servers[..<index]
+                    for tcpServer in order {
+                        switch tcpAttempt(tcpServer) {
+                        case .answer(let response): return response
+                        case .failed(let error): lastError = error
+                        case .truncated: lastError = .malformedResponse
+                        }
+                    }
+                    throw lastError
+                }
+            }
+        }
+        throw lastError
+    }
+
+    // MARK: UDP
+
+    private func udpAttempt(_ server: DNSServer, timeout: Duration) -> Outcome {
+        let id = UInt16.random(in: 0...UInt16.max)
+        let query = DNSWire.query(id: id, question: question)
+        let fd: Int32
+        do {
+            fd = try DNSTransaction.openSocket(for: server, type: SOCK_DGRAM)
+        } catch {
+            return .failed(.system(error))
+        }
+        defer { FD.close(fd) }
+        let deadline = Deadline.after(timeout)
+        do {
+            try BoundedSocket.connect(fd, to: server.address, port: server.port, before: deadline)
+            let sent = query.withUnsafeBytes { b in send(fd, b.baseAddress, b.count, Int32(MSG_NOSIGNAL)) }
+            if sent != query.count { return .failed(.system(SystemError.current)) }
+            var buffer = [UInt8](repeating: 0, count: 513)
+            while true {
+                guard try deadline.wait(for: fd, events: Int16(POLLIN)) else { return .failed(.timedOut) }
+                let n = buffer.withUnsafeMutableBytes { b in recv(fd, b.baseAddress, b.count, 0) }
+                if n < 0 {
+                    if errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK { continue }
+                    return .failed(.system(SystemError.current))
+                }
+                // djb ignores datagrams that overflow a 512-byte buffer.
+                if n > 512 { continue }
+                guard let response = try? DNSResponse(parsing: Array(buffer[0..<n])),
+                      response.answers(question, id: id) else { continue }
+                if response.isTruncated { return .truncated }
+                if response.isServerFailure { return .failed(.serverFailure(rcode: response.rcode)) }
+                return .answer(response)
+            }
+        } catch {
+            return .failed(DNSTransaction.failure(error))
+        }
+    }
+
+    /// A system error as a DNS error; ETIMEDOUT is a timeout.
+    private static func failure(_ error: SystemError) -> DNSError {
+        error.errno == ETIMEDOUT ? .timedOut : .system(error)
+    }
+
+    // MARK: TCP
+
+    private func tcpAttempt(_ server: DNSServer) -> Outcome {
+        let id = UInt16.random(in: 0...UInt16.max)
+        let query = DNSWire.query(id: id, question: question)
+        let deadline = Deadline.after(schedule.tcpTimeout)
+        let fd: Int32
+        do {
+            fd = try DNSTransaction.openSocket(for: server, type: SOCK_STREAM)
+        } catch {
+            return .failed(.system(error))
+        }
+        defer { FD.close(fd) }
+        let packet: [UInt8]
+        do {
+            try BoundedSocket.connect(fd, to: server.address, port: server.port, before: deadline)
+            let framed = [UInt8(query.count >> 8), UInt8(query.count & 0xff)] + query
+            try BoundedSocket.writeAll(fd, framed, before: deadline)
+            let prefix = try BoundedSocket.readExactly(fd, 2, before: deadline)
+            let length = Int(prefix[0]) << 8 | Int(prefix[1])
+            packet = try BoundedSocket.readExactly(fd, length, before: deadline)
+        } catch {
+            return .failed(DNSTransaction.failure(error))
+        }
+        guard let response = try? DNSResponse(parsing: packet), response.answers(question, id: id) else {
+            return .failed(.malformedResponse)
+        }
+        if response.isTruncated { return .truncated }
+        if response.isServerFailure { return .failed(.serverFailure(rcode: response.rcode)) }
+        return .answer(response)
+    }
+
+    // MARK: Sockets
+
+    /// A socket of the server's family bound to a random port from 1025 to 65534 (ten
+    /// tries, then any port), as dns_transmit's randombind.
+    private static func openSocket(for server: DNSServer, type: __socket_type) throws(SystemError) -> Int32 {
+        let family = server.address.family
+        let fd = try BoundedSocket.open(family: family, type: type)
+        let any = family == .v4 ? IPAddress.anyV4 : IPAddress.anyV6
+        for _ in 0..<10 {
+            if (try? BoundedSocket.bind(fd, to: any, port: UInt16.random(in: 1025...65534))) != nil { return fd }
+        }
+        do {
+            try BoundedSocket.bind(fd, to: any, port: 0)
+        } catch {
+            FD.close(fd)
+            throw error
+        }
+        return fd
+    }
+}
