@@ -25,3 +25,7 @@ int bastion_wifexited(int status) { return WIFEXITED(status); }
 int bastion_wexitstatus(int status) { return WEXITSTATUS(status); }
 int bastion_wifsignaled(int status) { return WIFSIGNALED(status); }
 int bastion_wtermsig(int status) { return WTERMSIG(status); }
+
+int bastion_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
+    return accept4(fd, addr, len, flags);
+}

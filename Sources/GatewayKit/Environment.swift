@@ -47,9 +47,13 @@ public struct ChildEnvironment: Sendable {
 
     /// Sets `name` to `value`, or removes it when value is nil. Every earlier copy is removed.
     public mutating func set(_ name: String, _ value: String?) {
-        let n = Array(name.utf8)
-        entries.removeAll { e in e.count > n.count && e[n.count] == UInt8(ascii: "=") && e.starts(with: n) }
-        if let value { entries.append(n + [UInt8(ascii: "=")] + Array(value.utf8)) }
+        set(Array(name.utf8), value.map { Array($0.utf8) })
+    }
+
+    /// The same with raw bytes, for values from the network or a rules database.
+    public mutating func set(_ name: [UInt8], _ value: [UInt8]?) {
+        entries.removeAll { e in e.count > name.count && e[name.count] == UInt8(ascii: "=") && e.starts(with: name) }
+        if let value { entries.append(name + [UInt8(ascii: "=")] + value) }
     }
 
     /// The value of `name`, if set.

@@ -2,6 +2,9 @@
 #define CBASTION_H
 
 #include <stddef.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 /// The process environment (environ), which Swift cannot name portably.
@@ -18,5 +21,8 @@ int bastion_wifexited(int status);
 int bastion_wexitstatus(int status);
 int bastion_wifsignaled(int status);
 int bastion_wtermsig(int status);
+
+/// accept4(2), which glibc declares only under _GNU_SOURCE.
+int bastion_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
 
 #endif

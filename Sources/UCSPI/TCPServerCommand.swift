@@ -1,1 +1,0 @@
-public enum TCPServerCommand { public static func main(_ a: [String]) -> Never { fatalError() } }
