@@ -23,6 +23,10 @@ public enum TCPRulesCheckCommand {
     }
 
     public static func main(_ arguments: [String]) -> Never {
+        if arguments.count == 2 && arguments[1] == "--help" {
+            try? FD.writeAll(1, Help.tcprulescheck)
+            exit(0)
+        }
         guard arguments.count >= 2 else { Stderr.die(100, "tcprulescheck: usage: tcprulescheck rules.cdb") }
         let path = arguments[1]
         let client = RuleClient(

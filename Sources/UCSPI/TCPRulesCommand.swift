@@ -34,6 +34,10 @@ public enum TCPRulesCommand {
     static let fatal = "tcprules: fatal: "
 
     public static func main(_ arguments: [String]) -> Never {
+        if arguments.count == 2 && arguments[1] == "--help" {
+            try? FD.writeAll(1, Help.tcprules)
+            exit(0)
+        }
         guard arguments.count >= 3 else { Stderr.die(100, "tcprules: usage: tcprules rules.cdb rules.tmp") }
         let target = arguments[1]
         let temp = arguments[2]

@@ -17,6 +17,10 @@ public enum TCPServerCommand {
     static let drop = "tcpserver: warning: dropping connection, "
 
     public static func main(_ arguments: [String]) -> Never {
+        if arguments.count == 2 && arguments[1] == "--help" {
+            try? FD.writeAll(1, Help.tcpserver)
+            exit(0)
+        }
         let options: TCPServerOptions
         do {
             options = try TCPServerOptions.parse(Array(arguments.dropFirst()), environment: Environment.get)
