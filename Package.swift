@@ -1,6 +1,12 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+// The tools are linked fully static: a static binary starts in a fraction of the time a
+// dynamically linked Swift program needs to load its runtime libraries, which matters for
+// tcprulescheck run per lookup and for tcpserver forking per connection. lld is used because
+// it links the same code without the GNU linkers' warnings about glibc calls in static code.
+let staticTool: [LinkerSetting] = [.unsafeFlags(["-static-executable", "-use-ld=lld"])]
+
 let package = Package(
     name: "Bastion",
     platforms: [.macOS(.v13)],
@@ -20,9 +26,9 @@ let package = Package(
         .target(name: "GatewayKit", dependencies: ["CBastion"]),
         // The ucspi-tcp trio: command implementations behind thin executables.
         .target(name: "UCSPI", dependencies: ["CDB", "AccessRules", "GatewayKit", "CBastion"]),
-        .executableTarget(name: "tcprules", dependencies: ["UCSPI"]),
-        .executableTarget(name: "tcprulescheck", dependencies: ["UCSPI"]),
-        .executableTarget(name: "tcpserver", dependencies: ["UCSPI"]),
+        .executableTarget(name: "tcprules", dependencies: ["UCSPI"], linkerSettings: staticTool),
+        .executableTarget(name: "tcprulescheck", dependencies: ["UCSPI"], linkerSettings: staticTool),
+        .executableTarget(name: "tcpserver", dependencies: ["UCSPI"], linkerSettings: staticTool),
         .testTarget(name: "CDBTests", dependencies: ["CDB"]),
         .testTarget(name: "AccessRulesTests", dependencies: ["AccessRules", "CDB"]),
         .testTarget(name: "GatewayKitTests", dependencies: ["GatewayKit"]),

@@ -51,10 +51,10 @@ final class TCPServer {
         let p = options.port
         let scanned = TCPServerOptions.scanNumber(p)
         if scanned.digits == p.utf8.count { return UInt16(truncatingIfNeeded: scanned.value) }
-        guard let entry = getservbyname(p, "tcp") else {
+        guard let port = ServiceNames.port(of: p) else {
             Stderr.die(111, TCPServerCommand.fatal + "unable to figure out port number for \(p)")
         }
-        return UInt16(bigEndian: UInt16(truncatingIfNeeded: entry.pointee.s_port))
+        return port
     }
 
     /// The address to listen on: `0` or empty is every address (IPv6 and IPv4, or IPv4 only
