@@ -7,6 +7,10 @@ import PackageDescription
 // it links the same code without the GNU linkers' warnings about glibc calls in static code.
 let staticTool: [LinkerSetting] = [.unsafeFlags(["-static-executable", "-use-ld=lld"])]
 
+// The hot paths (cdb writing, rule parsing) are generic across modules; full cross-module
+// optimisation lets the tools specialise them instead of going through generic metadata.
+let crossModule: [SwiftSetting] = [.unsafeFlags(["-cross-module-optimization"])]
+
 let package = Package(
     name: "Bastion",
     platforms: [.macOS(.v13)],
@@ -19,9 +23,9 @@ let package = Package(
         // C shims for what Swift cannot call directly (variadic syslog, environ).
         .target(name: "CBastion"),
         // djb's constant database: reader and writer, byte-compatible with cdb_make.
-        .target(name: "CDB"),
+        .target(name: "CDB", swiftSettings: crossModule),
         // tcprules grammar, compilation into cdb, tcpserver's lookup order.
-        .target(name: "AccessRules", dependencies: ["CDB"]),
+        .target(name: "AccessRules", dependencies: ["CDB"], swiftSettings: crossModule),
         // Daemon plumbing shared by every Bastion daemon.
         .target(name: "GatewayKit", dependencies: ["CBastion"]),
         // The ucspi-tcp trio: command implementations behind thin executables.

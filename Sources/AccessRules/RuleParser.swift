@@ -44,16 +44,27 @@ public enum RuleParser {
     }
 
     public static func parse(_ raw: UnsafeBufferPointer<UInt8>) throws(RuleParseError) -> RuleLine {
+        var data: [UInt8] = []
+        guard let addressLength = try scan(raw, instructions: &data) else { return .skip }
+        return .rule(address: Array(raw[0..<addressLength]), instructions: data)
+    }
+
+    /// The allocation-free core of `parse` for the compiler: appends the encoded instructions
+    /// to `instructions` and returns the address's length (the address is the line's start),
+    /// or nil for a line to skip.
+    public static func scan(
+        _ raw: UnsafeBufferPointer<UInt8>, instructions data: inout [UInt8]
+    ) throws(RuleParseError) -> Int? {
         var len = raw.count
-        if len == 0 || raw[0] == UInt8(ascii: "#") { return .skip }
+        if len == 0 || raw[0] == UInt8(ascii: "#") { return nil }
         if raw[len - 1] == UInt8(ascii: "\n") { len -= 1 }
         while len > 0 && (raw[len - 1] == UInt8(ascii: " ") || raw[len - 1] == UInt8(ascii: "\t")) { len -= 1 }
-        if len == 0 { return .skip }
+        if len == 0 { return nil }
         let x = UnsafeBufferPointer(rebasing: raw[0..<len])
 
         func bad() -> RuleParseError { RuleParseError(quoting: x) }
 
-        guard let first = x.firstIndex(of: UInt8(ascii: ":")) else { return .skip }
+        guard let first = x.firstIndex(of: UInt8(ascii: ":")) else { return nil }
         // The separating colon: the first one followed by "allow" or "deny".
         var colon = first
         while true {
@@ -65,8 +76,6 @@ public enum RuleParser {
             }
             colon = n
         }
-        let address = Array(x[0..<colon])
-        var data: [UInt8] = []
         var i = colon + 1
         if startsWith(x, at: i, deny) {
             data.append(UInt8(ascii: "D"))
@@ -89,7 +98,7 @@ public enum RuleParser {
             data.append(0)
             i = close + 1
         }
-        return .rule(address: address, instructions: data)
+        return colon
     }
 
     @inline(__always)

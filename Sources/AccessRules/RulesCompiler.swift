@@ -11,6 +11,7 @@ public enum RulesCompileError: Error, Equatable {
 public struct RulesCompiler<Sink: CDBSink> {
     public private(set) var writer: CDBWriter<Sink>
     private var partial: [UInt8] = []
+    private var scratch: [UInt8] = []
 
     public init(writer: CDBWriter<Sink>) {
         self.writer = writer
@@ -50,14 +51,23 @@ public struct RulesCompiler<Sink: CDBSink> {
     }
 
     private mutating func line(_ text: UnsafeBufferPointer<UInt8>) throws(RulesCompileError) {
-        let parsed: RuleLine
-        do { parsed = try RuleParser.parse(text) } catch { throw .parse(error) }
-        guard case .rule(let address, let data) = parsed else { return }
+        scratch.removeAll(keepingCapacity: true)
+        let addressLength: Int
+        do {
+            guard let n = try RuleParser.scan(text, instructions: &scratch) else { return }
+            addressLength = n
+        } catch { throw .parse(error) }
+        let address = UnsafeBufferPointer(rebasing: text[0..<addressLength])
         if !address.contains(UInt8(ascii: "-")) {
-            do { try writer.add(key: address, data: data) } catch { throw .write(error) }
+            do {
+                try scratch.withUnsafeBytes { d in
+                    Result { () throws(CDBWriteError) in try writer.add(key: UnsafeRawBufferPointer(address), data: d) }
+                }.get()
+            } catch { throw .write(error) }
             return
         }
-        guard let keys = RuleParser.keys(for: address) else { throw .parse(RuleParseError(quoting: text)) }
+        guard let keys = RuleParser.keys(for: Array(address)) else { throw .parse(RuleParseError(quoting: text)) }
+        let data = scratch
         for key in keys {
             do { try writer.add(key: key, data: data) } catch { throw .write(error) }
         }

@@ -41,12 +41,10 @@ public struct CDBWriter<Sink: CDBSink> {
     private var hashes: [UInt32] = []
     private var positions: [UInt32] = []
     private var position: UInt64 = 2048
-    private var buffer: [UInt8] = []
-    private static var bufferSize: Int { 65536 }
+    private let buffer = WriteBuffer(capacity: 65536)
 
     public init(sink: Sink) throws(CDBWriteError) {
         self.sink = sink
-        buffer.reserveCapacity(Self.bufferSize)
         let zeros = [UInt8](repeating: 0, count: 2048)
         var start = sink
         try zeros.withUnsafeBytes { b in Result { () throws(CDBWriteError) in try start.write(b) } }.get()
@@ -66,8 +64,8 @@ public struct CDBWriter<Sink: CDBSink> {
         }
         hashes.append(cdbHash(key))
         positions.append(UInt32(position))
-        try putWord(UInt32(key.count))
-        try putWord(UInt32(data.count))
+        var header = (UInt32(key.count).littleEndian, UInt32(data.count).littleEndian)
+        try withUnsafeBytes(of: &header) { b in Result { () throws(CDBWriteError) in try put(b) } }.get()
         try put(key)
         try put(data)
         position += recordSize
@@ -81,29 +79,20 @@ public struct CDBWriter<Sink: CDBSink> {
     }
 
     private mutating func put(_ bytes: UnsafeRawBufferPointer) throws(CDBWriteError) {
-        if buffer.count + bytes.count > Self.bufferSize {
+        if buffer.count + bytes.count > buffer.capacity {
             try flush()
-            if bytes.count >= Self.bufferSize {
+            if bytes.count >= buffer.capacity {
                 try sink.write(bytes)
                 return
             }
         }
-        buffer.append(contentsOf: bytes)
-    }
-
-    @inline(__always)
-    private mutating func putWord(_ w: UInt32) throws(CDBWriteError) {
-        if buffer.count + 4 > Self.bufferSize { try flush() }
-        buffer.append(UInt8(truncatingIfNeeded: w))
-        buffer.append(UInt8(truncatingIfNeeded: w >> 8))
-        buffer.append(UInt8(truncatingIfNeeded: w >> 16))
-        buffer.append(UInt8(truncatingIfNeeded: w >> 24))
+        buffer.append(bytes)
     }
 
     private mutating func flush() throws(CDBWriteError) {
-        guard !buffer.isEmpty else { return }
-        try buffer.withUnsafeBytes { b in Result { () throws(CDBWriteError) in try self.sink.write(b) } }.get()
-        buffer.removeAll(keepingCapacity: true)
+        guard buffer.count > 0 else { return }
+        try sink.write(UnsafeRawBufferPointer(start: buffer.base, count: buffer.count))
+        buffer.count = 0
     }
 
     /// Writes the 256 hash tables and the header. The writer must not be used afterwards.
@@ -111,42 +100,40 @@ public struct CDBWriter<Sink: CDBSink> {
         let n = hashes.count
         var counts = [Int](repeating: 0, count: 256)
         for h in hashes { counts[Int(h & 255)] += 1 }
-        // Group records by table, keeping the order they were added in (cdb_make's split).
+        // Group records by table, keeping the order they were added in (cdb_make's split),
+        // as (hash, position) pairs so the table pass reads them sequentially.
         var start = [Int](repeating: 0, count: 257)
         for i in 0..<256 { start[i + 1] = start[i] + counts[i] }
         var next = start
-        var split = [Int](repeating: 0, count: n)
+        var split = [UInt64](repeating: 0, count: n)
         for i in 0..<n {
-            let b = Int(hashes[i] & 255)
-            split[next[b]] = i
+            let h = hashes[i]
+            let b = Int(h & 255)
+            split[next[b]] = UInt64(h) << 32 | UInt64(positions[i])
             next[b] += 1
         }
         var header = [UInt8](repeating: 0, count: 2048)
-        var slotHash = [UInt32](repeating: 0, count: 2 * (counts.max() ?? 0))
-        var slotPos = [UInt32](repeating: 0, count: slotHash.count)
-        for table in 0..<256 {
-            let count = counts[table]
+        // One table at a time, as (hash, position) little-endian word pairs, written whole.
+        var table = [UInt32](repeating: 0, count: 4 * (counts.max() ?? 0))
+        for t in 0..<256 {
+            let count = counts[t]
             let len = 2 * count
-            storeLE(UInt32(position), into: &header, at: 8 * table)
-            storeLE(UInt32(len), into: &header, at: 8 * table + 4)
+            storeLE(UInt32(position), into: &header, at: 8 * t)
+            storeLE(UInt32(len), into: &header, at: 8 * t + 4)
             guard len > 0 else { continue }
-            for u in 0..<len {
-                slotHash[u] = 0
-                slotPos[u] = 0
-            }
-            for j in start[table]..<start[table + 1] {
-                let r = split[j]
-                var where_ = Int((hashes[r] >> 8) % UInt32(len))
-                while slotPos[where_] != 0 {
-                    where_ += 1
-                    if where_ == len { where_ = 0 }
+            try table.withUnsafeMutableBufferPointer { (slots) throws(CDBWriteError) in
+                for u in 0..<(2 * len) { slots[u] = 0 }
+                for j in start[t]..<start[t + 1] {
+                    let h = UInt32(truncatingIfNeeded: split[j] >> 32)
+                    var slot = Int((h >> 8) % UInt32(len))
+                    while slots[2 * slot + 1] != 0 {
+                        slot += 1
+                        if slot == len { slot = 0 }
+                    }
+                    slots[2 * slot] = h.littleEndian
+                    slots[2 * slot + 1] = UInt32(truncatingIfNeeded: split[j]).littleEndian
                 }
-                slotHash[where_] = hashes[r]
-                slotPos[where_] = positions[r]
-            }
-            for u in 0..<len {
-                try putWord(slotHash[u])
-                try putWord(slotPos[u])
+                try put(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(slots)[0..<(8 * len)]))
             }
             position += 8 * UInt64(len)
             guard position <= UInt64(UInt32.max) else { throw .tooLarge }
@@ -162,4 +149,26 @@ func storeLE(_ value: UInt32, into bytes: inout [UInt8], at offset: Int) {
     bytes[offset + 1] = UInt8(truncatingIfNeeded: value >> 8)
     bytes[offset + 2] = UInt8(truncatingIfNeeded: value >> 16)
     bytes[offset + 3] = UInt8(truncatingIfNeeded: value >> 24)
+}
+
+/// The writer's output buffer: raw memory, so appending is a memcpy. Shared by copies of a
+/// writer, which must therefore not be used side by side (nobody needs to).
+final class WriteBuffer {
+    let base: UnsafeMutableRawPointer
+    let capacity: Int
+    var count = 0
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        base = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 16)
+    }
+
+    @inline(__always)
+    func append(_ bytes: UnsafeRawBufferPointer) {
+        guard let source = bytes.baseAddress, bytes.count > 0 else { return }
+        (base + count).copyMemory(from: source, byteCount: bytes.count)
+        count += bytes.count
+    }
+
+    deinit { base.deallocate() }
 }
