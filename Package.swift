@@ -36,7 +36,7 @@ let package = Package(
         .testTarget(name: "CDBTests", dependencies: ["CDB"]),
         .testTarget(name: "AccessRulesTests", dependencies: ["AccessRules", "CDB"]),
         .testTarget(name: "GatewayKitTests", dependencies: ["GatewayKit"]),
-        .testTarget(name: "UCSPITests", dependencies: ["UCSPI", "GatewayKit"]),
+        .testTarget(name: "UCSPITests", dependencies: ["UCSPI", "GatewayKit", "AccessRules"]),
     ],
     swiftLanguageModes: [.v6]
 )

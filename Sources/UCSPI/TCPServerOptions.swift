@@ -33,6 +33,7 @@ public struct TCPServerOptions: Equatable, Sendable {
     /// Why the command line was refused: the lines to print before exiting 100.
     public struct UsageError: Error, Equatable {
         public let lines: [String]
+        public init(lines: [String]) { self.lines = lines }
     }
 
     /// djb's scan_ulong: the leading decimal digits (0 if none), wrapping like unsigned long.
