@@ -18,8 +18,17 @@ public final class CDBFile {
     }
 
     /// Opens and maps `path`; throws the errno of the failing call.
-    public init(path: String) throws(CDBOpenError) {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+    public convenience init(path: String) throws(CDBOpenError) {
+        try self.init(path: Array(path.utf8))
+    }
+
+    /// Opens and maps the file whose name is these bytes (any bytes but NUL).
+    public init(path: [UInt8]) throws(CDBOpenError) {
+        var cPath = path
+        cPath.append(0)
+        let fd = cPath.withUnsafeBufferPointer { b in
+            b.baseAddress!.withMemoryRebound(to: CChar.self, capacity: b.count) { open($0, O_RDONLY | O_CLOEXEC) }
+        }
         if fd < 0 { throw CDBOpenError(errno: errno) }
         defer { close(fd) }
         var st = stat()

@@ -74,7 +74,13 @@ public struct DNSResolver: Sendable {
             case .ipv6: return [literal.v4Mapped]
             }
         }
-        if DNSResolver.looksNumeric(name) { return [] }
+        if DNSResolver.looksNumeric(name) {
+            let v4 = DNSResolver.numericIPv4(name)
+            switch family {
+            case .ipv4, .any: return v4
+            case .ipv6: return v4.map(\.v4Mapped)
+            }
+        }
         let wire = try DNSWire.encodeName(name)
         switch family {
         case .ipv4:
@@ -108,6 +114,26 @@ public struct DNSResolver: Sendable {
         var text = Substring(name)
         if text.hasPrefix("[") && text.hasSuffix("]") && text.count >= 2 { text = text.dropFirst().dropLast() }
         return IPAddress(String(text))
+    }
+
+    /// djb's dns_ip4 on a name of digits, dots and brackets: each dot-separated number is one
+    /// byte (modulo 256, brackets ignored), and every complete group of four bytes is an
+    /// address, so `1.2.3.4.5` gives 1.2.3.4 and `1.2.3` nothing.
+    static func numericIPv4(_ name: String) -> [IPAddress] {
+        var bytes: [UInt8] = []
+        var code: UInt8 = 0
+        for c in name.utf8 + [UInt8(ascii: ".")] {
+            switch c {
+            case UInt8(ascii: "["), UInt8(ascii: "]"): continue
+            case UInt8(ascii: "."):
+                bytes.append(code)
+                code = 0
+            default: code = code &* 10 &+ (c &- UInt8(ascii: "0"))
+            }
+        }
+        return stride(from: 0, to: bytes.count - bytes.count % 4, by: 4).map {
+            IPAddress(v4: bytes[$0], bytes[$0 + 1], bytes[$0 + 2], bytes[$0 + 3])
+        }
     }
 
     /// djb's dns_ip4 treats a name of digits, dots and brackets as an address literal and

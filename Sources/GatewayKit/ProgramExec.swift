@@ -7,31 +7,37 @@ import Glibc
 /// first one that is not ENOENT).
 public enum ProgramExec {
     /// Replaces the process image; returns only on failure, with the errno to report.
-    public static func exec(_ argv: [String], environment: [[UInt8]], path: String? = Environment.get("PATH"))
-        -> SystemError
-    {
+    public static func exec(
+        _ argv: [[UInt8]], environment: [[UInt8]], path: [UInt8]? = Environment.bytes("PATH")
+    ) -> SystemError {
         guard let program = argv.first else { return SystemError(errno: ENOENT) }
-        let candidates: [String]
-        if program.contains("/") {
+        let candidates: [[UInt8]]
+        if program.contains(UInt8(ascii: "/")) {
             candidates = [program]
         } else {
-            let dirs = (path ?? "/bin:/usr/bin").split(separator: ":", omittingEmptySubsequences: false)
-            candidates = dirs.map { $0.isEmpty ? program : "\($0)/\(program)" }
+            let dirs = (path ?? Array("/bin:/usr/bin".utf8)).split(
+                separator: UInt8(ascii: ":"), omittingEmptySubsequences: false)
+            candidates = dirs.map { $0.isEmpty ? program : Array($0) + [UInt8(ascii: "/")] + program }
         }
-        let cArgs = argv.map { strdup($0) } + [nil]
-        let cEnv = environment.map { entry -> UnsafeMutablePointer<CChar>? in
-            let p = UnsafeMutablePointer<CChar>.allocate(capacity: entry.count + 1)
-            entry.withUnsafeBytes { UnsafeMutableRawPointer(p).copyMemory(from: $0.baseAddress!, byteCount: entry.count) }
-            p[entry.count] = 0
-            return p
-        } + [nil]
+        let cArgs = argv.map(cString) + [nil]
+        let cEnv = environment.map(cString) + [nil]
         var saved: Int32 = ENOENT
         for candidate in candidates {
-            execve(candidate, cArgs, cEnv)
+            candidate.withCString { _ = execve($0, cArgs, cEnv) }
             let e = errno
             if e != ENOENT && saved == ENOENT { saved = e }
         }
         return SystemError(errno: saved)
+    }
+
+    /// A heap copy of `bytes` with a NUL, for execve (never freed: exec replaces us or we exit).
+    static func cString(_ bytes: [UInt8]) -> UnsafeMutablePointer<CChar>? {
+        let p = UnsafeMutablePointer<CChar>.allocate(capacity: bytes.count + 1)
+        bytes.withUnsafeBytes { raw in
+            if let base = raw.baseAddress { UnsafeMutableRawPointer(p).copyMemory(from: base, byteCount: raw.count) }
+        }
+        p[bytes.count] = 0
+        return p
     }
 }
 

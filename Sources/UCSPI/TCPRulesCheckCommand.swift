@@ -22,8 +22,8 @@ public enum TCPRulesCheckCommand {
         return out + Array("allow connection\n".utf8)
     }
 
-    public static func main(_ arguments: [String]) -> Never {
-        if arguments.count == 2 && arguments[1] == "--help" {
+    public static func main(_ arguments: [[UInt8]]) -> Never {
+        if arguments.count == 2 && arguments[1] == Array("--help".utf8) {
             try? FD.writeAll(1, Help.tcprulescheck)
             exit(0)
         }
@@ -33,14 +33,16 @@ public enum TCPRulesCheckCommand {
             ip: Environment.bytes("TCPREMOTEIP") ?? Array("0.0.0.0".utf8),
             host: Environment.bytes("TCPREMOTEHOST"),
             info: Environment.bytes("TCPREMOTEINFO"))
-        let unable = "tcprulescheck: fatal: unable to read \(path): "
+        let unable = Array("tcprulescheck: fatal: unable to read ".utf8) + path + Array(": ".utf8)
         let file: CDBFile
-        do { file = try CDBFile(path: path) } catch { Stderr.die(111, unable + SystemError.message(error.errno)) }
+        do { file = try CDBFile(path: path) } catch {
+            Stderr.die(111, unable + Array(SystemError.message(error.errno).utf8))
+        }
         let found: MatchedRule?
         do {
             found = try RuleLookup.find(client, in: file.reader)
         } catch {
-            Stderr.die(111, unable + SystemError.message(error == .empty ? EINVAL : EPROTO))
+            Stderr.die(111, unable + Array(SystemError.message(error == .empty ? EINVAL : EPROTO).utf8))
         }
         do { try FD.writeAll(1, report(found)) } catch { exit(111) }
         exit(0)

@@ -33,26 +33,33 @@ struct FileSink: CDBSink {
 public enum TCPRulesCommand {
     static let fatal = "tcprules: fatal: "
 
-    public static func main(_ arguments: [String]) -> Never {
-        if arguments.count == 2 && arguments[1] == "--help" {
+    /// `fatal` + the parts, raw bytes (file names are any bytes).
+    static func message(_ parts: [UInt8]...) -> [UInt8] { Array(fatal.utf8) + parts.joined() }
+
+    public static func main(_ arguments: [[UInt8]]) -> Never {
+        if arguments.count == 2 && arguments[1] == Array("--help".utf8) {
             try? FD.writeAll(1, Help.tcprules)
             exit(0)
         }
         guard arguments.count >= 3 else { Stderr.die(100, "tcprules: usage: tcprules rules.cdb rules.tmp") }
         let target = arguments[1]
         let temp = arguments[2]
-        let fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        if fd < 0 { Stderr.die(111, fatal + "unable to create \(temp): \(SystemError.current)") }
+        let fd = temp.withCString { open($0, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }
+        if fd < 0 {
+            Stderr.die(111, message(Array("unable to create ".utf8), temp, Array(": \(SystemError.current)".utf8)))
+        }
 
-        func fail(_ code: Int32, _ message: String) -> Never {
-            unlink(temp)
-            Stderr.die(code, fatal + message)
+        func fail(_ code: Int32, _ text: [UInt8]) -> Never {
+            _ = temp.withCString { unlink($0) }
+            Stderr.die(code, text)
         }
         func writeFailure(_ e: CDBWriteError) -> Never {
+            let reason: String
             switch e {
-            case .tooLarge: fail(111, "unable to write to \(temp): \(e)")
-            case .system(let n): fail(111, "unable to write to \(temp): \(SystemError.message(n))")
+            case .tooLarge: reason = "\(e)"
+            case .system(let n): reason = SystemError.message(n)
             }
+            fail(111, message(Array("unable to write to ".utf8), temp, Array(": \(reason)".utf8)))
         }
 
         var compiler: RulesCompiler<FileSink>
@@ -66,23 +73,25 @@ public enum TCPRulesCommand {
         do {
             while true {
                 let n: Int
-                do { n = try FD.read(0, into: chunk) } catch { fail(111, "unable to read input: \(error)") }
+                do { n = try FD.read(0, into: chunk) } catch {
+                    fail(111, message(Array("unable to read input: \(error)".utf8)))
+                }
                 if n == 0 { break }
                 try compiler.feed(UnsafeRawBufferPointer(rebasing: chunk[0..<n]))
             }
             try compiler.finish()
         } catch {
             switch error {
-            case .parse(let e):
-                unlink(temp)
-                Stderr.die(100, Array(fatal.utf8) + e.message)
+            case .parse(let e): fail(100, message(e.message))
             case .write(let e): writeFailure(e)
             }
         }
-        if fsync(fd) != 0 { fail(111, "unable to write to \(temp): \(SystemError.current)") }
-        if close(fd) != 0 { fail(111, "unable to write to \(temp): \(SystemError.current)") }
-        if rename(temp, target) != 0 {
-            Stderr.die(111, fatal + "unable to move \(temp) to \(target): \(SystemError.current)")
+        if fsync(fd) != 0 || close(fd) != 0 {
+            fail(111, message(Array("unable to write to ".utf8), temp, Array(": \(SystemError.current)".utf8)))
+        }
+        if temp.withCString({ t in target.withCString { rename(t, $0) } }) != 0 {
+            let reason = Array(": \(SystemError.current)".utf8)
+            Stderr.die(111, message(Array("unable to move ".utf8), temp, Array(" to ".utf8), target, reason))
         }
         exit(0)
     }

@@ -16,8 +16,8 @@ public enum TCPServerCommand {
     static let fatal = "tcpserver: fatal: "
     static let drop = "tcpserver: warning: dropping connection, "
 
-    public static func main(_ arguments: [String]) -> Never {
-        if arguments.count == 2 && arguments[1] == "--help" {
+    public static func main(_ arguments: [[UInt8]] = Arguments.raw) -> Never {
+        if arguments.count == 2 && arguments[1] == Array("--help".utf8) {
             try? FD.writeAll(1, Help.tcpserver)
             exit(0)
         }

@@ -16,6 +16,10 @@ struct TCPServerConnection {
         Stderr.die(111, TCPServerCommand.drop + message)
     }
 
+    func die(_ parts: [UInt8]...) -> Never {
+        Stderr.die(111, Array(TCPServerCommand.drop.utf8) + parts.joined())
+    }
+
     func serve() -> Never {
         // IPv4 clients (native or mapped) get exactly the IPv4 tcpserver's view; IPv6 clients
         // the IPv6 variant's (PROTO=TCP6 and the TCP6* variables).
@@ -46,7 +50,7 @@ struct TCPServerConnection {
             if resolver == nil { resolver = try? DNSResolver() }
             return resolver
         }
-        let localHost: [UInt8]? = options.localHost.map { Array($0.utf8) } ?? lookupName(local, dns())
+        let localHost: [UInt8]? = options.localHost ?? lookupName(local, dns())
 
         var env = ChildEnvironment()
         env.set("PROTO", v4 ? "TCP" : "TCP6")
@@ -77,10 +81,12 @@ struct TCPServerConnection {
 
         var remoteInfo: [UInt8]? = nil
         if options.remoteInfo {
+            // The original keeps the answer in a C string: it ends at a NUL byte.
             remoteInfo = try? IdentClient.remoteInfoBytes(
                 remote: peer.address.unmapped, remotePort: peer.port, local: localEnd.address.unmapped,
                 localPort: localEnd.port, timeout: .seconds(Int64(clamping: options.identTimeout)),
-                scopeID: peer.scopeID)
+                scopeID: peer.scopeID
+            ).prefix { $0 != 0 }.map { $0 }
         }
         env.set(Array("TCPREMOTEINFO".utf8), remoteInfo)
         if !v4 { env.set(Array("TCP6REMOTEINFO".utf8), remoteInfo) }
@@ -97,11 +103,12 @@ struct TCPServerConnection {
                         for variable in decision.environment { env.set(variable.name, variable.value) }
                     }
                 } catch {
-                    die("unable to read \(path): \(SystemError.message(error == .empty ? EINVAL : EPROTO))")
+                    let e = SystemError.message(error == .empty ? EINVAL : EPROTO)
+                    die(Array("unable to read ".utf8), path, Array(": \(e)".utf8))
                 }
             } catch {
                 if error.errno != ENOENT || !options.allowMissingRules {
-                    die("unable to read \(path): \(SystemError.message(error.errno))")
+                    die(Array("unable to read ".utf8), path, Array(": \(SystemError.message(error.errno))".utf8))
                 }
             }
         }
@@ -122,7 +129,7 @@ struct TCPServerConnection {
         if dup2(0, 1) < 0 { die("unable to set up descriptors: \(SystemError.current)") }
         if socket > 1 { close(socket) }
         let failure = ProgramExec.exec(options.program, environment: env.bytes)
-        die("unable to run \(options.program[0]): \(failure)")
+        die(Array("unable to run ".utf8), options.program[0], Array(": \(failure)".utf8))
     }
 
     /// The PTR name of an address, nil when there is none or DNS fails.

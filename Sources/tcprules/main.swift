@@ -1,3 +1,4 @@
+import GatewayKit
 import UCSPI
 
-TCPRulesCommand.main(CommandLine.arguments)
+TCPRulesCommand.main(Arguments.raw)

@@ -1,3 +1,4 @@
+import GatewayKit
 import UCSPI
 
-TCPRulesCheckCommand.main(CommandLine.arguments)
+TCPRulesCheckCommand.main(Arguments.raw)

@@ -1,3 +1,3 @@
 import UCSPI
 
-TCPServerCommand.main(CommandLine.arguments)
+TCPServerCommand.main()

@@ -200,6 +200,12 @@ struct DNSResolverTests {
             #expect(try resolver.addresses(of: "[::1]", family: .ipv6) == [.loopbackV6])
             #expect(try resolver.addresses(of: "::1", family: .ipv4) == [])
             #expect(try resolver.addresses(of: "1.2.3", family: .ipv4) == [])
+            // djb's dns_ip4: numbers are bytes, complete groups of four are addresses.
+            #expect(try resolver.addresses(of: "127.0.0.5.9", family: .ipv4) == [IPAddress(v4: 127, 0, 0, 5)])
+            #expect(
+                try resolver.addresses(of: "1.2.3.4.5.6.7.8", family: .ipv4)
+                    == [IPAddress(v4: 1, 2, 3, 4), IPAddress(v4: 5, 6, 7, 8)])
+            #expect(try resolver.addresses(of: "1.2.3.260.", family: .ipv4) == [IPAddress(v4: 1, 2, 3, 4)])
             #expect(throws: DNSError.self) {
                 try resolver.addresses(of: String(repeating: "x", count: 64) + ".example", family: .ipv4)
             }

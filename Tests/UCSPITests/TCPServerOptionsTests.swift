@@ -15,10 +15,10 @@ struct TCPServerOptionsTests {
         #expect(o.identTimeout == 26)
         #expect(o.remoteInfo && o.remoteHost && o.killIPOptions && o.delay)
         #expect(!o.paranoid && !o.printPort && !o.allowMissingRules && !o.ipv4Only && !o.forceIPv6)
-        #expect(o.rules == nil && o.localHost == nil && o.banner == "")
+        #expect(o.rules == nil && o.localHost == nil && o.banner == [])
         #expect(o.host == "0" && o.port == "25")
         // Options end at the first word that is not one: "-x" belongs to the program.
-        #expect(o.program == ["qmail-smtpd", "-x"])
+        #expect(o.program == [Array("qmail-smtpd".utf8), Array("-x".utf8)])
     }
 
     @Test func everyOption() throws {
@@ -28,15 +28,16 @@ struct TCPServerOptionsTests {
         ])
         #expect(o.printPort && o.allowMissingRules && o.paranoid && o.remoteHost && o.remoteInfo)
         #expect(!o.killIPOptions && !o.delay && o.verbosity == 2 && o.ipv4Only && o.forceIPv6)
-        #expect(o.limit == 100 && o.rules == "r.cdb" && o.banner == "hi" && o.gid == 7 && o.uid == 8)
-        #expect(o.backlog == 64 && o.localHost == "lname" && o.identTimeout == 3 && o.interface == "eth0")
-        #expect(o.host == "127.0.0.1" && o.port == "smtp" && o.program == ["prog", "arg"])
+        #expect(o.limit == 100 && o.rules == Array("r.cdb".utf8) && o.banner == Array("hi".utf8))
+        #expect(o.gid == 7 && o.uid == 8 && o.backlog == 64 && o.localHost == Array("lname".utf8))
+        #expect(o.identTimeout == 3 && o.interface == "eth0")
+        #expect(o.host == "127.0.0.1" && o.port == "smtp" && o.program == [Array("prog".utf8), Array("arg".utf8)])
     }
 
     @Test func clusteredFlagsAndAttachedArguments() throws {
         let o = try parse(["-vHRc5", "-xrules.cdb", "-qQ", "-PpP", "0", "0", "cat"])
         #expect(o.verbosity == 1 && !o.remoteHost && !o.remoteInfo && o.limit == 5)
-        #expect(o.rules == "rules.cdb" && !o.paranoid)
+        #expect(o.rules == Array("rules.cdb".utf8) && !o.paranoid)
     }
 
     @Test func laterFlagWins() throws {
@@ -49,7 +50,7 @@ struct TCPServerOptionsTests {
 
     @Test func doubleDashEndsOptions() throws {
         let o = try parse(["-v", "--", "-host", "1", "prog"])
-        #expect(o.host == "-host" && o.port == "1" && o.program == ["prog"])
+        #expect(o.host == "-host" && o.port == "1" && o.program == [Array("prog".utf8)])
     }
 
     @Test func uidAndGidFromEnvironment() throws {
@@ -72,9 +73,22 @@ struct TCPServerOptionsTests {
         (["0"], [TCPServerOptions.usage]),
         (["0", "25"], [TCPServerOptions.usage]),
         (["-v", "0", "25"], [TCPServerOptions.usage]),
+        // -q is in force once the options are read: it silences the missing-operand usage.
+        (["-q"], []),
+        (["-q", "0", "0"], []),
+        (["-qZ"], ["tcpserver: illegal option -- Z", TCPServerOptions.usage]),
     ])
     func usageErrors(words: [String], lines: [String]) {
         #expect(throws: TCPServerOptions.UsageError(lines: lines)) { try TCPServerOptions.parse(words) }
+    }
+
+    @Test func argumentsKeepTheirBytes() throws {
+        let o = try TCPServerOptions.parse([
+            Array("-B".utf8), [0xFF, 13, 10], Array("-l".utf8), [0xE9], Array("-x".utf8), [0x72, 0xE9],
+            Array("0".utf8), Array("0".utf8), [0x2E, 0x2F, 0xE9], [0x61, 0xFF],
+        ])
+        #expect(o.banner == [0xFF, 13, 10] && o.localHost == [0xE9] && o.rules == [0x72, 0xE9])
+        #expect(o.program == [[0x2E, 0x2F, 0xE9], [0x61, 0xFF]])
     }
 
     @Test func usageLineIsTheIPv6Variants() {
