@@ -55,3 +55,45 @@ public enum Privileges {
         if setuid(uid_t(uid)) != 0 { throw SystemError.current }
     }
 }
+
+/// Starts a program as a new process without forking this one: posix_spawn, which glibc
+/// implements with vfork semantics (no copy of our page tables, nothing of ours runs in the
+/// child). For a daemon that starts a program per connection this is several times cheaper
+/// than fork + exec from a large process.
+public enum ProgramSpawn {
+    /// Runs `argv` (PATH searched as by execvp) with `environment`, the socket as standard
+    /// input and output, standard error inherited, every signal unblocked and `resetSignals`
+    /// (and SIGPIPE) back to their defaults. Returns the pid, or nil when it could not start.
+    public static func spawn(
+        _ argv: [[UInt8]], environment: [[UInt8]], stdinAndStdout socket: Int32, resetSignals: [Int32]
+    ) -> Int32? {
+        guard let program = argv.first else { return nil }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, socket, 0)
+        posix_spawn_file_actions_adddup2(&actions, socket, 1)
+
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for s in resetSignals + [SIGPIPE] { sigaddset(&defaults, s) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+
+        let cArgs = argv.map(ProgramExec.cString) + [nil]
+        let cEnv = environment.map(ProgramExec.cString) + [nil]
+        defer {
+            for p in cArgs { p?.deallocate() }
+            for p in cEnv { p?.deallocate() }
+        }
+        var pid: pid_t = 0
+        let r = program.withCString { posix_spawnp(&pid, $0, &actions, &attributes, cArgs, cEnv) }
+        return r == 0 ? pid : nil
+    }
+}

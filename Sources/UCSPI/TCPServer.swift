@@ -172,6 +172,7 @@ final class TCPServer {
     /// Accepts while connections wait and the limit allows. Returns a deadline to pause
     /// accepting until when descriptors or memory ran out.
     func acceptAll(_ listener: Int32, signals: SignalQueue) -> Deadline? {
+        let fastSpawn = TCPServerConnection.canSpawnFromParent(options)
         while children < options.limit {
             let t: Int32
             let peer: Endpoint
@@ -187,11 +188,17 @@ final class TCPServer {
             }
             children += 1
             status()
+            let connection = TCPServerConnection(options: options, socket: t, peer: peer)
+            var bannerSent = false
+            if fastSpawn, connection.spawnFromParent(bannerSent: &bannerSent, signals: [SIGCHLD, SIGTERM]) != nil {
+                close(t)
+                continue
+            }
             let pid = fork()
             if pid == 0 {
                 close(listener)
                 signals.resetForChild()
-                TCPServerConnection(options: options, socket: t, peer: peer).serve()
+                connection.serve(bannerSent: bannerSent)
             }
             if pid < 0 {
                 Stderr.line(TCPServerCommand.drop + "unable to fork: \(SystemError.current)")

@@ -20,34 +20,65 @@ struct TCPServerConnection {
         Stderr.die(111, Array(TCPServerCommand.drop.utf8) + parts.joined())
     }
 
-    func serve() -> Never {
-        // IPv4 clients (native or mapped) get exactly the IPv4 tcpserver's view; IPv6 clients
-        // the IPv6 variant's (PROTO=TCP6 and the TCP6* variables).
-        var remote = peer.address
-        if options.forceIPv6 { remote = remote.family == .v4 ? remote.v4Mapped : remote }
-        let v4 = !options.forceIPv6 && (remote.family == .v4 || remote.isV4Mapped)
-        if v4 { remote = remote.unmapped }
-        let remoteIP = remote.description
-        let pid = getpid()
-        if options.verbosity >= 2 { Stderr.line("tcpserver: pid \(pid) from \(remoteIP)") }
+    /// Why the setup stopped: the message the child prints before exiting 111.
+    struct Failure: Error {
+        let message: [UInt8]
+    }
 
+    /// How the setup runs: in the forked child (as the original: it may block on DNS and
+    /// ident, and dies with the original's messages), or in the parent for the fast path,
+    /// which needs no lookups and gives up (to the child path) on anything unusual.
+    enum Place {
+        case child
+        case parent
+    }
+
+    /// Everything the program gets, and what the `ok`/`deny` line says.
+    struct Prepared {
+        var environment: ChildEnvironment
+        var deny: Bool
+        var v4: Bool
+        var localHost: [UInt8]?
+        var localIP: String
+        var localPort: String
+        var remoteHost: [UInt8]?
+        var remoteIP: String
+        var remoteInfo: [UInt8]?
+        var remotePort: String
+    }
+
+    /// The client's address as tcpserver shows it: IPv4 clients (native or mapped) get exactly
+    /// the IPv4 tcpserver's view; IPv6 clients the IPv6 variant's (PROTO=TCP6, TCP6*).
+    func shown(_ address: IPAddress) -> (address: IPAddress, v4: Bool) {
+        var a = address
+        if options.forceIPv6 { a = a.family == .v4 ? a.v4Mapped : a }
+        let v4 = !options.forceIPv6 && (a.family == .v4 || a.isV4Mapped)
+        return (v4 ? a.unmapped : a, v4)
+    }
+
+    /// The original's steps from socket options to the rules, without the logging and exec.
+    func prepare(_ place: Place, bannerSent: Bool) throws(Failure) -> Prepared {
+        let (remote, v4) = shown(peer.address)
+        let remoteIP = remote.description
         if options.killIPOptions && peer.address.family == .v4 { Socket.killIPOptions(socket) }
         if !options.delay { Socket.setNoDelay(socket) }
-        if !options.banner.isEmpty {
-            do { try FD.writeAll(socket, options.banner) } catch { die("unable to print banner: \(error)") }
+        if !options.banner.isEmpty && !bannerSent {
+            do { try FD.writeAll(socket, options.banner) } catch {
+                throw Failure(message: Array("unable to print banner: \(error)".utf8))
+            }
         }
         let localEnd: Endpoint
-        do { localEnd = try Socket.localEndpoint(socket) } catch { die("unable to get local address: \(error)") }
-        var local = localEnd.address
-        if options.forceIPv6 { local = local.family == .v4 ? local.v4Mapped : local }
-        if v4 { local = local.unmapped }
+        do { localEnd = try Socket.localEndpoint(socket) } catch {
+            throw Failure(message: Array("unable to get local address: \(error)".utf8))
+        }
+        let local = shown(localEnd.address).address
         let localIP = local.description
         let localPort = String(localEnd.port)
         let remotePort = String(peer.port)
 
         var resolver: DNSResolver? = nil
         func dns() -> DNSResolver? {
-            if resolver == nil { resolver = try? DNSResolver() }
+            if place == .child && resolver == nil { resolver = try? DNSResolver() }
             return resolver
         }
         let localHost: [UInt8]? = options.localHost ?? lookupName(local, dns())
@@ -80,7 +111,7 @@ struct TCPServerConnection {
         }
 
         var remoteInfo: [UInt8]? = nil
-        if options.remoteInfo {
+        if options.remoteInfo && place == .child {
             // The original keeps the answer in a C string: it ends at a NUL byte.
             remoteInfo = try? IdentClient.remoteInfoBytes(
                 remote: peer.address.unmapped, remotePort: peer.port, local: localEnd.address.unmapped,
@@ -93,43 +124,91 @@ struct TCPServerConnection {
 
         var deny = false
         if let path = options.rules {
-            do {
-                let file = try CDBFile(path: path)
+            func unreadable(_ e: Int32) -> Failure {
+                Failure(message: Array("unable to read ".utf8) + path + Array(": \(SystemError.message(e))".utf8))
+            }
+            var file: CDBFile? = nil
+            do { file = try CDBFile(path: path) } catch {
+                if error.errno != ENOENT || !options.allowMissingRules { throw unreadable(error.errno) }
+            }
+            if let file {
                 let client = RuleClient(ip: Array(remoteIP.utf8), host: remoteHost, info: remoteInfo)
-                do {
-                    if let rule = try RuleLookup.find(client, in: file.reader) {
-                        let decision = rule.decision
-                        deny = decision.deny
-                        for variable in decision.environment { env.set(variable.name, variable.value) }
-                    }
-                } catch {
-                    let e = SystemError.message(error == .empty ? EINVAL : EPROTO)
-                    die(Array("unable to read ".utf8), path, Array(": \(e)".utf8))
+                let found: MatchedRule?
+                do { found = try RuleLookup.find(client, in: file.reader) } catch {
+                    throw unreadable(error == .empty ? EINVAL : EPROTO)
                 }
-            } catch {
-                if error.errno != ENOENT || !options.allowMissingRules {
-                    die(Array("unable to read ".utf8), path, Array(": \(SystemError.message(error.errno))".utf8))
+                if let decision = found?.decision {
+                    deny = decision.deny
+                    for variable in decision.environment { env.set(variable.name, variable.value) }
                 }
             }
         }
+        return Prepared(
+            environment: env, deny: deny, v4: v4, localHost: localHost, localIP: localIP, localPort: localPort,
+            remoteHost: remoteHost, remoteIP: remoteIP, remoteInfo: remoteInfo, remotePort: remotePort)
+    }
 
-        if options.verbosity >= 2 {
-            let c = UInt8(ascii: ":")
-            let sp = UInt8(ascii: " ")
-            var line = Array("tcpserver: ".utf8)
-            line += safe(deny ? "deny" : "ok", v4) + [sp] + safe(String(pid), v4) + [sp]
-            line += (localHost.map { safe($0, v4) } ?? []) + [c] + safe(localIP, v4) + [c] + safe(localPort, v4) + [sp]
-            line += (remoteHost.map { safe($0, v4) } ?? []) + [c] + safe(remoteIP, v4) + [c]
-            line += (remoteInfo.map { safe($0, v4) } ?? []) + [c] + safe(remotePort, v4) + [10]
-            if Stderr.enabled { try? FD.writeAll(2, line) }
-        }
-        if deny { exit(100) }
+    /// `tcpserver: pid N from IP`.
+    func logStart(pid: Int32) {
+        if options.verbosity >= 2 { Stderr.line("tcpserver: pid \(pid) from \(shown(peer.address).address)") }
+    }
 
+    /// `tcpserver: ok|deny PID localhost:localip:localport remotehost:remoteip:remoteinfo:remoteport`.
+    func logDecision(_ p: Prepared, pid: Int32) {
+        guard options.verbosity >= 2 && Stderr.enabled else { return }
+        let c = UInt8(ascii: ":")
+        let sp = UInt8(ascii: " ")
+        let v4 = p.v4
+        var line = Array("tcpserver: ".utf8)
+        line += safe(p.deny ? "deny" : "ok", v4) + [sp] + safe(String(pid), v4) + [sp]
+        line += (p.localHost.map { safe($0, v4) } ?? []) + [c] + safe(p.localIP, v4) + [c] + safe(p.localPort, v4)
+        line += [sp] + (p.remoteHost.map { safe($0, v4) } ?? []) + [c] + safe(p.remoteIP, v4) + [c]
+        line += (p.remoteInfo.map { safe($0, v4) } ?? []) + [c] + safe(p.remotePort, v4) + [10]
+        try? FD.writeAll(2, line)
+    }
+
+    /// The child: the original's whole sequence, ending in exec or exit.
+    func serve(bannerSent: Bool = false) -> Never {
+        let pid = getpid()
+        logStart(pid: pid)
+        let prepared: Prepared
+        do { prepared = try prepare(.child, bannerSent: bannerSent) } catch { die(error.message) }
+        logDecision(prepared, pid: pid)
+        if prepared.deny { exit(100) }
         if socket != 0 && dup2(socket, 0) < 0 { die("unable to set up descriptors: \(SystemError.current)") }
         if dup2(0, 1) < 0 { die("unable to set up descriptors: \(SystemError.current)") }
         if socket > 1 { close(socket) }
-        let failure = ProgramExec.exec(options.program, environment: env.bytes)
+        let failure = ProgramExec.exec(options.program, environment: prepared.environment.bytes)
         die(Array("unable to run ".utf8), options.program[0], Array(": \(failure)".utf8))
+    }
+
+    /// Whether the parent may start the program itself: nothing to look up over the network
+    /// (-H, -R and -l name), so nothing can block the accept loop.
+    static func canSpawnFromParent(_ options: TCPServerOptions) -> Bool {
+        !options.remoteHost && !options.remoteInfo && options.localHost != nil
+    }
+
+    /// The fast path: prepare in the parent and start the program with posix_spawn (vfork
+    /// semantics: no copy of the parent's page tables, no Swift code in the child). Returns
+    /// the program's pid, or nil with `bannerSent` saying whether the banner went out, when
+    /// the child path must take over (deny, unreadable rules, a program that cannot start):
+    /// that path reproduces the original's messages and exit codes exactly.
+    func spawnFromParent(bannerSent: inout Bool, signals: [Int32]) -> Int32? {
+        let prepared: Prepared
+        do { prepared = try prepare(.parent, bannerSent: false) } catch {
+            let bannerFailed = error.message.starts(with: Array("unable to print banner".utf8))
+            bannerSent = !options.banner.isEmpty && !bannerFailed
+            return nil
+        }
+        bannerSent = !options.banner.isEmpty
+        if prepared.deny { return nil }
+        guard let pid = ProgramSpawn.spawn(
+            options.program, environment: prepared.environment.bytes, stdinAndStdout: socket,
+            resetSignals: signals)
+        else { return nil }
+        logStart(pid: pid)
+        logDecision(prepared, pid: pid)
+        return pid
     }
 
     /// The PTR name of an address, nil when there is none or DNS fails.
