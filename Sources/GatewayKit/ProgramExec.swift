@@ -30,6 +30,18 @@ public enum ProgramExec {
         return SystemError(errno: saved)
     }
 
+    /// Whether `program` names an executable file (directly, or found in PATH), so that an
+    /// exec is expected to work; a daemon checks this before its fast path, which cannot
+    /// report exec failures the way the original does.
+    public static func canRun(_ program: [UInt8], path: [UInt8]? = Environment.bytes("PATH")) -> Bool {
+        if program.contains(UInt8(ascii: "/")) { return program.withCString { access($0, X_OK) == 0 } }
+        for dir in (path ?? Array("/bin:/usr/bin".utf8)).split(separator: UInt8(ascii: ":"), omittingEmptySubsequences: false) {
+            let candidate = dir.isEmpty ? program : Array(dir) + [UInt8(ascii: "/")] + program
+            if candidate.withCString({ access($0, X_OK) == 0 }) { return true }
+        }
+        return false
+    }
+
     /// A heap copy of `bytes` with a NUL, for execve (never freed: exec replaces us or we exit).
     static func cString(_ bytes: [UInt8]) -> UnsafeMutablePointer<CChar>? {
         let p = UnsafeMutablePointer<CChar>.allocate(capacity: bytes.count + 1)
@@ -56,44 +68,65 @@ public enum Privileges {
     }
 }
 
-/// Starts a program as a new process without forking this one: posix_spawn, which glibc
-/// implements with vfork semantics (no copy of our page tables, nothing of ours runs in the
-/// child). For a daemon that starts a program per connection this is several times cheaper
-/// than fork + exec from a large process.
+/// Starts a program for a connection from a daemon's accept loop: everything the child needs
+/// (argument and environment arrays, the PATH candidates) is built in the parent, so the
+/// forked child only moves the socket to fds 0 and 1, restores signals and calls execve:
+/// it runs none of the Swift runtime's lazily initialised paths, which a cold child would
+/// otherwise pay for (page faults and metadata lookups) on every connection. fork rather
+/// than posix_spawn, because vfork semantics would stall the accept loop until the exec.
 public enum ProgramSpawn {
-    /// Runs `argv` (PATH searched as by execvp) with `environment`, the socket as standard
-    /// input and output, standard error inherited, every signal unblocked and `resetSignals`
-    /// (and SIGPIPE) back to their defaults. Returns the pid, or nil when it could not start.
+    /// Forks and execs `argv` (PATH searched as by djb's pathexec) with `environment`, the
+    /// socket as standard input and output, standard error inherited, every signal unblocked
+    /// and `resetSignals` (and SIGPIPE) back to their defaults. Returns the pid, or nil when the
+    /// fork failed or the program could not be exec'd (the child then exits 111 at once).
     public static func spawn(
-        _ argv: [[UInt8]], environment: [[UInt8]], stdinAndStdout socket: Int32, resetSignals: [Int32]
+        _ argv: [[UInt8]], environment: [[UInt8]], stdinAndStdout socket: Int32, resetSignals: [Int32],
+        path: [UInt8]? = Environment.bytes("PATH")
     ) -> Int32? {
         guard let program = argv.first else { return nil }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, socket, 0)
-        posix_spawn_file_actions_adddup2(&actions, socket, 1)
-
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        for s in resetSignals + [SIGPIPE] { sigaddset(&defaults, s) }
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-
+        var candidates: [[UInt8]]
+        if program.contains(UInt8(ascii: "/")) {
+            candidates = [program]
+        } else {
+            candidates = (path ?? Array("/bin:/usr/bin".utf8)).split(
+                separator: UInt8(ascii: ":"), omittingEmptySubsequences: false
+            ).map { $0.isEmpty ? program : Array($0) + [UInt8(ascii: "/")] + program }
+        }
         let cArgs = argv.map(ProgramExec.cString) + [nil]
         let cEnv = environment.map(ProgramExec.cString) + [nil]
+        let cCandidates = candidates.map(ProgramExec.cString)
         defer {
             for p in cArgs { p?.deallocate() }
             for p in cEnv { p?.deallocate() }
+            for p in cCandidates { p?.deallocate() }
         }
-        var pid: pid_t = 0
-        let r = program.withCString { posix_spawnp(&pid, $0, &actions, &attributes, cArgs, cEnv) }
-        return r == 0 ? pid : nil
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        let pid = cArgs.withUnsafeBufferPointer { args in
+            cEnv.withUnsafeBufferPointer { env in
+                cCandidates.withUnsafeBufferPointer { paths in
+                    forkExec(args.baseAddress!, env.baseAddress!, paths, socket, resetSignals, &empty)
+                }
+            }
+        }
+        return pid > 0 ? pid : nil
+    }
+
+    /// The fork; the child touches only what was prepared (no allocation, no Swift runtime).
+    private static func forkExec(
+        _ args: UnsafePointer<UnsafeMutablePointer<CChar>?>, _ env: UnsafePointer<UnsafeMutablePointer<CChar>?>,
+        _ paths: UnsafeBufferPointer<UnsafeMutablePointer<CChar>?>, _ socket: Int32, _ resetSignals: [Int32],
+        _ empty: UnsafeMutablePointer<sigset_t>
+    ) -> Int32 {
+        resetSignals.withUnsafeBufferPointer { signals in
+            let pid = fork()
+            if pid != 0 { return pid }
+            if dup2(socket, 0) < 0 || dup2(socket, 1) < 0 { _exit(111) }
+            for s in signals { signal(s, SIG_DFL) }
+            signal(SIGPIPE, SIG_DFL)
+            sigprocmask(SIG_SETMASK, empty, nil)
+            for candidate in paths { if let c = candidate { execve(c, args, env) } }
+            _exit(111)
+        }
     }
 }

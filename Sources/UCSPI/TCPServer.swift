@@ -37,6 +37,7 @@ public enum TCPServerCommand {
 final class TCPServer {
     let options: TCPServerOptions
     var children: UInt64 = 0
+    let inherited = Environment.current()
 
     init(options: TCPServerOptions) {
         self.options = options
@@ -188,7 +189,7 @@ final class TCPServer {
             }
             children += 1
             status()
-            let connection = TCPServerConnection(options: options, socket: t, peer: peer)
+            let connection = TCPServerConnection(options: options, socket: t, peer: peer, inherited: inherited)
             var bannerSent = false
             if fastSpawn, connection.spawnFromParent(bannerSent: &bannerSent, signals: [SIGCHLD, SIGTERM]) != nil {
                 close(t)

@@ -11,6 +11,8 @@ struct TCPServerConnection {
     let options: TCPServerOptions
     let socket: Int32
     let peer: Endpoint
+    /// The environment the program inherits, read once by the parent.
+    let inherited: [[UInt8]]
 
     func die(_ message: String) -> Never {
         Stderr.die(111, TCPServerCommand.drop + message)
@@ -83,7 +85,7 @@ struct TCPServerConnection {
         }
         let localHost: [UInt8]? = options.localHost ?? lookupName(local, dns())
 
-        var env = ChildEnvironment()
+        var env = ChildEnvironment(base: inherited)
         env.set("PROTO", v4 ? "TCP" : "TCP6")
         env.set("TCPLOCALIP", localIP)
         env.set("TCPLOCALPORT", localPort)
@@ -188,11 +190,10 @@ struct TCPServerConnection {
         !options.remoteHost && !options.remoteInfo && options.localHost != nil
     }
 
-    /// The fast path: prepare in the parent and start the program with posix_spawn (vfork
-    /// semantics: no copy of the parent's page tables, no Swift code in the child). Returns
-    /// the program's pid, or nil with `bannerSent` saying whether the banner went out, when
-    /// the child path must take over (deny, unreadable rules, a program that cannot start):
-    /// that path reproduces the original's messages and exit codes exactly.
+    /// The fast path: prepare in the parent and fork a child that only execs what was
+    /// prepared (`ProgramSpawn`). Returns the program's pid, or nil with `bannerSent` saying
+    /// whether the banner went out, when the child path must take over (deny, unreadable
+    /// rules): that path reproduces the original's messages and exit codes exactly.
     func spawnFromParent(bannerSent: inout Bool, signals: [Int32]) -> Int32? {
         let prepared: Prepared
         do { prepared = try prepare(.parent, bannerSent: false) } catch {
@@ -202,9 +203,10 @@ struct TCPServerConnection {
         }
         bannerSent = !options.banner.isEmpty
         if prepared.deny { return nil }
-        guard let pid = ProgramSpawn.spawn(
-            options.program, environment: prepared.environment.bytes, stdinAndStdout: socket,
-            resetSignals: signals)
+        guard ProgramExec.canRun(options.program[0]),
+            let pid = ProgramSpawn.spawn(
+                options.program, environment: prepared.environment.bytes, stdinAndStdout: socket,
+                resetSignals: signals)
         else { return nil }
         logStart(pid: pid)
         logDecision(prepared, pid: pid)
