@@ -113,7 +113,9 @@ struct TCPServerConnection {
         }
 
         var remoteInfo: [UInt8]? = nil
-        if options.remoteInfo && place == .child {
+        // -t 0 leaves no time for an answer: the original's outcome then depends on a race
+        // (an identd on the same host may just make it); ours is always "no answer".
+        if options.remoteInfo && options.identTimeout > 0 && place == .child {
             // The original keeps the answer in a C string: it ends at a NUL byte.
             remoteInfo = try? IdentClient.remoteInfoBytes(
                 remote: peer.address.unmapped, remotePort: peer.port, local: localEnd.address.unmapped,
