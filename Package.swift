@@ -30,12 +30,18 @@ let package = Package(
         .target(name: "GatewayKit", dependencies: ["CBastion"]),
         // The ucspi-tcp trio: command implementations behind thin executables.
         .target(name: "UCSPI", dependencies: ["CDB", "AccessRules", "GatewayKit", "CBastion"]),
+        // Byte relay between two sockets: epoll loop, splice, back-pressure, half-close, timeouts.
+        .target(name: "Relay", dependencies: ["GatewayKit", "CBastion"]),
+        // tcpproxy: both configuration dialects, service selection, the daemon.
+        .target(name: "TCPProxy", dependencies: ["Relay", "GatewayKit", "AccessRules", "CDB"]),
         .executableTarget(name: "tcprules", dependencies: ["UCSPI"], linkerSettings: staticTool),
         .executableTarget(name: "tcprulescheck", dependencies: ["UCSPI"], linkerSettings: staticTool),
         .executableTarget(name: "tcpserver", dependencies: ["UCSPI"], linkerSettings: staticTool),
         .testTarget(name: "CDBTests", dependencies: ["CDB"]),
         .testTarget(name: "AccessRulesTests", dependencies: ["AccessRules", "CDB"]),
         .testTarget(name: "GatewayKitTests", dependencies: ["GatewayKit"]),
+        .testTarget(name: "RelayTests", dependencies: ["Relay", "GatewayKit"]),
+        .testTarget(name: "TCPProxyTests", dependencies: ["TCPProxy", "GatewayKit"]),
         .testTarget(name: "UCSPITests", dependencies: ["UCSPI", "GatewayKit", "AccessRules"]),
     ],
     swiftLanguageModes: [.v6]

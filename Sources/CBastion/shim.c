@@ -29,3 +29,17 @@ int bastion_wtermsig(int status) { return WTERMSIG(status); }
 int bastion_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
     return accept4(fd, addr, len, flags);
 }
+
+// MARK: - Relay: splice and pipes
+
+#include <fcntl.h>
+
+ssize_t bastion_splice(int fd_in, int fd_out, size_t length, unsigned int flags) {
+    return splice(fd_in, NULL, fd_out, NULL, length, flags);
+}
+
+int bastion_pipe_nonblocking(int fds[2]) { return pipe2(fds, O_NONBLOCK | O_CLOEXEC); }
+
+int bastion_set_pipe_size(int fd, int size) { return fcntl(fd, F_SETPIPE_SZ, size); }
+
+int bastion_get_pipe_size(int fd) { return fcntl(fd, F_GETPIPE_SZ); }

@@ -25,4 +25,29 @@ int bastion_wtermsig(int status);
 /// accept4(2), which glibc declares only under _GNU_SOURCE.
 int bastion_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
 
+// MARK: - Relay: epoll, eventfd, splice and pipes
+
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+
+/// splice(2) without offsets (socket -> pipe or pipe -> socket); glibc declares it only
+/// under _GNU_SOURCE. Returns the bytes moved, 0 at end of input, -1 with errno.
+ssize_t bastion_splice(int fd_in, int fd_out, size_t length, unsigned int flags);
+
+/// splice(2) flags (SPLICE_F_*), which Swift cannot see without _GNU_SOURCE.
+#define BASTION_SPLICE_F_MOVE 1u
+#define BASTION_SPLICE_F_NONBLOCK 2u
+#define BASTION_SPLICE_F_MORE 4u
+
+/// pipe2(2) with O_NONBLOCK and O_CLOEXEC: fds[0] is the read end, fds[1] the write end.
+int bastion_pipe_nonblocking(int fds[2]);
+
+/// fcntl(F_SETPIPE_SZ): asks for a pipe capacity of `size` bytes; returns the capacity the
+/// kernel chose (a power of two pages, at least `size`) or -1 with errno.
+int bastion_set_pipe_size(int fd, int size);
+
+/// fcntl(F_GETPIPE_SZ): the capacity of a pipe in bytes, or -1 with errno.
+int bastion_get_pipe_size(int fd);
+
 #endif

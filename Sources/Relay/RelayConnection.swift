@@ -1,0 +1,499 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import GatewayKit
+
+/// Relays bytes both ways between two connected non-blocking TCP sockets, on one
+/// `EventLoop`, until both directions are finished; then closes both sockets and tells its
+/// delegate what happened.
+///
+/// - Ownership: the relay owns both descriptors from `init` on and closes them when it ends
+///   (or, if it never started, when it is released). While running, the loop keeps it alive.
+/// - Back-pressure: a direction holds at most `bufferSize` bytes in user space (or one
+///   pipe's worth in the kernel when splicing); while they wait for the writer, the relay
+///   stops reading that side, so the sender's TCP window closes instead of memory growing.
+/// - Half-close: when a side sends end of file, the relay delivers what is left, shuts down
+///   the other socket for writing and keeps relaying the opposite direction.
+/// - Errors (reset, broken pipe) end the relay with `.failed`; nothing raises SIGPIPE.
+/// - Idle memory: sockets are registered once, edge-triggered, for both directions; buffers
+///   and pipes come from the loop's pools only while bytes are in flight, so an idle relay
+///   is this object (about 250 bytes) and its slot in the loop.
+public final class RelayConnection: EventHandler {
+    private enum State: UInt8 {
+        case created
+        case running
+        case finished
+    }
+
+    /// One socket and what is known about it. Edge-triggered epoll reports changes only, so
+    /// these flags remember readiness until a call returns EAGAIN.
+    private struct Side {
+        var fd: Int32
+        var readable = false
+        var writable = false
+        /// The peer has sent FIN: keep reading until read returns 0.
+        var readHangup = false
+        let role: RelaySide
+    }
+
+    /// One direction: bytes held (in a user-space buffer or a pipe, never both) and progress.
+    private struct Flow {
+        var buffer: UnsafeMutableRawPointer?
+        var start: Int32 = 0
+        var end: Int32 = 0
+        var pipe: Pipe?
+        var inPipe: Int32 = 0
+        /// Bytes delivered to the destination.
+        var bytes: UInt64 = 0
+        /// The source sent end of file.
+        var eof = false
+        /// End of file was passed on (shutdown of the destination's sending side).
+        var done = false
+        /// A read filled the whole buffer: with `.automatic`, splice until a splice moves less
+        /// than a buffer's worth.
+        var bulk = false
+
+        var held: Int { Int(end - start) + Int(inPipe) }
+    }
+
+    private enum Outcome {
+        case waiting
+        case moreWork
+        case failed(RelaySide, Int32)
+    }
+
+    /// Read/write rounds per direction before yielding to other connections.
+    private static let budget = 16
+    private static let interest: IOEvents = [.readable, .writable, .readHangup, .edgeTriggered]
+
+    /// Unowned without reference counting: a relay is used only on its loop's thread while the
+    /// loop exists (the loop holds running relays; `deinit` does not touch the loop).
+    private unowned(unsafe) let loop: EventLoop
+    private let delegate: (any RelayDelegate)?
+    private let recorder: (any RelayRecorder)?
+    private var registration = EventLoop.Registration(slot: 0, generation: 0)
+    private var client: Side
+    private var server: Side
+    private var upstream = Flow()
+    private var downstream = Flow()
+    private var startedAt: UInt64 = 0
+    private var lastActivity: UInt64 = 0
+    private let idleNanoseconds: UInt64
+    private let bufferSize: Int32
+    private let pipeSize: Int32
+    private let transfer: RelayTransfer
+    private let noDelay: Bool
+    private var state = State.created
+    private var deferPending = false
+    /// Inside `service`, where the state lives in local copies: `cancel` waits for the end.
+    private var pumping = false
+    private var cancelRequested = false
+
+    /// A relay between `client` and `server` (connected TCP sockets; made non-blocking here)
+    /// on `loop`. It does nothing until `start`. Call on the loop's thread.
+    public init(
+        loop: EventLoop,
+        client: Int32,
+        server: Int32,
+        configuration: RelayConfiguration = RelayConfiguration(),
+        delegate: (any RelayDelegate)? = nil,
+        recorder: (any RelayRecorder)? = nil
+    ) {
+        self.loop = loop
+        self.delegate = delegate
+        self.recorder = recorder
+        self.client = Side(fd: client, role: .client)
+        self.server = Side(fd: server, role: .server)
+        idleNanoseconds = configuration.idleTimeout.nanosecondsClamped
+        bufferSize = Int32(clamping: max(configuration.bufferSize, 1))
+        pipeSize = Int32(clamping: max(configuration.pipeSize, 0))
+        transfer = recorder == nil ? configuration.transfer : .copy
+        noDelay = configuration.noDelay
+    }
+
+    deinit {
+        // Only when the loop was dropped without close(), or the relay never started.
+        guard state != .finished else { return }
+        Glibc.close(client.fd)
+        Glibc.close(server.fd)
+        for flow in [upstream, downstream] {
+            flow.buffer?.deallocate()
+            flow.pipe?.close()
+        }
+    }
+
+    // MARK: - Public view
+
+    /// The client's descriptor (closed once the relay has ended).
+    public var clientDescriptor: Int32 { client.fd }
+    /// The server's descriptor (closed once the relay has ended).
+    public var serverDescriptor: Int32 { server.fd }
+    /// Bytes delivered from the client to the server so far.
+    public var bytesClientToServer: UInt64 { upstream.bytes }
+    /// Bytes delivered from the server to the client so far.
+    public var bytesServerToClient: UInt64 { downstream.bytes }
+    /// Bytes read but not yet written, both directions, user space and pipes.
+    public var bufferedBytes: Int { upstream.held + downstream.held }
+    /// True between `start` and the end.
+    public var isRunning: Bool { state == .running }
+
+    // MARK: - Life cycle
+
+    /// Registers both sockets with the loop and starts relaying. If that fails the relay ends
+    /// at once (the delegate is told before `start` returns).
+    public func start() {
+        guard state == .created else { return }
+        state = .running
+        registration = loop.register(self)
+        startedAt = loop.nowNanoseconds
+        lastActivity = startedAt
+        loop.counters.relays += 1
+        loop.counters.relaysStarted += 1
+        prepare(client.fd)
+        prepare(server.fd)
+        do {
+            try loop.add(client.fd, interest: RelayConnection.interest, for: registration, tag: 0)
+        } catch {
+            finish(.failed(.client, error))
+            return
+        }
+        do {
+            try loop.add(server.fd, interest: RelayConnection.interest, for: registration, tag: 1)
+        } catch {
+            finish(.failed(.server, error))
+            return
+        }
+        if idleNanoseconds > 0 { loop.setTimer(registration, at: Deadline(nanoseconds: startedAt + idleNanoseconds)) }
+        // A client usually has sent its first bytes already: try at once (except when splicing,
+        // where a pipe would be taken for nothing if it has not). The server's readiness, if
+        // any, arrives with the first events.
+        client.readable = transfer != .splice
+        client.writable = true
+        server.writable = true
+        service()
+    }
+
+    private func prepare(_ fd: Int32) {
+        let flags = fcntl(fd, F_GETFL)
+        if flags & O_NONBLOCK == 0 { _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK) }
+        if noDelay { _ = Sys.setIntOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1) }
+    }
+
+    /// Ends the relay now (`.cancelled`), closing both sockets; bytes in flight are lost.
+    /// Called from the recorder, it takes effect as soon as the current chunk is handled.
+    public func cancel() {
+        if pumping {
+            cancelRequested = true
+        } else {
+            finish(.cancelled)
+        }
+    }
+
+    // MARK: - Events
+
+    /// Readiness of the client (tag 0) or server (tag 1) socket: move what can be moved.
+    public func handle(events: IOEvents, tag: UInt8) {
+        guard state == .running else { return }
+        if tag == 0 {
+            RelayConnection.note(events, &client)
+        } else {
+            RelayConnection.note(events, &server)
+        }
+        service()
+        // A pending error (a reset) that no read or write surfaced, for instance on a side
+        // that has nothing more to send and nothing to receive yet. Data the peer sent before
+        // resetting has been read by service() first.
+        if state == .running && events.contains(.error) {
+            let e = Sys.socketError(tag == 0 ? client.fd : server.fd)
+            if e != 0 { finish(.failed(tag == 0 ? .client : .server, SystemError(errno: e))) }
+        }
+    }
+
+    @inline(__always)
+    private static func note(_ events: IOEvents, _ side: inout Side) {
+        if !events.isDisjoint(with: [.readable, .readHangup, .hangup, .error]) { side.readable = true }
+        if !events.isDisjoint(with: [.readHangup, .hangup]) { side.readHangup = true }
+        if !events.isDisjoint(with: [.writable, .hangup, .error]) { side.writable = true }
+    }
+
+    /// The next turn after a full budget of work: go on moving.
+    public func handleDeferred() {
+        deferPending = false
+        guard state == .running else { return }
+        service()
+    }
+
+    /// The idle timer: end the relay if nothing moved for the idle timeout, else set it again.
+    public func handleTimer() {
+        guard state == .running, idleNanoseconds > 0 else { return }
+        let due = lastActivity &+ idleNanoseconds
+        if loop.nowNanoseconds >= due {
+            finish(.idleTimeout)
+        } else {
+            loop.setTimer(registration, at: Deadline(nanoseconds: due))
+        }
+    }
+
+    /// The loop closes: end as `.cancelled`.
+    public func handleLoopClose() { finish(.cancelled) }
+
+    // MARK: - Moving bytes
+
+    /// Moves whatever can be moved both ways, then ends the relay if both are finished.
+    private func service() {
+        pumping = true
+        let (end, moreWork) = pumpBoth()
+        pumping = false
+        if cancelRequested { return finish(.cancelled) }
+        if let end { return finish(end) }
+        if moreWork { scheduleMoreWork() }
+    }
+
+    private func pumpBoth() -> (RelayEnd?, Bool) {
+        var flow = upstream
+        var source = client
+        var destination = server
+        let up = pump(&flow, &source, &destination, .clientToServer)
+        upstream = flow
+        client = source
+        server = destination
+        if case .failed(let side, let e) = up { return (.failed(side, SystemError(errno: e)), false) }
+        if cancelRequested { return (nil, false) }
+
+        flow = downstream
+        source = server
+        destination = client
+        let down = pump(&flow, &source, &destination, .serverToClient)
+        downstream = flow
+        server = source
+        client = destination
+        if case .failed(let side, let e) = down { return (.failed(side, SystemError(errno: e)), false) }
+
+        if upstream.done && downstream.done { return (.completed, false) }
+        if case .moreWork = up { return (nil, true) }
+        if case .moreWork = down { return (nil, true) }
+        return (nil, false)
+    }
+
+    private func scheduleMoreWork() {
+        guard !deferPending else { return }
+        deferPending = true
+        loop.deferCall(registration)
+    }
+
+    /// One direction: flush what is held, pass on end of file, read and write while both
+    /// sides are ready. Works on copies of the state (the caller stores them back), so that
+    /// the recorder may look at the relay while it runs.
+    private func pump(
+        _ flow: inout Flow, _ source: inout Side, _ destination: inout Side, _ direction: RelayDirection
+    ) -> Outcome {
+        var rounds = 0
+        while true {
+            // 1. Deliver what is held.
+            if flow.inPipe > 0, let pipe = flow.pipe {
+                guard destination.writable else { return .waiting }
+                let n = Sys.splice(pipe.readFD, destination.fd, Int(flow.inPipe))
+                if n > 0 {
+                    flow.inPipe -= Int32(n)
+                    delivered(n, &flow, held: true)
+                    if flow.inPipe > 0 {
+                        // A short write means the socket's buffer is full (and an edge follows).
+                        destination.writable = false
+                        return .waiting
+                    }
+                } else {
+                    let e = n == 0 ? EIO : errno
+                    if Sys.wouldBlock(e) {
+                        destination.writable = false
+                        return .waiting
+                    }
+                    if e == EINTR { continue }
+                    return .failed(destination.role, e)
+                }
+            } else if flow.end > flow.start, let buffer = flow.buffer {
+                guard destination.writable else { return .waiting }
+                let n = Sys.send(destination.fd, buffer + Int(flow.start), Int(flow.end - flow.start))
+                if n > 0 {
+                    flow.start += Int32(n)
+                    delivered(n, &flow, held: true)
+                    if flow.start < flow.end {
+                        destination.writable = false
+                        return .waiting
+                    }
+                    releaseBuffer(&flow)
+                } else {
+                    let e = n == 0 ? EIO : errno
+                    if Sys.wouldBlock(e) {
+                        destination.writable = false
+                        return .waiting
+                    }
+                    if e == EINTR { continue }
+                    return .failed(destination.role, e)
+                }
+            }
+
+            // 2. Nothing is held: pass on end of file, or read more.
+            if flow.eof {
+                if !flow.done {
+                    flow.done = true
+                    _ = shutdown(destination.fd, Int32(SHUT_WR))
+                    releasePipe(&flow)
+                }
+                return .waiting
+            }
+            guard source.readable && destination.writable else {
+                if !source.readable { releasePipe(&flow) }
+                return .waiting
+            }
+            rounds += 1
+            if rounds > RelayConnection.budget { return .moreWork }
+
+            // 3a. Splice: socket -> pipe, then (next round) pipe -> socket.
+            if transfer == .splice || (transfer == .automatic && flow.bulk), takePipe(&flow), let pipe = flow.pipe {
+                let n = Sys.splice(source.fd, pipe.writeFD, Int(pipe.capacity))
+                if n > 0 {
+                    flow.inPipe = Int32(n)
+                    loop.counters.bufferedBytes += n
+                    lastActivity = loop.nowNanoseconds
+                    // Small chunks again: `.automatic` copies the next one.
+                    if n < Int(bufferSize) { flow.bulk = false }
+                    // A short splice may mean an empty socket or a full pipe (its slots can
+                    // fill before its bytes do): stay readable and find out after draining.
+                    continue
+                }
+                if n == 0 {
+                    flow.eof = true
+                    continue
+                }
+                let e = errno
+                if Sys.wouldBlock(e) {
+                    // The pipe is empty, so it was the socket that had nothing.
+                    source.readable = false
+                    releasePipe(&flow)
+                    return .waiting
+                }
+                if e == EINTR { continue }
+                return .failed(source.role, e)
+            }
+
+            // 3b. Copy: read into the loop's scratch buffer and write on at once; only what
+            // the writer does not take is kept, in a buffer from the loop's pool.
+            let size = Int(bufferSize)
+            let scratch = loop.buffers.scratch(size)
+            let n = Sys.recv(source.fd, scratch, size)
+            if n > 0 {
+                lastActivity = loop.nowNanoseconds
+                if let recorder {
+                    recorder.relay(self, read: UnsafeRawBufferPointer(start: scratch, count: n), direction: direction)
+                    if cancelRequested { return .waiting }
+                }
+                if n == size {
+                    flow.bulk = true
+                } else if !source.readHangup {
+                    // A short read drained the socket; new data will raise a new edge.
+                    source.readable = false
+                }
+                var written = 0
+                while true {
+                    let m = Sys.send(destination.fd, scratch + written, n - written)
+                    if m > 0 {
+                        written += m
+                        delivered(m, &flow, held: false)
+                        if written == n { break }
+                        destination.writable = false
+                    } else if m < 0 && errno == EINTR {
+                        continue
+                    } else if m < 0 && !Sys.wouldBlock(errno) {
+                        return .failed(destination.role, errno)
+                    } else {
+                        destination.writable = false
+                    }
+                    keep(scratch + written, n - written, &flow)
+                    return .waiting
+                }
+                continue
+            }
+            if n == 0 {
+                flow.eof = true
+                continue
+            }
+            let e = errno
+            if Sys.wouldBlock(e) {
+                source.readable = false
+                return .waiting
+            }
+            if e == EINTR { continue }
+            return .failed(source.role, e)
+        }
+    }
+
+    /// Counts bytes written to the destination; `held` when they came from a buffer or pipe.
+    @inline(__always)
+    private func delivered(_ count: Int, _ flow: inout Flow, held: Bool) {
+        flow.bytes &+= UInt64(count)
+        lastActivity = loop.nowNanoseconds
+        if held { loop.counters.bufferedBytes -= count }
+    }
+
+    /// Copies what the writer did not take into a pooled buffer (empty scratch is reused).
+    private func keep(_ bytes: UnsafeMutableRawPointer, _ count: Int, _ flow: inout Flow) {
+        let buffer = loop.buffers.take(Int(bufferSize))
+        buffer.copyMemory(from: bytes, byteCount: count)
+        flow.buffer = buffer
+        flow.start = 0
+        flow.end = Int32(count)
+        loop.counters.bufferedBytes += count
+    }
+
+    private func releaseBuffer(_ flow: inout Flow) {
+        guard let buffer = flow.buffer else { return }
+        loop.counters.bufferedBytes -= Int(flow.end - flow.start)
+        loop.buffers.give(buffer, size: Int(bufferSize))
+        flow.buffer = nil
+        flow.start = 0
+        flow.end = 0
+    }
+
+    private func takePipe(_ flow: inout Flow) -> Bool {
+        if flow.pipe != nil { return true }
+        flow.pipe = loop.pipes.take(capacity: pipeSize)
+        return flow.pipe != nil
+    }
+
+    private func releasePipe(_ flow: inout Flow) {
+        guard let pipe = flow.pipe else { return }
+        loop.counters.bufferedBytes -= Int(flow.inPipe)
+        loop.pipes.give(pipe, empty: flow.inPipe == 0)
+        flow.pipe = nil
+        flow.inPipe = 0
+    }
+
+    // MARK: - End
+
+    private func finish(_ end: RelayEnd) {
+        guard state != .finished else { return }
+        let wasRunning = state == .running
+        state = .finished
+        Glibc.close(client.fd)
+        Glibc.close(server.fd)
+        releaseBuffer(&upstream)
+        releaseBuffer(&downstream)
+        releasePipe(&upstream)
+        releasePipe(&downstream)
+        let ended = EventLoop.clock()
+        if wasRunning {
+            loop.unregister(registration)
+            loop.counters.relays -= 1
+        } else {
+            startedAt = ended
+        }
+        let summary = RelaySummary(
+            bytesClientToServer: upstream.bytes,
+            bytesServerToClient: downstream.bytes,
+            started: Deadline(nanoseconds: startedAt),
+            ended: Deadline(nanoseconds: ended),
+            end: end
+        )
+        delegate?.relayDidEnd(self, summary: summary)
+    }
+}
