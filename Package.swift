@@ -18,6 +18,7 @@ let package = Package(
         .executable(name: "tcprules", targets: ["tcprules"]),
         .executable(name: "tcprulescheck", targets: ["tcprulescheck"]),
         .executable(name: "tcpserver", targets: ["tcpserver"]),
+        .executable(name: "tcpproxy", targets: ["tcpproxy"]),
     ],
     targets: [
         // C shims for what Swift cannot call directly (variadic syslog, environ).
@@ -37,6 +38,7 @@ let package = Package(
         .executableTarget(name: "tcprules", dependencies: ["UCSPI"], linkerSettings: staticTool),
         .executableTarget(name: "tcprulescheck", dependencies: ["UCSPI"], linkerSettings: staticTool),
         .executableTarget(name: "tcpserver", dependencies: ["UCSPI"], linkerSettings: staticTool),
+        .executableTarget(name: "tcpproxy", dependencies: ["TCPProxy"], linkerSettings: staticTool),
         .testTarget(name: "CDBTests", dependencies: ["CDB"]),
         .testTarget(name: "AccessRulesTests", dependencies: ["AccessRules", "CDB"]),
         .testTarget(name: "GatewayKitTests", dependencies: ["GatewayKit"]),

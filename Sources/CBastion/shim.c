@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "CBastion.h"
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
@@ -43,3 +44,14 @@ int bastion_pipe_nonblocking(int fds[2]) { return pipe2(fds, O_NONBLOCK | O_CLOE
 int bastion_set_pipe_size(int fd, int size) { return fcntl(fd, F_SETPIPE_SZ, size); }
 
 int bastion_get_pipe_size(int fd) { return fcntl(fd, F_GETPIPE_SZ); }
+
+#include <sys/syscall.h>
+
+int bastion_pidfd_open(pid_t pid) {
+#ifdef SYS_pidfd_open
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
+}

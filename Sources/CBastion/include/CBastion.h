@@ -50,4 +50,8 @@ int bastion_set_pipe_size(int fd, int size);
 /// fcntl(F_GETPIPE_SZ): the capacity of a pipe in bytes, or -1 with errno.
 int bastion_get_pipe_size(int fd);
 
+/// pidfd_open(2): a descriptor that becomes readable when the process `pid` exits, so an
+/// event loop can wait for a child without SIGCHLD. -1 with errno on failure.
+int bastion_pidfd_open(pid_t pid);
+
 #endif

@@ -1,0 +1,284 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import GatewayKit
+import Relay
+
+/// Why the daemon could not start or reload, with a message naming what and where.
+public struct ProxyStartError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Builds service tables: resolves listen addresses and targets, opens (or keeps) listeners.
+struct TableBuilder {
+    let bufferSize: Int
+
+    /// The listener keys for a service: its listen address (a host name resolved), port, family.
+    static func keys(for service: ProxyService) throws(ProxyStartError) -> [ListenerKey] {
+        switch service.listen {
+        case .any:
+            switch service.resolv {
+            case .ipv4: return [ListenerKey(address: .anyV4, port: service.port, v6Only: false)]
+            case .ipv6: return [ListenerKey(address: .anyV6, port: service.port, v6Only: true)]
+            case .any: return [ListenerKey(address: .anyV6, port: service.port, v6Only: false)]
+            }
+        case .address(let address):
+            return [ListenerKey(address: address.unmapped, port: service.port, v6Only: address.family == .v6)]
+        case .hostname(let name):
+            let family: DNSResolver.Family =
+                service.resolv == .ipv4 ? .ipv4 : service.resolv == .ipv6 ? .ipv6 : .any
+            let found: [IPAddress]
+            do { found = try HostResolver.resolve(name, family: family) } catch {
+                throw ProxyStartError("unable to resolve listen address \(name): \(error)")
+            }
+            guard !found.isEmpty else { throw ProxyStartError("no address for listen address \(name)") }
+            var seen = Set<IPAddress>()
+            return found.map(\.unmapped).filter { seen.insert($0).inserted }.map {
+                ListenerKey(address: $0, port: service.port, v6Only: $0.family == .v6)
+            }
+        }
+    }
+
+    /// Opens a listening socket for `key`.
+    static func open(_ key: ListenerKey) throws(ProxyStartError) -> Int32 {
+        let fd: Int32
+        do { fd = try Socket.tcp(key.address.family) } catch {
+            throw ProxyStartError("unable to create a socket for \(key): \(error)")
+        }
+        if key.v6Only {
+            var one: Int32 = 1
+            setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &one, socklen_t(MemoryLayout<Int32>.size))
+        }
+        do {
+            try Socket.bind(fd, to: key.address, port: key.port)
+            try Socket.listen(fd, backlog: 1024)
+        } catch {
+            close(fd)
+            throw ProxyStartError("unable to listen on \(key): \(error)")
+        }
+        Socket.setNonBlocking(fd, true)
+        return fd
+    }
+
+    /// Resolves a forward target (at load time, so no DNS query ever blocks an event loop).
+    static func resolve(_ target: ProxyTarget, where place: String) throws(ProxyStartError) -> ResolvedTarget? {
+        guard case .forward(let host, let port, let resolv, let sourceName, let rotate) = target else { return nil }
+        let family: DNSResolver.Family = resolv == .ipv4 ? .ipv4 : resolv == .ipv6 ? .ipv6 : .any
+        let addresses: [IPAddress]
+        do { addresses = try HostResolver.resolve(host, family: family) } catch {
+            throw ProxyStartError("\(place): unable to resolve server \(host): \(error)")
+        }
+        guard let first = addresses.first else { throw ProxyStartError("\(place): no address for server \(host)") }
+        var address = first
+        var source: IPAddress?
+        if let sourceName {
+            let found: [IPAddress]
+            do { found = try HostResolver.resolve(sourceName, family: family) } catch {
+                throw ProxyStartError("\(place): unable to resolve source \(sourceName): \(error)")
+            }
+            // The source decides the family: take the server address of the same family.
+            guard let s = found.first(where: { a in addresses.contains { $0.unmapped.family == a.unmapped.family } })
+            else { throw ProxyStartError("\(place): source \(sourceName) has no address of the server's family") }
+            source = s.unmapped
+            address = addresses.first { $0.unmapped.family == s.unmapped.family }!
+        }
+        if let rotate {
+            guard let a = addresses.first(where: { $0.unmapped.family == rotate.family }) else {
+                throw ProxyStartError("\(place): rotate range and server \(host) are of different families")
+            }
+            address = a
+        }
+        return ResolvedTarget(host: host, port: port, address: address.unmapped, source: source, rotate: rotate)
+    }
+
+    /// A table with resolved targets and no listeners (inetd mode).
+    func resolvedOnly(_ configuration: ProxyConfiguration) throws(ProxyStartError) -> ServiceTable {
+        var targets: [[ResolvedTarget?]] = []
+        for service in configuration.services {
+            var row: [ResolvedTarget?] = []
+            for handler in service.handlers {
+                row.append(try Self.resolve(handler.target, where: "\(configuration.path):\(handler.line)"))
+            }
+            targets.append(row)
+        }
+        return ServiceTable(configuration: configuration, listeners: [], targets: targets, bufferSize: bufferSize)
+    }
+
+    /// A table for `configuration`, reusing the sockets of `current` whose keys are unchanged.
+    func build(_ configuration: ProxyConfiguration, reusing current: ServiceTable?) throws(ProxyStartError)
+        -> ServiceTable
+    {
+        var targets: [[ResolvedTarget?]] = []
+        for service in configuration.services {
+            var row: [ResolvedTarget?] = []
+            for handler in service.handlers {
+                let place = "\(configuration.path):\(handler.line)"
+                row.append(try Self.resolve(handler.target, where: place))
+            }
+            targets.append(row)
+        }
+        var existing: [ListenerKey: Int32] = [:]
+        for l in current?.listeners ?? [] { existing[l.key] = l.fd }
+        var listeners: [ProxyListener] = []
+        var opened: [Int32] = []
+        do {
+            for (index, service) in configuration.services.enumerated() {
+                for key in try Self.keys(for: service) {
+                    if listeners.contains(where: { $0.key == key }) {
+                        throw ProxyStartError("\(configuration.path):\(service.line): \(key) is configured twice")
+                    }
+                    let fd: Int32
+                    if let old = existing[key] {
+                        fd = old
+                    } else {
+                        fd = try Self.open(key)
+                        opened.append(fd)
+                    }
+                    listeners.append(ProxyListener(key: key, fd: fd, service: index))
+                }
+            }
+        } catch let error as ProxyStartError {
+            for fd in opened { close(fd) }
+            throw error
+        } catch {
+            for fd in opened { close(fd) }
+            throw ProxyStartError("\(error)")
+        }
+        return ServiceTable(configuration: configuration, listeners: listeners, targets: targets, bufferSize: bufferSize)
+    }
+}
+
+/// The standalone daemon: event loop threads serving the current table, the main thread
+/// handling signals (HUP reload, USR1 listeners, USR2 connections, TERM/INT exit).
+final class ProxyDaemon {
+    let options: TCPProxyOptions
+    let log: ProxyLog
+    var table: ServiceTable
+    var threads: [EventLoopThread] = []
+    var workers: [WorkerBox] = []
+    let builder: TableBuilder
+
+    /// Holds a worker; created and used on its loop's thread only.
+    final class WorkerBox: @unchecked Sendable {
+        var worker: ProxyWorker?
+    }
+
+    init(options: TCPProxyOptions, log: ProxyLog, table: ServiceTable, builder: TableBuilder) {
+        self.options = options
+        self.log = log
+        self.table = table
+        self.builder = builder
+    }
+
+    /// Starts `count` event loops serving the table.
+    func startLoops(count: Int) throws(ProxyStartError) {
+        let inherited = Environment.current()
+        let clear = options.clearEnvironment
+        for index in 0..<count {
+            let box = WorkerBox()
+            let log = self.log
+            let table = self.table
+            let thread: EventLoopThread
+            do {
+                thread = try EventLoopThread.start { loop in
+                    let worker = ProxyWorker(
+                        loop: loop, log: log, inherited: inherited, clearEnvironment: clear, index: index)
+                    box.worker = worker
+                    worker.install(table)
+                }
+            } catch {
+                throw ProxyStartError("unable to start an event loop: \(error)")
+            }
+            threads.append(thread)
+            workers.append(box)
+        }
+    }
+
+    /// Runs `body` on every loop with its worker and waits for all of them.
+    func onEveryWorker<T: Sendable>(_ body: @escaping @Sendable (ProxyWorker) -> T) -> [T] {
+        zip(threads, workers).map { thread, box in thread.sync { _ in body(box.worker!) } }
+    }
+
+    /// SIGHUP: read the configuration again; on any error keep serving the old one.
+    func reload() {
+        log.reopen()
+        guard options.localPort == nil && options.server == nil else {
+            log.notice("SIGHUP: no configuration file to reload (configured on the command line), ignored")
+            return
+        }
+        let configuration: ProxyConfiguration
+        do { configuration = try ProxyPlan.configuration(options) } catch {
+            log.error("SIGHUP: configuration not reloaded, keeping the old one: \(error)")
+            return
+        }
+        let next: ServiceTable
+        do { next = try builder.build(configuration, reusing: table) } catch {
+            log.error("SIGHUP: configuration not reloaded, keeping the old one: \(error)")
+            return
+        }
+        let old = table
+        table = next
+        _ = onEveryWorker { worker in worker.install(next) }
+        let kept = Set(next.listeners.map(\.fd))
+        for listener in old.listeners where !kept.contains(listener.fd) {
+            close(listener.fd)
+            log.notice("stopped listening on \(listener.key)")
+        }
+        for listener in next.listeners where !old.listeners.contains(where: { $0.fd == listener.fd }) {
+            log.notice("listening on \(listener.key)")
+        }
+        log.notice("SIGHUP: configuration reloaded from \(configuration.path): \(next.listeners.count) listeners")
+    }
+
+    /// SIGUSR1: every listener with what it serves.
+    func logListeners() {
+        for listener in table.listeners {
+            let service = table.configuration.services[listener.service]
+            for (i, handler) in service.handlers.enumerated() {
+                let on = handler.interface.map { " (interface \($0))" } ?? ""
+                let target: String
+                switch handler.target {
+                case .exec(let argv): target = "exec \(argv.joined(separator: " "))"
+                case .forward(let host, let port, _, _, _):
+                    let resolved = table.targets[listener.service][i]
+                    let address = resolved.map { " (\($0.address))" } ?? ""
+                    target = "remote \(host)\(address) port \(port.map(String.init) ?? "\(service.port)")"
+                        + (resolved?.source.map { " source \($0)" } ?? "")
+                        + (resolved?.rotate.map { " rotate \($0)" } ?? "")
+                }
+                log.notice("listener \(listener.key)\(on): \(target)")
+            }
+        }
+    }
+
+    /// SIGUSR2: every open client connection with its byte counts.
+    func logConnections() {
+        let counts = onEveryWorker { worker -> Int in
+            worker.logConnections()
+            return worker.openConnections
+        }
+        log.notice("\(counts.reduce(0, +)) open connections")
+    }
+
+    /// The main thread's loop: waits for signals until TERM or INT.
+    func runSignals(_ signals: SignalQueue) -> Never {
+        var fds = [pollfd(fd: signals.fd, events: Int16(POLLIN), revents: 0)]
+        while true {
+            fds[0].revents = 0
+            if poll(&fds, 1, -1) <= 0 { continue }
+            for s in signals.drain() {
+                switch s {
+                case SIGHUP: reload()
+                case SIGUSR1: logListeners()
+                case SIGUSR2: logConnections()
+                case SIGTERM, SIGINT:
+                    log.notice("exiting on signal \(s)")
+                    if let pid = options.pidFile { Daemon.removePidFile(pid) }
+                    exit(0)
+                default: break
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,261 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import AccessRules
+import CDB
+import GatewayKit
+import Relay
+
+/// One client connection, from accept to the end of its relay or the start of its handler:
+/// handler selection by local address, rules, access control program, then forwarding (connect,
+/// PROXY header, relay) or a handler program. Lives on one event loop and is driven by it.
+final class ProxySession: ConnectorDelegate, RelayDelegate, RelayRecorder {
+    let worker: ProxyWorker
+    let table: ServiceTable
+    let serviceIndex: Int
+    var client: Int32
+    let peer: Endpoint
+    var local = Endpoint(address: .anyV4, port: 0)
+    var handlerIndex = 0
+    var handler: ProxyHandler!
+    var ruleEnvironment: [RuleDecision.Variable] = []
+    var serverDescription = ""
+    var relay: RelayConnection?
+    var connector: Connector?
+    var acp: ChildProgram?
+    var recorder: ConnectionRecorder?
+    let started = Deadline.now
+    let id: UInt64
+
+    init(worker: ProxyWorker, table: ServiceTable, service: Int, client: Int32, peer: Endpoint, id: UInt64) {
+        self.worker = worker
+        self.table = table
+        self.serviceIndex = service
+        self.client = client
+        self.peer = peer
+        self.id = id
+    }
+
+    var log: ProxyLog { worker.log }
+
+    /// `CLIENT on LOCAL`, the prefix of every line about this connection.
+    var who: String { "connection \(id) from \(Self.text(peer)) on \(Self.text(local))" }
+
+    static func text(_ e: Endpoint) -> String {
+        let a = e.address.unmapped
+        return a.family == .v6 ? "[\(a)]:\(e.port)" : "\(a):\(e.port)"
+    }
+
+    func start() {
+        do { local = try Socket.localEndpoint(client) } catch {
+            log.warning("connection \(id) from \(Self.text(peer)): unable to get local address: \(error)")
+            return finish()
+        }
+        let service = table.configuration.services[serviceIndex]
+        let local = local.address.unmapped
+        guard let index = service.handlers.firstIndex(where: { $0.interface == local })
+            ?? service.handlers.firstIndex(where: { $0.interface == nil })
+        else {
+            log.notice("\(who): no service for this address, closed")
+            return finish()
+        }
+        handlerIndex = index
+        handler = service.handlers[index]
+        if let rules = handler.rules, !checkRules(rules) { return finish() }
+        if let acp = handler.accessControlProgram {
+            runAccessControl(acp)
+        } else {
+            serve()
+        }
+    }
+
+    // MARK: - Access control
+
+    /// Applies a tcprules database as tcpserver -x does (by address; tcpproxy does no DNS or
+    /// ident lookups for rules). Returns false when the connection is denied or the rules
+    /// cannot be read (then it is refused, as tcpserver drops it).
+    func checkRules(_ path: String) -> Bool {
+        let ip = Array(peer.address.unmapped.description.utf8)
+        do {
+            let file = try CDBFile(path: path)
+            guard let rule = try RuleLookup.find(RuleClient(ip: ip), in: file.reader) else { return true }
+            let decision = rule.decision
+            if decision.deny {
+                log.notice("\(who): denied by rule \"\(rule.key.text)\" of \(path)")
+                return false
+            }
+            ruleEnvironment = decision.environment
+            return true
+        } catch let error as CDBOpenError {
+            if error.errno == ENOENT { return true }
+            log.error("\(who): unable to read \(path): \(SystemError.message(error.errno)), closed")
+        } catch let error as CDBReadError {
+            let e = error == .empty ? EINVAL : EPROTO
+            log.error("\(who): unable to read \(path): \(SystemError.message(e)), closed")
+        } catch {
+            log.error("\(who): unable to read \(path): \(error), closed")
+        }
+        return false
+    }
+
+    /// The PROXY_ variables (with the handler's prefix) and the rule's variables.
+    func programEnvironment() -> [[UInt8]] {
+        var env = ChildEnvironment(base: worker.clearEnvironment ? [] : worker.inherited)
+        let prefix = handler.variablePrefix
+        let client = peer.address.unmapped.description
+        env.set(prefix + "PORT", String(local.port))
+        env.set(prefix + "INTERFACE", local.address.unmapped.description)
+        env.set(prefix + "CLIENT", client)
+        env.set(prefix + "CLIENTNAME", client)
+        for variable in ruleEnvironment { env.set(variable.name, variable.value) }
+        return env.bytes
+    }
+
+    func runAccessControl(_ argv: [String]) {
+        do {
+            acp = try ChildProgram(
+                loop: worker.loop, argv: argv, environment: programEnvironment(), stdin: -1, stdout: client,
+                onErrorLine: { [log, who] line in log.notice("\(who): \(argv[0]): \(line)") },
+                onExit: { [weak self] _, status in self?.accessControlDone(status) })
+        } catch {
+            log.error("\(who): unable to run access control program \(argv[0]): \(error), closed")
+            finish()
+        }
+    }
+
+    func accessControlDone(_ status: Int32) {
+        acp = nil
+        guard WaitStatus.exited(status) == 0 else {
+            log.notice("\(who): denied by access control program (\(ChildProgram.describe(status)))")
+            return finish()
+        }
+        serve()
+    }
+
+    // MARK: - Serving
+
+    func serve() {
+        switch handler.target {
+        case .exec(let argv):
+            runHandler(argv)
+        case .forward:
+            guard let target = table.targets[serviceIndex][handlerIndex] else { return finish() }
+            connect(target)
+        }
+    }
+
+    func runHandler(_ argv: [String]) {
+        serverDescription = argv.joined(separator: " ")
+        do {
+            let worker = self.worker
+            let child = try ChildProgram(
+                loop: worker.loop, argv: argv, environment: programEnvironment(), stdin: client, stdout: client,
+                onErrorLine: nil,
+                onExit: { [log, who, started, weak worker] pid, status in
+                    log.notice("\(who) to \(argv[0]) ended: \(ChildProgram.describe(status)), \(Self.seconds(since: started))")
+                    worker?.release(pid)
+                })
+            worker.adopt(child)
+            log.notice("\(who) to \(serverDescription)")
+        } catch {
+            log.error("\(who): unable to run \(argv[0]): \(error), closed")
+        }
+        finish()
+    }
+
+    func connect(_ target: ResolvedTarget) {
+        let port = target.port ?? local.port
+        let destination = Endpoint(address: target.address, port: port)
+        serverDescription = Self.text(destination)
+        var source = target.source
+        if let range = target.rotate {
+            source = table.nextRotatedSource(service: serviceIndex, handler: handlerIndex, range: range)
+        }
+        do {
+            connector = try Connector.start(loop: worker.loop, to: destination, from: source, delegate: self)
+        } catch {
+            log.error("\(who): unable to connect to \(serverDescription): \(error), closed")
+            finish()
+        }
+    }
+
+    func connector(_ connector: Connector, connected fd: Int32) {
+        self.connector = nil
+        if let version = handler.proxyProtocol {
+            let header = version.header(client: peer, server: local)
+            let sent = header.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if sent != header.count {
+                log.error("\(who): unable to send the PROXY header to \(serverDescription): \(SystemError.current)")
+                close(fd)
+                return finish()
+            }
+        }
+        if let basename = handler.writefile {
+            recorder = try? ConnectionRecorder(
+                basename: basename, pid: getpid(), connection: id, client: peer, server: serverDescription)
+        }
+        var configuration = RelayConfiguration()
+        configuration.bufferSize = table.relayBufferSize
+        configuration.idleTimeout = .seconds(handler.timeout)
+        let relay = RelayConnection(
+            loop: worker.loop, client: client, server: fd, configuration: configuration, delegate: self,
+            recorder: recorder == nil ? nil : self)
+        client = -1  // the relay owns it now
+        self.relay = relay
+        log.notice("\(who) to \(serverDescription)")
+        relay.start()
+    }
+
+    func connector(_ connector: Connector, failed error: SystemError) {
+        self.connector = nil
+        log.error("\(who): unable to connect to \(serverDescription): \(error), closed")
+        finish()
+    }
+
+    func relay(_ relay: RelayConnection, read bytes: UnsafeRawBufferPointer, direction: RelayDirection) {
+        recorder?.record(direction: direction == .clientToServer ? .clientToServer : .serverToClient, bytes: bytes)
+    }
+
+    func relayDidEnd(_ relay: RelayConnection, summary: RelaySummary) {
+        self.relay = nil
+        let seconds = Self.seconds(since: started)
+        recorder?.finish(
+            clientToServer: summary.bytesClientToServer, serverToClient: summary.bytesServerToClient,
+            seconds: Double(Deadline.now.nanoseconds &- started.nanoseconds) / 1e9)
+        log.notice(
+            "\(who) to \(serverDescription) closed: \(summary.bytesClientToServer) bytes from client, "
+                + "\(summary.bytesServerToClient) bytes to client, \(seconds) (\(Self.describe(summary.end)))")
+        finish()
+    }
+
+    /// One line for SIGUSR2.
+    var statusLine: String {
+        let up = relay?.bytesClientToServer ?? 0
+        let down = relay?.bytesServerToClient ?? 0
+        return "\(who) to \(serverDescription): \(up) bytes from client, \(down) bytes to client, "
+            + "open \(Self.seconds(since: started))"
+    }
+
+    static func describe(_ end: RelayEnd) -> String {
+        switch end {
+        case .completed: return "completed"
+        case .idleTimeout: return "idle timeout"
+        case .failed(let side, let error): return "\(side == .client ? "client" : "server"): \(error)"
+        case .cancelled: return "cancelled"
+        }
+    }
+
+    static func seconds(since start: Deadline) -> String {
+        let ms = (Deadline.now.nanoseconds &- start.nanoseconds) / 1_000_000
+        return "\(ms / 1000).\(String(ms % 1000 + 1000).dropFirst()) s"
+    }
+
+    /// Closes what this session still owns.
+    func finish() {
+        if client >= 0 {
+            close(client)
+            client = -1
+        }
+        worker.ended(self)
+    }
+}

@@ -1,0 +1,108 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import GatewayKit
+import Relay
+
+/// The state of one event loop of the daemon: its acceptors for the current service table,
+/// the sessions it serves and the programs it started. Touched only on its loop's thread.
+final class ProxyWorker: AcceptorDelegate {
+    let loop: EventLoop
+    let log: ProxyLog
+    let inherited: [[UInt8]]
+    let clearEnvironment: Bool
+    private(set) var table: ServiceTable?
+    private var acceptors: [(acceptor: Acceptor, service: Int)] = []
+    private var listenerServices: [Int32: Int] = [:]
+    var sessions: [UInt64: ProxySession] = [:]
+    private var children: [Int32: ChildProgram] = [:]
+    private let idBase: UInt64
+    private var nextID: UInt64 = 0
+
+    init(loop: EventLoop, log: ProxyLog, inherited: [[UInt8]], clearEnvironment: Bool, index: Int) {
+        self.loop = loop
+        self.log = log
+        self.inherited = inherited
+        self.clearEnvironment = clearEnvironment
+        idBase = UInt64(index) << 48
+    }
+
+    /// Starts serving `table`'s listeners (and stops serving the previous table's). Sessions
+    /// already running keep the table they started with.
+    func install(_ table: ServiceTable) {
+        for (acceptor, _) in acceptors { acceptor.stop() }
+        acceptors = []
+        listenerServices = [:]
+        self.table = table
+        for listener in table.listeners {
+            let acceptor = Acceptor(loop: loop, listener: listener.fd, delegate: self)
+            do {
+                try acceptor.start()
+                acceptors.append((acceptor, listener.service))
+                listenerServices[listener.fd] = listener.service
+            } catch {
+                log.error("unable to accept on \(listener.key): \(error)")
+            }
+        }
+    }
+
+    /// Stops accepting (the daemon is reloading into another process or exiting).
+    func stopAccepting() {
+        for (acceptor, _) in acceptors { acceptor.stop() }
+        acceptors = []
+    }
+
+    func acceptor(_ acceptor: Acceptor, accepted fd: Int32, peer: SocketAddress) {
+        guard let table, let service = listenerServices[acceptor.listener], let endpoint = peer.endpoint else {
+            close(fd)
+            return
+        }
+        nextID += 1
+        let session = ProxySession(
+            worker: self, table: table, service: service, client: fd, peer: endpoint, id: idBase | nextID)
+        sessions[session.id] = session
+        session.start()
+    }
+
+    /// Serves one connection that did not come through an acceptor (inetd mode).
+    func serve(client: Int32, peer: Endpoint, table: ServiceTable, service: Int) {
+        nextID += 1
+        let session = ProxySession(worker: self, table: table, service: service, client: client, peer: peer, id: nextID)
+        sessions[session.id] = session
+        session.start()
+    }
+
+    /// No connection and no program left.
+    var isIdle: Bool { sessions.isEmpty && children.isEmpty }
+
+    func acceptor(_ acceptor: Acceptor, pausedBy error: SystemError) {
+        log.warning("accepting paused for a moment: \(error)")
+    }
+
+    func acceptor(_ acceptor: Acceptor, failed error: SystemError) {
+        log.error("accept failed: \(error)")
+    }
+
+    func ended(_ session: ProxySession) {
+        sessions[session.id] = nil
+    }
+
+    /// Keeps a handler program's watch alive until it exits.
+    func adopt(_ child: ChildProgram) {
+        children[child.pid] = child
+    }
+
+    /// Called when an adopted program has exited and been waited for.
+    func release(_ pid: Int32) {
+        children[pid] = nil
+    }
+
+    /// SIGUSR2: one line per open connection.
+    func logConnections() {
+        for session in sessions.values.sorted(by: { $0.id < $1.id }) where session.relay != nil {
+            log.notice(session.statusLine)
+        }
+    }
+
+    var openConnections: Int { sessions.values.filter { $0.relay != nil }.count }
+}

@@ -1,0 +1,115 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import GatewayKit
+import Synchronization
+
+/// A listening socket and the service it belongs to.
+public struct ProxyListener: Sendable {
+    /// The address and port the socket is bound to (the key kept across reloads).
+    public let key: ListenerKey
+    public let fd: Int32
+    /// Index into the configuration's services.
+    public let service: Int
+}
+
+/// What identifies a listening socket across reloads: same key, same socket.
+public struct ListenerKey: Hashable, Sendable, CustomStringConvertible {
+    public let address: IPAddress
+    public let port: UInt16
+    /// IPv6 wildcard that does not take IPv4 (resolv ipv6).
+    public let v6Only: Bool
+
+    public var description: String {
+        address.family == .v6 ? "[\(address)]:\(port)" : "\(address):\(port)"
+    }
+}
+
+/// A forward target with its addresses resolved when the configuration was loaded.
+public struct ResolvedTarget: Sendable {
+    public let host: String
+    /// nil: the port the client connected to.
+    public let port: UInt16?
+    public let address: IPAddress
+    public let source: IPAddress?
+    public let rotate: AddressRange?
+}
+
+/// One loaded configuration, shared read-only by every event loop: the services, their
+/// listeners and resolved targets, and the state that must be shared (rotation counters).
+public final class ServiceTable: Sendable {
+    public let configuration: ProxyConfiguration
+    public let listeners: [ProxyListener]
+    /// Per service, per handler: the resolved forward target (nil for exec handlers).
+    public let targets: [[ResolvedTarget?]]
+    public let relayBufferSize: Int
+    private let rotation: [[RotationCounter]]
+
+    init(configuration: ProxyConfiguration, listeners: [ProxyListener], targets: [[ResolvedTarget?]], bufferSize: Int) {
+        self.configuration = configuration
+        self.listeners = listeners
+        self.targets = targets
+        self.relayBufferSize = bufferSize
+        rotation = targets.map { $0.map { _ in RotationCounter() } }
+    }
+
+    /// The next source address of a `rotate` range (round robin, shared by all loops).
+    public func nextRotatedSource(service: Int, handler: Int, range: AddressRange) -> IPAddress {
+        let n = rotation[service][handler].value.wrappingAdd(1, ordering: .relaxed).oldValue
+        return AddressArithmetic.address(in: range, at: n)
+    }
+}
+
+/// A handler's position in its rotate range.
+final class RotationCounter: Sendable {
+    let value = Atomic<UInt64>(0)
+}
+
+/// Stepping through an address range.
+public enum AddressArithmetic {
+    /// The `index`-th address of `range` (wrapping round), counting from `start`.
+    public static func address(in range: AddressRange, at index: UInt64) -> IPAddress {
+        let size = count(range)
+        let offset = size == 0 ? index : index % size
+        return add(range.start, offset)
+    }
+
+    /// How many addresses the range holds (saturating at 2^64-1 for huge IPv6 ranges; 0 means 2^64).
+    public static func count(_ range: AddressRange) -> UInt64 {
+        let a = value(range.start)
+        let b = value(range.end)
+        let high = b.high &- a.high &- (b.low < a.low ? 1 : 0)
+        if high != 0 { return UInt64.max }
+        return (b.low &- a.low) &+ 1
+    }
+
+    static func value(_ address: IPAddress) -> (high: UInt64, low: UInt64) {
+        var high: UInt64 = 0
+        var low: UInt64 = 0
+        let bytes = address.bytes
+        if bytes.count == 4 {
+            for b in bytes { low = low << 8 | UInt64(b) }
+        } else {
+            for b in bytes[0..<8] { high = high << 8 | UInt64(b) }
+            for b in bytes[8..<16] { low = low << 8 | UInt64(b) }
+        }
+        return (high, low)
+    }
+
+    static func add(_ address: IPAddress, _ n: UInt64) -> IPAddress {
+        var (high, low) = value(address)
+        let (sum, carry) = low.addingReportingOverflow(n)
+        low = sum
+        if carry { high &+= 1 }
+        if address.bytes.count == 4 {
+            let v = UInt32(truncatingIfNeeded: low)
+            return IPAddress(v4: UInt8(v >> 24), UInt8(v >> 16 & 255), UInt8(v >> 8 & 255), UInt8(v & 255))
+        }
+        var bytes = [UInt8](repeating: 0, count: 16)
+        for i in 0..<8 {
+            bytes[i] = UInt8(truncatingIfNeeded: high >> (56 - 8 * UInt64(i)))
+            bytes[8 + i] = UInt8(truncatingIfNeeded: low >> (56 - 8 * UInt64(i)))
+        }
+        return IPAddress(bytes: bytes)!
+    }
+}

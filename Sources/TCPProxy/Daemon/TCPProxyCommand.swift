@@ -1,0 +1,181 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import GatewayKit
+import Relay
+
+/// `tcpproxy`: the command. Usage and configuration errors exit 1 with a message naming what
+/// and where; the daemon exits 0 on SIGTERM/SIGINT.
+public enum TCPProxyCommand {
+    static func fail(_ message: String) -> Never {
+        Stderr.line("tcpproxy: \(message)")
+        exit(1)
+    }
+
+    public static func main(_ arguments: [String] = CommandLine.arguments) -> Never {
+        let options: TCPProxyOptions
+        do { options = try TCPProxyOptions.parse(Array(arguments.dropFirst())) } catch {
+            Stderr.line("tcpproxy: \(error)")
+            Stderr.line("usage: tcpproxy [options] [server]   (tcpproxy --help lists them)")
+            exit(1)
+        }
+        if options.help {
+            try? FD.writeAll(1, ProxyHelp.text)
+            exit(0)
+        }
+        let mode = ProxyPlan.mode(options, stdinIsSocket: stdinIsSocket())
+        let configuration: ProxyConfiguration
+        do { configuration = try ProxyPlan.configuration(options) } catch { fail(error.description) }
+
+        if case .list(let level) = mode {
+            let lines = configuration.listing(level >= 2 ? .basic : .ports)
+            try? FD.writeAll(1, lines.map { $0 + "\n" }.joined())
+            exit(0)
+        }
+        let name = options.logname ?? configuration.logname ?? "tcpproxy"
+        let targets =
+            options.logTargets.isEmpty
+            ? [LogTarget(kind: .syslog(name: name, facility: LOG_DAEMON), level: .notice)] : options.logTargets
+        let log = ProxyLog(targets: targets)
+        if mode == .inetd { serveInetd(options, configuration, log) }
+
+        if configuration.standalone == false && !options.standalone {
+            fail("\(configuration.path) says \"standalone no\": start tcpproxy from inetd, or give --standalone")
+        }
+        let builder = TableBuilder(bufferSize: options.bufferSize)
+        let table: ServiceTable
+        do { table = try builder.build(configuration, reusing: nil) } catch { fail(error.description) }
+        if table.listeners.isEmpty { fail("\(configuration.path): nothing to listen on") }
+
+        // Signals are blocked before any thread starts, so every thread inherits the mask and
+        // only the main thread's signalfd sees them.
+        let signals: SignalQueue
+        do { signals = try SignalQueue([SIGHUP, SIGUSR1, SIGUSR2, SIGTERM, SIGINT]) } catch {
+            fail("unable to catch signals: \(error)")
+        }
+        signal(SIGPIPE, SIG_IGN)
+        if options.daemonize {
+            do { try Daemon.detach() } catch { fail("unable to become a daemon: \(error)") }
+        }
+        if let pidFile = options.pidFile {
+            do { try Daemon.writePidFile(pidFile) } catch { fail("unable to write pid file \(pidFile): \(error)") }
+        }
+        do { try dropPrivileges(options, configuration) } catch {
+            log.error(error.description)
+            fail(error.description)
+        }
+        let daemon = ProxyDaemon(options: options, log: log, table: table, builder: builder)
+        let loops = max(1, min(16, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
+        do { try daemon.startLoops(count: loops) } catch { fail(error.description) }
+        for listener in table.listeners { log.notice("listening on \(listener.key)") }
+        log.notice("tcpproxy started (pid \(getpid()), \(loops) event loops, \(configuration.path))")
+        daemon.runSignals(signals)
+    }
+
+    /// True when standard input is a connected stream socket (inetd, tcpserver, systemd).
+    static func stdinIsSocket() -> Bool {
+        var type: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(0, SOL_SOCKET, SO_TYPE, &type, &length) == 0, type == Int32(SOCK_STREAM.rawValue) else {
+            return false
+        }
+        return (try? Socket.remoteEndpoint(0)) != nil
+    }
+
+    /// Started as root: chroot (-C), then switch to -u/-g, or else to the handlers' user
+    /// (`uid`, `gid`, `user`; 65534 when nothing is set): tcpproxy never serves as root.
+    static func dropPrivileges(_ options: TCPProxyOptions, _ configuration: ProxyConfiguration) throws(ProxyStartError) {
+        var uid: UInt32
+        var gid: UInt32
+        if let name = options.username {
+            guard let user = UserDatabase.user(name) else { throw ProxyStartError("unknown user \(name)") }
+            uid = user.uid
+            gid = user.gid
+            if let group = options.groupname {
+                guard let g = UserDatabase.group(group) else { throw ProxyStartError("unknown group \(group)") }
+                gid = g
+            }
+        } else {
+            var credentials = Set<[UInt32]>()
+            for service in configuration.services {
+                for handler in service.handlers {
+                    var entry: UserEntry?
+                    if let name = handler.user {
+                        guard let user = UserDatabase.user(name) else {
+                            throw ProxyStartError("\(configuration.path):\(handler.line): unknown user \(name)")
+                        }
+                        entry = user
+                    }
+                    credentials.insert([handler.uid ?? entry?.uid ?? 65534, handler.gid ?? entry?.gid ?? 65534])
+                }
+            }
+            guard credentials.count <= 1 else {
+                let list = credentials.map { "\($0[0])/\($0[1])" }.sorted().joined(separator: ", ")
+                throw ProxyStartError(
+                    "the services ask for different user ids (\(list)); one tcpproxy serves as one user: "
+                        + "run one tcpproxy per user id, or give -u")
+            }
+            let c = credentials.first ?? [65534, 65534]
+            uid = c[0]
+            gid = c[1]
+        }
+        if let root = options.chroot {
+            do { try Daemon.chroot(root) } catch { throw ProxyStartError("unable to chroot to \(root): \(error)") }
+        }
+        guard geteuid() == 0 else { return }
+        do { try Privileges.setGroup(gid) } catch { throw ProxyStartError("unable to set gid \(gid): \(error)") }
+        do { try Privileges.setUser(uid) } catch { throw ProxyStartError("unable to set uid \(uid): \(error)") }
+    }
+
+    /// inetd mode: serve the connection on standard input with the service for its local
+    /// port and address, then exit.
+    static func serveInetd(_ options: TCPProxyOptions, _ configuration: ProxyConfiguration, _ log: ProxyLog) -> Never {
+        signal(SIGPIPE, SIG_IGN)
+        let local: Endpoint
+        let peer: Endpoint
+        do {
+            local = try Socket.localEndpoint(0)
+            peer = try Socket.remoteEndpoint(0)
+        } catch { fail("standard input is not a connected socket: \(error)") }
+        let serviceIndex: Int
+        if configuration.services.count == 1 && configuration.services[0].port == 0 {
+            serviceIndex = 0
+        } else {
+            guard
+                let found = configuration.services.indices.first(where: {
+                    configuration.services[$0].port == local.port
+                        && configuration.services[$0].handler(forLocalAddress: local.address) != nil
+                })
+            else {
+                log.error("no service in \(configuration.path) for \(ProxySession.text(local))")
+                exit(1)
+            }
+            serviceIndex = found
+        }
+        let table: ServiceTable
+        do {
+            var only = configuration
+            only.services = [configuration.services[serviceIndex]]
+            table = try TableBuilder(bufferSize: options.bufferSize).resolvedOnly(only)
+        } catch {
+            log.error(error.description)
+            exit(1)
+        }
+        let loop: EventLoop
+        do { loop = try EventLoop() } catch { fail("unable to start an event loop: \(error)") }
+        let client = dup(0)
+        let null = open("/dev/null", O_RDWR)
+        if null >= 0 {
+            dup2(null, 0)
+            dup2(null, 1)
+            if null > 1 { close(null) }
+        }
+        Socket.setNonBlocking(client, true)
+        let worker = ProxyWorker(
+            loop: loop, log: log, inherited: Environment.current(), clearEnvironment: options.clearEnvironment,
+            index: 0)
+        worker.serve(client: client, peer: peer, table: table, service: 0)
+        while !worker.isIdle { loop.runOnce(timeout: .milliseconds(500)) }
+        exit(0)
+    }
+}

@@ -1,0 +1,3 @@
+import TCPProxy
+
+TCPProxyCommand.main()
