@@ -109,15 +109,7 @@ struct TableBuilder {
     func build(_ configuration: ProxyConfiguration, reusing current: ServiceTable?) throws(ProxyStartError)
         -> ServiceTable
     {
-        var targets: [[ResolvedTarget?]] = []
-        for service in configuration.services {
-            var row: [ResolvedTarget?] = []
-            for handler in service.handlers {
-                let place = "\(configuration.path):\(handler.line)"
-                row.append(try Self.resolve(handler.target, where: place))
-            }
-            targets.append(row)
-        }
+        let targets = try resolvedOnly(configuration).targets
         var existing: [ListenerKey: Int32] = [:]
         for l in current?.listeners ?? [] { existing[l.key] = l.fd }
         var listeners: [ProxyListener] = []

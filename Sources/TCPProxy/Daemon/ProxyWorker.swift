@@ -3,6 +3,18 @@ import Glibc
 #endif
 import GatewayKit
 import Relay
+import Synchronization
+
+/// Connection numbers for the log, shared by all loops: 1, 2, 3, ...
+enum ConnectionNumbers {
+    private static let counter = Counter()
+
+    final class Counter: Sendable {
+        let value = Atomic<UInt64>(0)
+    }
+
+    static func next() -> UInt64 { counter.value.wrappingAdd(1, ordering: .relaxed).newValue }
+}
 
 /// The state of one event loop of the daemon: its acceptors for the current service table,
 /// the sessions it serves and the programs it started. Touched only on its loop's thread.
@@ -16,15 +28,12 @@ final class ProxyWorker: AcceptorDelegate {
     private var listenerServices: [Int32: Int] = [:]
     var sessions: [UInt64: ProxySession] = [:]
     private var children: [Int32: ChildProgram] = [:]
-    private let idBase: UInt64
-    private var nextID: UInt64 = 0
 
     init(loop: EventLoop, log: ProxyLog, inherited: [[UInt8]], clearEnvironment: Bool, index: Int) {
         self.loop = loop
         self.log = log
         self.inherited = inherited
         self.clearEnvironment = clearEnvironment
-        idBase = UInt64(index) << 48
     }
 
     /// Starts serving `table`'s listeners (and stops serving the previous table's). Sessions
@@ -57,17 +66,16 @@ final class ProxyWorker: AcceptorDelegate {
             close(fd)
             return
         }
-        nextID += 1
         let session = ProxySession(
-            worker: self, table: table, service: service, client: fd, peer: endpoint, id: idBase | nextID)
+            worker: self, table: table, service: service, client: fd, peer: endpoint, id: ConnectionNumbers.next())
         sessions[session.id] = session
         session.start()
     }
 
     /// Serves one connection that did not come through an acceptor (inetd mode).
     func serve(client: Int32, peer: Endpoint, table: ServiceTable, service: Int) {
-        nextID += 1
-        let session = ProxySession(worker: self, table: table, service: service, client: client, peer: peer, id: nextID)
+        let session = ProxySession(
+            worker: self, table: table, service: service, client: client, peer: peer, id: ConnectionNumbers.next())
         sessions[session.id] = session
         session.start()
     }
