@@ -140,23 +140,9 @@ public enum DNSConfiguration {
 
     /// The file's bytes (at most 64 KiB), nil when it does not exist.
     private static func readFile(_ path: String) throws(DNSError) -> [UInt8]? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 {
-            if errno == ENOENT { return nil }
-            throw DNSError.unreadableConfiguration(path: path, SystemError.current)
+        do { return try FD.readWholeFile(path, limit: 65536) } catch {
+            if error.errno == ENOENT { return nil }
+            throw DNSError.unreadableConfiguration(path: path, error)
         }
-        defer { FD.close(fd) }
-        var out: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while out.count < 65536 {
-            let n = buffer.withUnsafeMutableBytes { b in Glibc.read(fd, b.baseAddress, b.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw DNSError.unreadableConfiguration(path: path, SystemError.current)
-            }
-            if n == 0 { break }
-            out += buffer[0..<n]
-        }
-        return out
     }
 }

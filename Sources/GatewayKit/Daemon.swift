@@ -21,19 +21,7 @@ public struct UserEntry: Equatable, Sendable {
 /// binaries, where glibc's getpwnam would need its name-service modules.
 public enum UserDatabase {
     /// Reads a whole small file; nil when it cannot be read.
-    public static func readFile(_ path: String) -> [UInt8]? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var text: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { (try? FD.read(fd, into: $0)) ?? -1 }
-            if n < 0 { return nil }
-            if n == 0 { return text }
-            text += chunk[0..<n]
-        }
-    }
+    public static func readFile(_ path: String) -> [UInt8]? { try? FD.readWholeFile(path) }
 
     static func records(_ text: [UInt8]) -> [[String]] {
         text.split(separator: UInt8(ascii: "\n")).compactMap { line in

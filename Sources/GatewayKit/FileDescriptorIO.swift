@@ -38,6 +38,23 @@ public enum FD {
         }
     }
 
+    /// The contents of a (small) file, or the errno that stopped reading it.
+    public static func readWholeFile(_ path: String, limit: Int = Int.max) throws(SystemError) -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemError.current }
+        defer { Glibc.close(fd) }
+        var text: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while text.count < limit {
+            let count = try chunk.withUnsafeMutableBytes { buffer in
+                Result { () throws(SystemError) -> Int in try read(fd, into: buffer) }
+            }.get()
+            if count == 0 { break }
+            text += chunk[0..<count]
+        }
+        return text
+    }
+
     /// Closes, ignoring EINTR.
     public static func close(_ fd: Int32) { _ = Glibc.close(fd) }
 }

@@ -24,16 +24,7 @@ public enum ServiceNames {
 
     /// The port of `name` for `proto` in `path` (default /etc/services).
     public static func port(of name: String, proto: String = "tcp", path: String = "/etc/services") -> UInt16? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var text: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { (try? FD.read(fd, into: $0)) ?? 0 }
-            if n <= 0 { break }
-            text += chunk[0..<n]
-        }
+        guard let text = try? FD.readWholeFile(path) else { return nil }
         return port(of: name, proto: proto, in: text)
     }
 }

@@ -37,25 +37,9 @@ extension ProxyConfiguration {
         serviceNames: ServiceNameSource = .system
     ) throws(ConfigurationError) -> ProxyConfiguration {
         let text: [UInt8]
-        do { text = try readWholeFile(path) } catch {
+        do { text = try FD.readWholeFile(path) } catch {
             throw ConfigurationError(path: path, line: nil, problem: .unreadable(error))
         }
         return try ProxyConfiguration(parsing: text, path: path, serviceNames: serviceNames)
-    }
-}
-
-/// The contents of a file, or the errno that stopped reading it.
-func readWholeFile(_ path: String) throws(SystemError) -> [UInt8] {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { throw SystemError.current }
-    defer { FD.close(fd) }
-    var text: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let count = try chunk.withUnsafeMutableBytes { buffer in
-            Result { () throws(SystemError) -> Int in try FD.read(fd, into: buffer) }
-        }.get()
-        if count == 0 { return text }
-        text += chunk[0..<count]
     }
 }
