@@ -40,15 +40,20 @@ struct TableBuilder {
         }
     }
 
-    /// Opens a listening socket for `key`.
-    static func open(_ key: ListenerKey) throws(ProxyStartError) -> Int32 {
+    /// Opens a listening socket for `key`. `sharedPort` sets SO_REUSEPORT, which Linux needs to
+    /// let a wildcard socket and address-specific ones of the same port coexist (only then: a
+    /// second tcpproxy started by mistake should still fail with "address already used").
+    static func open(_ key: ListenerKey, sharedPort: Bool) throws(ProxyStartError) -> Int32 {
         let fd: Int32
         do { fd = try Socket.tcp(key.address.family) } catch {
             throw ProxyStartError("unable to create a socket for \(key): \(error)")
         }
+        var one: Int32 = 1
         if key.v6Only {
-            var one: Int32 = 1
             setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &one, socklen_t(MemoryLayout<Int32>.size))
+        }
+        if sharedPort {
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size))
         }
         do {
             try Socket.bind(fd, to: key.address, port: key.port)
@@ -112,30 +117,41 @@ struct TableBuilder {
         let targets = try resolvedOnly(configuration).targets
         var existing: [ListenerKey: Int32] = [:]
         for l in current?.listeners ?? [] { existing[l.key] = l.fd }
+        var wanted: [(key: ListenerKey, service: Int, handler: Int)] = []
+        for (index, service) in configuration.services.enumerated() {
+            for (h, handler) in service.handlers.enumerated() {
+                let keys: [ListenerKey]
+                if let interface = handler.interface {
+                    keys = [ListenerKey(address: interface, port: service.port, v6Only: interface.family == .v6)]
+                } else {
+                    keys = try Self.keys(for: service)
+                }
+                for key in keys {
+                    if wanted.contains(where: { $0.key == key }) {
+                        throw ProxyStartError("\(configuration.path):\(handler.line): \(key) is configured twice")
+                    }
+                    wanted.append((key, index, h))
+                }
+            }
+        }
+        var ports: [UInt16: Int] = [:]
+        for w in wanted { ports[w.key.port, default: 0] += 1 }
         var listeners: [ProxyListener] = []
         var opened: [Int32] = []
         do {
-            for (index, service) in configuration.services.enumerated() {
-                for key in try Self.keys(for: service) {
-                    if listeners.contains(where: { $0.key == key }) {
-                        throw ProxyStartError("\(configuration.path):\(service.line): \(key) is configured twice")
-                    }
-                    let fd: Int32
-                    if let old = existing[key] {
-                        fd = old
-                    } else {
-                        fd = try Self.open(key)
-                        opened.append(fd)
-                    }
-                    listeners.append(ProxyListener(key: key, fd: fd, service: index))
+            for w in wanted {
+                let fd: Int32
+                if let old = existing[w.key] {
+                    fd = old
+                } else {
+                    fd = try Self.open(w.key, sharedPort: ports[w.key.port]! > 1)
+                    opened.append(fd)
                 }
+                listeners.append(ProxyListener(key: w.key, fd: fd, service: w.service, handler: w.handler))
             }
-        } catch let error as ProxyStartError {
-            for fd in opened { close(fd) }
-            throw error
         } catch {
             for fd in opened { close(fd) }
-            throw ProxyStartError("\(error)")
+            throw error
         }
         return ServiceTable(configuration: configuration, listeners: listeners, targets: targets, bufferSize: bufferSize)
     }
@@ -227,8 +243,9 @@ final class ProxyDaemon {
     func logListeners() {
         for listener in table.listeners {
             let service = table.configuration.services[listener.service]
-            for (i, handler) in service.handlers.enumerated() {
-                let on = handler.interface.map { " (interface \($0))" } ?? ""
+            let i = listener.handler
+            let handler = service.handlers[i]
+            do {
                 let target: String
                 switch handler.target {
                 case .exec(let argv): target = "exec \(argv.joined(separator: " "))"
@@ -239,7 +256,7 @@ final class ProxyDaemon {
                         + (resolved?.source.map { " source \($0)" } ?? "")
                         + (resolved?.rotate.map { " rotate \($0)" } ?? "")
                 }
-                log.notice("listener \(listener.key)\(on): \(target)")
+                log.notice("listener \(listener.key) (port \(service.port)): \(target)")
             }
         }
     }
@@ -251,6 +268,31 @@ final class ProxyDaemon {
             return worker.openConnections
         }
         log.notice("\(counts.reduce(0, +)) open connections")
+    }
+
+    /// Event loops per process: one per core, at most 16.
+    static var loopCount: Int { max(1, min(16, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))) }
+
+    /// A worker process's main thread (see ProxyMaster): TERM/INT exit at once; QUIT stops
+    /// accepting and exits when the last connection has ended; USR2 logs the connections.
+    func runWorkerSignals(_ signals: SignalQueue) -> Never {
+        var fds = [pollfd(fd: signals.fd, events: Int16(POLLIN), revents: 0)]
+        var quitting = false
+        while true {
+            fds[0].revents = 0
+            _ = poll(&fds, 1, quitting ? 200 : -1)
+            for s in signals.drain() {
+                switch s {
+                case SIGTERM, SIGINT: exit(0)
+                case SIGQUIT:
+                    quitting = true
+                    _ = onEveryWorker { worker in worker.stopAccepting() }
+                case SIGUSR2: logConnections()
+                default: break
+                }
+            }
+            if quitting && onEveryWorker({ worker in worker.sessions.count }).reduce(0, +) == 0 { exit(0) }
+        }
     }
 
     /// The main thread's loop: waits for signals until TERM or INT.

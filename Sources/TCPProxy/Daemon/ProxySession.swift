@@ -27,10 +27,16 @@ final class ProxySession: ConnectorDelegate, RelayDelegate, RelayRecorder {
     let started = Deadline.now
     let id: UInt64
 
-    init(worker: ProxyWorker, table: ServiceTable, service: Int, client: Int32, peer: Endpoint, id: UInt64) {
+    /// The handler chosen by the listener, or nil to choose it by local address (inetd mode).
+    let chosenHandler: Int?
+
+    init(
+        worker: ProxyWorker, table: ServiceTable, service: Int, handler: Int?, client: Int32, peer: Endpoint, id: UInt64
+    ) {
         self.worker = worker
         self.table = table
         self.serviceIndex = service
+        self.chosenHandler = handler
         self.client = client
         self.peer = peer
         self.id = id
@@ -53,7 +59,7 @@ final class ProxySession: ConnectorDelegate, RelayDelegate, RelayRecorder {
         }
         let service = table.configuration.services[serviceIndex]
         let local = local.address.unmapped
-        guard let index = service.handlers.firstIndex(where: { $0.interface == local })
+        guard let index = chosenHandler ?? service.handlers.firstIndex(where: { $0.interface == local })
             ?? service.handlers.firstIndex(where: { $0.interface == nil })
         else {
             log.notice("\(who): no service for this address, closed")

@@ -24,8 +24,8 @@ final class ProxyWorker: AcceptorDelegate {
     let inherited: [[UInt8]]
     let clearEnvironment: Bool
     private(set) var table: ServiceTable?
-    private var acceptors: [(acceptor: Acceptor, service: Int)] = []
-    private var listenerServices: [Int32: Int] = [:]
+    private var acceptors: [Acceptor] = []
+    private var listenerHandlers: [Int32: (service: Int, handler: Int)] = [:]
     var sessions: [UInt64: ProxySession] = [:]
     private var children: [Int32: ChildProgram] = [:]
 
@@ -39,16 +39,16 @@ final class ProxyWorker: AcceptorDelegate {
     /// Starts serving `table`'s listeners (and stops serving the previous table's). Sessions
     /// already running keep the table they started with.
     func install(_ table: ServiceTable) {
-        for (acceptor, _) in acceptors { acceptor.stop() }
+        for acceptor in acceptors { acceptor.stop() }
         acceptors = []
-        listenerServices = [:]
+        listenerHandlers = [:]
         self.table = table
         for listener in table.listeners {
             let acceptor = Acceptor(loop: loop, listener: listener.fd, delegate: self)
             do {
                 try acceptor.start()
-                acceptors.append((acceptor, listener.service))
-                listenerServices[listener.fd] = listener.service
+                acceptors.append(acceptor)
+                listenerHandlers[listener.fd] = (listener.service, listener.handler)
             } catch {
                 log.error("unable to accept on \(listener.key): \(error)")
             }
@@ -57,17 +57,18 @@ final class ProxyWorker: AcceptorDelegate {
 
     /// Stops accepting (the daemon is reloading into another process or exiting).
     func stopAccepting() {
-        for (acceptor, _) in acceptors { acceptor.stop() }
+        for acceptor in acceptors { acceptor.stop() }
         acceptors = []
     }
 
     func acceptor(_ acceptor: Acceptor, accepted fd: Int32, peer: SocketAddress) {
-        guard let table, let service = listenerServices[acceptor.listener], let endpoint = peer.endpoint else {
+        guard let table, let target = listenerHandlers[acceptor.listener], let endpoint = peer.endpoint else {
             close(fd)
             return
         }
         let session = ProxySession(
-            worker: self, table: table, service: service, client: fd, peer: endpoint, id: ConnectionNumbers.next())
+            worker: self, table: table, service: target.service, handler: target.handler, client: fd, peer: endpoint,
+            id: ConnectionNumbers.next())
         sessions[session.id] = session
         session.start()
     }
@@ -75,7 +76,8 @@ final class ProxyWorker: AcceptorDelegate {
     /// Serves one connection that did not come through an acceptor (inetd mode).
     func serve(client: Int32, peer: Endpoint, table: ServiceTable, service: Int) {
         let session = ProxySession(
-            worker: self, table: table, service: service, client: client, peer: peer, id: ConnectionNumbers.next())
+            worker: self, table: table, service: service, handler: nil, client: client, peer: peer,
+            id: ConnectionNumbers.next())
         sessions[session.id] = session
         session.start()
     }

@@ -4,13 +4,17 @@ import Glibc
 import GatewayKit
 import Synchronization
 
-/// A listening socket and the service it belongs to.
+/// A listening socket and the handler it serves. A handler with an `interface` has a socket
+/// bound to that address; the kernel gives a connection to the most specific socket, so the
+/// any-address handler of the same port (bound to the wildcard) gets the rest.
 public struct ProxyListener: Sendable {
     /// The address and port the socket is bound to (the key kept across reloads).
     public let key: ListenerKey
     public let fd: Int32
     /// Index into the configuration's services.
     public let service: Int
+    /// Index into the service's handlers.
+    public let handler: Int
 }
 
 /// What identifies a listening socket across reloads: same key, same socket.
@@ -51,6 +55,13 @@ public final class ServiceTable: Sendable {
         self.targets = targets
         self.relayBufferSize = bufferSize
         rotation = targets.map { $0.map { _ in RotationCounter() } }
+    }
+
+    /// The same configuration serving only the listeners in `fds` (a worker process's share).
+    public func restricted(to fds: Set<Int32>) -> ServiceTable {
+        ServiceTable(
+            configuration: configuration, listeners: listeners.filter { fds.contains($0.fd) }, targets: targets,
+            bufferSize: relayBufferSize)
     }
 
     /// The next source address of a `rotate` range (round robin, shared by all loops).

@@ -50,25 +50,33 @@ public enum TCPProxyCommand {
         // Signals are blocked before any thread starts, so every thread inherits the mask and
         // only the main thread's signalfd sees them.
         let signals: SignalQueue
-        do { signals = try SignalQueue([SIGHUP, SIGUSR1, SIGUSR2, SIGTERM, SIGINT]) } catch {
+        do { signals = try SignalQueue([SIGHUP, SIGUSR1, SIGUSR2, SIGTERM, SIGINT, SIGCHLD]) } catch {
             fail("unable to catch signals: \(error)")
         }
         signal(SIGPIPE, SIG_IGN)
+        let plan: CredentialPlan
+        do {
+            plan = try CredentialPlan.make(options, configuration, listeners: table.listeners, isRoot: geteuid() == 0)
+        } catch { fail(error.description) }
         if options.daemonize {
             do { try Daemon.detach() } catch { fail("unable to become a daemon: \(error)") }
         }
         if let pidFile = options.pidFile {
             do { try Daemon.writePidFile(pidFile) } catch { fail("unable to write pid file \(pidFile): \(error)") }
         }
-        do { try dropPrivileges(options, configuration) } catch {
-            log.error(error.description)
-            fail(error.description)
+        for listener in table.listeners { log.notice("listening on \(listener.key)") }
+        switch plan {
+        case .perCredential:
+            log.notice("tcpproxy started (pid \(getpid()), one worker per user, \(configuration.path))")
+            ProxyMaster(options: options, log: log, table: table, builder: builder, signals: signals).run()
+        case .single(let credential):
+            do { try CredentialPlan.become(credential, chroot: options.chroot) } catch { fail(error.description) }
+        case .unchanged:
+            do { try CredentialPlan.become(nil, chroot: options.chroot) } catch { fail(error.description) }
         }
         let daemon = ProxyDaemon(options: options, log: log, table: table, builder: builder)
-        let loops = max(1, min(16, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
-        do { try daemon.startLoops(count: loops) } catch { fail(error.description) }
-        for listener in table.listeners { log.notice("listening on \(listener.key)") }
-        log.notice("tcpproxy started (pid \(getpid()), \(loops) event loops, \(configuration.path))")
+        do { try daemon.startLoops(count: ProxyDaemon.loopCount) } catch { fail(error.description) }
+        log.notice("tcpproxy started (pid \(getpid()), \(ProxyDaemon.loopCount) event loops, \(configuration.path))")
         daemon.runSignals(signals)
     }
 
@@ -80,51 +88,6 @@ public enum TCPProxyCommand {
             return false
         }
         return (try? Socket.remoteEndpoint(0)) != nil
-    }
-
-    /// Started as root: chroot (-C), then switch to -u/-g, or else to the handlers' user
-    /// (`uid`, `gid`, `user`; 65534 when nothing is set): tcpproxy never serves as root.
-    static func dropPrivileges(_ options: TCPProxyOptions, _ configuration: ProxyConfiguration) throws(ProxyStartError) {
-        var uid: UInt32
-        var gid: UInt32
-        if let name = options.username {
-            guard let user = UserDatabase.user(name) else { throw ProxyStartError("unknown user \(name)") }
-            uid = user.uid
-            gid = user.gid
-            if let group = options.groupname {
-                guard let g = UserDatabase.group(group) else { throw ProxyStartError("unknown group \(group)") }
-                gid = g
-            }
-        } else {
-            var credentials = Set<[UInt32]>()
-            for service in configuration.services {
-                for handler in service.handlers {
-                    var entry: UserEntry?
-                    if let name = handler.user {
-                        guard let user = UserDatabase.user(name) else {
-                            throw ProxyStartError("\(configuration.path):\(handler.line): unknown user \(name)")
-                        }
-                        entry = user
-                    }
-                    credentials.insert([handler.uid ?? entry?.uid ?? 65534, handler.gid ?? entry?.gid ?? 65534])
-                }
-            }
-            guard credentials.count <= 1 else {
-                let list = credentials.map { "\($0[0])/\($0[1])" }.sorted().joined(separator: ", ")
-                throw ProxyStartError(
-                    "the services ask for different user ids (\(list)); one tcpproxy serves as one user: "
-                        + "run one tcpproxy per user id, or give -u")
-            }
-            let c = credentials.first ?? [65534, 65534]
-            uid = c[0]
-            gid = c[1]
-        }
-        if let root = options.chroot {
-            do { try Daemon.chroot(root) } catch { throw ProxyStartError("unable to chroot to \(root): \(error)") }
-        }
-        guard geteuid() == 0 else { return }
-        do { try Privileges.setGroup(gid) } catch { throw ProxyStartError("unable to set gid \(gid): \(error)") }
-        do { try Privileges.setUser(uid) } catch { throw ProxyStartError("unable to set uid \(uid): \(error)") }
     }
 
     /// inetd mode: serve the connection on standard input with the service for its local

@@ -1,0 +1,143 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import GatewayKit
+
+/// Root's process when the services name different users: it keeps the listeners (and root,
+/// to bind new privileged ports on reload) and runs one worker process per user, each serving
+/// the listeners of its handlers as that user. It never serves a connection itself.
+///
+/// SIGHUP: a new table (unchanged listeners kept), new workers for it, and the old workers told
+/// (SIGQUIT) to stop accepting and exit once their connections have ended. SIGUSR1: listeners.
+/// SIGUSR2: passed to the workers. TERM/INT: workers end, then the master. A worker that dies
+/// unexpectedly is started again.
+final class ProxyMaster {
+    let options: TCPProxyOptions
+    let log: ProxyLog
+    let builder: TableBuilder
+    var table: ServiceTable
+    var workers: [Int32: (credential: Credential, fds: [Int32])] = [:]
+    var draining = Set<Int32>()
+    let signals: SignalQueue
+
+    init(options: TCPProxyOptions, log: ProxyLog, table: ServiceTable, builder: TableBuilder, signals: SignalQueue) {
+        self.options = options
+        self.log = log
+        self.table = table
+        self.builder = builder
+        self.signals = signals
+    }
+
+    func spawn(_ credential: Credential, fds: [Int32]) {
+        let pid = fork()
+        if pid < 0 {
+            log.error("unable to start the worker for \(credential): \(SystemError.current)")
+            return
+        }
+        if pid == 0 { runWorker(credential, fds: Set(fds)) }
+        workers[pid] = (credential, fds)
+        log.notice("worker \(pid) serves \(fds.count) listeners as \(credential)")
+    }
+
+    /// The worker process: drop to the credential, serve its listeners until told to stop.
+    func runWorker(_ credential: Credential, fds: Set<Int32>) -> Never {
+        signals.resetForChild()
+        for listener in table.listeners where !fds.contains(listener.fd) { close(listener.fd) }
+        let workerSignals: SignalQueue
+        do { workerSignals = try SignalQueue([SIGTERM, SIGINT, SIGQUIT, SIGUSR2, SIGHUP]) } catch {
+            log.error("worker: unable to catch signals: \(error)")
+            exit(1)
+        }
+        do { try CredentialPlan.become(credential, chroot: options.chroot) } catch {
+            log.error("worker for \(credential): \(error)")
+            exit(1)
+        }
+        let daemon = ProxyDaemon(options: options, log: log, table: table.restricted(to: fds), builder: builder)
+        do { try daemon.startLoops(count: ProxyDaemon.loopCount) } catch {
+            log.error("worker for \(credential): \(error)")
+            exit(1)
+        }
+        daemon.runWorkerSignals(workerSignals)
+    }
+
+    func groups(_ table: ServiceTable) throws(ProxyStartError) -> [Credential: [Int32]] {
+        var groups: [Credential: [Int32]] = [:]
+        for listener in table.listeners {
+            let handler = table.configuration.services[listener.service].handlers[listener.handler]
+            groups[try CredentialPlan.credential(of: handler, table.configuration.path), default: []].append(listener.fd)
+        }
+        return groups
+    }
+
+    func run() -> Never {
+        do {
+            for (credential, fds) in try groups(table) { spawn(credential, fds: fds) }
+        } catch {
+            log.error(error.description)
+            exit(1)
+        }
+        var fds = [pollfd(fd: signals.fd, events: Int16(POLLIN), revents: 0)]
+        while true {
+            fds[0].revents = 0
+            if poll(&fds, 1, -1) <= 0 { continue }
+            for s in signals.drain() {
+                switch s {
+                case SIGHUP: reload()
+                case SIGUSR1: ProxyDaemon(options: options, log: log, table: table, builder: builder).logListeners()
+                case SIGUSR2: for pid in workers.keys { kill(pid, SIGUSR2) }
+                case SIGCHLD: reap()
+                case SIGTERM, SIGINT:
+                    log.notice("exiting on signal \(s)")
+                    for pid in Array(workers.keys) + Array(draining) { kill(pid, SIGTERM) }
+                    if let pid = options.pidFile { Daemon.removePidFile(pid) }
+                    exit(0)
+                default: break
+                }
+            }
+        }
+    }
+
+    func reap() {
+        var status: Int32 = 0
+        while true {
+            let pid = waitpid(-1, &status, WNOHANG)
+            if pid <= 0 { return }
+            if draining.remove(pid) != nil {
+                log.notice("worker \(pid) finished its connections and exited")
+            } else if let worker = workers.removeValue(forKey: pid) {
+                log.error("worker \(pid) (\(worker.credential)) exited unexpectedly (\(ChildProgram.describe(status))); starting it again")
+                spawn(worker.credential, fds: worker.fds)
+            }
+        }
+    }
+
+    func reload() {
+        log.reopen()
+        guard options.localPort == nil && options.server == nil else {
+            log.notice("SIGHUP: no configuration file to reload (configured on the command line), ignored")
+            return
+        }
+        let next: ServiceTable
+        let nextGroups: [Credential: [Int32]]
+        do {
+            let configuration = try ProxyPlan.configuration(options)
+            next = try builder.build(configuration, reusing: table)
+            nextGroups = try groups(next)
+        } catch {
+            log.error("SIGHUP: configuration not reloaded, keeping the old one: \(error)")
+            return
+        }
+        let old = table
+        table = next
+        let oldWorkers = workers
+        workers = [:]
+        for (credential, fds) in nextGroups { spawn(credential, fds: fds) }
+        for pid in oldWorkers.keys {
+            kill(pid, SIGQUIT)
+            draining.insert(pid)
+        }
+        let kept = Set(next.listeners.map(\.fd))
+        for listener in old.listeners where !kept.contains(listener.fd) { close(listener.fd) }
+        log.notice("SIGHUP: configuration reloaded from \(next.configuration.path): \(next.listeners.count) listeners")
+    }
+}
