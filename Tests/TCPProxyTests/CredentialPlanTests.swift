@@ -25,9 +25,10 @@ struct CredentialPlanTests {
 
     @Test func rootDefaultsToNobody() throws {
         let (c, l) = configuration([ProxyHandler(target: exec), ProxyHandler(target: exec)])
-        guard case .single(let who) = try CredentialPlan.make(try TCPProxyOptions.parse([]), c, listeners: l, isRoot: true)
-        else { Issue.record("expected one credential"); return }
-        #expect(who == .nobody)
+        guard case .perCredential(let groups) = try CredentialPlan.make(
+            try TCPProxyOptions.parse([]), c, listeners: l, isRoot: true)
+        else { Issue.record("expected a worker"); return }
+        #expect(groups == [.nobody: [10, 11]])
     }
 
     @Test func differentUsersGetWorkers() throws {

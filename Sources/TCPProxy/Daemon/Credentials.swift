@@ -17,9 +17,11 @@ public struct Credential: Hashable, Sendable, CustomStringConvertible {
 enum CredentialPlan {
     /// Not root: keep our ids (and just chroot if asked).
     case unchanged
-    /// Every listener is served as this user, in this process.
+    /// -u/-g: the whole daemon becomes this user (spreadspace's way).
     case single(Credential)
-    /// Listeners grouped by the user their handler names: one worker process each.
+    /// Root without -u: listeners grouped by the user their handler names (65534 by default),
+    /// one worker process each; root keeps only the listeners, so it can still remove the pid
+    /// file and bind new privileged ports on reload.
     case perCredential([Credential: [Int32]])
 
     /// -u/-g win; otherwise each handler's `uid`, `gid`, `user` (65534 when none is named).
@@ -41,7 +43,6 @@ enum CredentialPlan {
             let handler = configuration.services[listener.service].handlers[listener.handler]
             groups[try credential(of: handler, configuration.path), default: []].append(listener.fd)
         }
-        if groups.count <= 1 { return .single(groups.keys.first ?? .nobody) }
         return .perCredential(groups)
     }
 

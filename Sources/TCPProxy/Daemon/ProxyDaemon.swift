@@ -172,7 +172,11 @@ final class ProxyDaemon {
         var worker: ProxyWorker?
     }
 
-    init(options: TCPProxyOptions, log: ProxyLog, table: ServiceTable, builder: TableBuilder) {
+    /// The pid an admin knows (the pid file's): recordings are named after it.
+    let daemonPID: Int32
+
+    init(options: TCPProxyOptions, log: ProxyLog, table: ServiceTable, builder: TableBuilder, daemonPID: Int32 = getpid()) {
+        self.daemonPID = daemonPID
         self.options = options
         self.log = log
         self.table = table
@@ -183,7 +187,8 @@ final class ProxyDaemon {
     func startLoops(count: Int) throws(ProxyStartError) {
         let inherited = Environment.current()
         let clear = options.clearEnvironment
-        for index in 0..<count {
+        let pid = daemonPID
+        for _ in 0..<count {
             let box = WorkerBox()
             let log = self.log
             let table = self.table
@@ -191,7 +196,7 @@ final class ProxyDaemon {
             do {
                 thread = try EventLoopThread.start { loop in
                     let worker = ProxyWorker(
-                        loop: loop, log: log, inherited: inherited, clearEnvironment: clear, index: index)
+                        loop: loop, log: log, inherited: inherited, clearEnvironment: clear, daemonPID: pid)
                     box.worker = worker
                     worker.install(table)
                 }
@@ -228,15 +233,24 @@ final class ProxyDaemon {
         let old = table
         table = next
         _ = onEveryWorker { worker in worker.install(next) }
-        let kept = Set(next.listeners.map(\.fd))
+        Self.closeRemovedListeners(old: old, new: next, log: log)
+        log.notice("SIGHUP: configuration reloaded from \(configuration.path): \(next.listeners.count) listeners")
+    }
+
+    /// After a reload: stops the listeners the new table no longer has and logs the changes.
+    /// shutdown() on a listening socket stops it for every process holding it (a draining
+    /// worker's copy included), so a removed port refuses connections at once.
+    static func closeRemovedListeners(old: ServiceTable, new: ServiceTable, log: ProxyLog) {
+        let kept = Set(new.listeners.map(\.fd))
         for listener in old.listeners where !kept.contains(listener.fd) {
+            shutdown(listener.fd, Int32(SHUT_RDWR))
             close(listener.fd)
             log.notice("stopped listening on \(listener.key)")
         }
-        for listener in next.listeners where !old.listeners.contains(where: { $0.fd == listener.fd }) {
+        let before = Set(old.listeners.map(\.fd))
+        for listener in new.listeners where !before.contains(listener.fd) {
             log.notice("listening on \(listener.key)")
         }
-        log.notice("SIGHUP: configuration reloaded from \(configuration.path): \(next.listeners.count) listeners")
     }
 
     /// SIGUSR1: every listener with what it serves.
@@ -275,7 +289,7 @@ final class ProxyDaemon {
 
     /// A worker process's main thread (see ProxyMaster): TERM/INT exit at once; QUIT stops
     /// accepting and exits when the last connection has ended; USR2 logs the connections.
-    func runWorkerSignals(_ signals: SignalQueue) -> Never {
+    func runWorkerSignals(_ signals: SignalQueue, ack: Int32) -> Never {
         var fds = [pollfd(fd: signals.fd, events: Int16(POLLIN), revents: 0)]
         var quitting = false
         while true {
@@ -287,6 +301,14 @@ final class ProxyDaemon {
                 case SIGQUIT:
                     quitting = true
                     _ = onEveryWorker { worker in worker.stopAccepting() }
+                    // The master closes listeners it no longer serves; ours must go too, or a
+                    // removed port would keep taking connections nobody accepts.
+                    for listener in table.listeners { close(listener.fd) }
+                    if ack >= 0 {
+                        var byte: UInt8 = 1
+                        _ = write(ack, &byte, 1)
+                        close(ack)
+                    }
                 case SIGUSR2: logConnections()
                 default: break
                 }

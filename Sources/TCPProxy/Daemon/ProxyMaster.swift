@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CBastion
 import GatewayKit
 
 /// Root's process when the services name different users: it keeps the listeners (and root,
@@ -16,9 +17,10 @@ final class ProxyMaster {
     let log: ProxyLog
     let builder: TableBuilder
     var table: ServiceTable
-    var workers: [Int32: (credential: Credential, fds: [Int32])] = [:]
+    var workers: [Int32: (credential: Credential, fds: [Int32], ack: Int32)] = [:]
     var draining = Set<Int32>()
     let signals: SignalQueue
+    let masterPID = getpid()
 
     init(options: TCPProxyOptions, log: ProxyLog, table: ServiceTable, builder: TableBuilder, signals: SignalQueue) {
         self.options = options
@@ -29,18 +31,29 @@ final class ProxyMaster {
     }
 
     func spawn(_ credential: Credential, fds: [Int32]) {
+        // The worker writes a byte on this pipe once it has stopped accepting (SIGQUIT).
+        var ack: [Int32] = [-1, -1]
+        if bastion_pipe_nonblocking(&ack) != 0 { ack = [-1, -1] }
         let pid = fork()
         if pid < 0 {
             log.error("unable to start the worker for \(credential): \(SystemError.current)")
+            if ack[0] >= 0 {
+                close(ack[0])
+                close(ack[1])
+            }
             return
         }
-        if pid == 0 { runWorker(credential, fds: Set(fds)) }
-        workers[pid] = (credential, fds)
+        if pid == 0 {
+            if ack[0] >= 0 { close(ack[0]) }
+            runWorker(credential, fds: Set(fds), ack: ack[1])
+        }
+        if ack[1] >= 0 { close(ack[1]) }
+        workers[pid] = (credential, fds, ack[0])
         log.notice("worker \(pid) serves \(fds.count) listeners as \(credential)")
     }
 
     /// The worker process: drop to the credential, serve its listeners until told to stop.
-    func runWorker(_ credential: Credential, fds: Set<Int32>) -> Never {
+    func runWorker(_ credential: Credential, fds: Set<Int32>, ack: Int32) -> Never {
         signals.resetForChild()
         for listener in table.listeners where !fds.contains(listener.fd) { close(listener.fd) }
         let workerSignals: SignalQueue
@@ -52,12 +65,13 @@ final class ProxyMaster {
             log.error("worker for \(credential): \(error)")
             exit(1)
         }
-        let daemon = ProxyDaemon(options: options, log: log, table: table.restricted(to: fds), builder: builder)
+        let daemon = ProxyDaemon(
+            options: options, log: log, table: table.restricted(to: fds), builder: builder, daemonPID: masterPID)
         do { try daemon.startLoops(count: ProxyDaemon.loopCount) } catch {
             log.error("worker for \(credential): \(error)")
             exit(1)
         }
-        daemon.runWorkerSignals(workerSignals)
+        daemon.runWorkerSignals(workerSignals, ack: ack)
     }
 
     func groups(_ table: ServiceTable) throws(ProxyStartError) -> [Credential: [Int32]] {
@@ -84,7 +98,7 @@ final class ProxyMaster {
                 switch s {
                 case SIGHUP: reload()
                 case SIGUSR1: ProxyDaemon(options: options, log: log, table: table, builder: builder).logListeners()
-                case SIGUSR2: for pid in workers.keys { kill(pid, SIGUSR2) }
+                case SIGUSR2: for pid in Array(workers.keys) + Array(draining) { kill(pid, SIGUSR2) }
                 case SIGCHLD: reap()
                 case SIGTERM, SIGINT:
                     log.notice("exiting on signal \(s)")
@@ -105,6 +119,7 @@ final class ProxyMaster {
             if draining.remove(pid) != nil {
                 log.notice("worker \(pid) finished its connections and exited")
             } else if let worker = workers.removeValue(forKey: pid) {
+                if worker.ack >= 0 { close(worker.ack) }
                 log.error("worker \(pid) (\(worker.credential)) exited unexpectedly (\(ChildProgram.describe(status))); starting it again")
                 spawn(worker.credential, fds: worker.fds)
             }
@@ -129,15 +144,25 @@ final class ProxyMaster {
         }
         let old = table
         table = next
+        // The old workers stop accepting first (each says so on its pipe; the kernel queues
+        // what arrives meanwhile), so no connection reaches the old configuration afterwards.
         let oldWorkers = workers
         workers = [:]
-        for (credential, fds) in nextGroups { spawn(credential, fds: fds) }
-        for pid in oldWorkers.keys {
+        var acks: [pollfd] = []
+        for (pid, worker) in oldWorkers {
             kill(pid, SIGQUIT)
             draining.insert(pid)
+            if worker.ack >= 0 { acks.append(pollfd(fd: worker.ack, events: Int16(POLLIN), revents: 0)) }
         }
-        let kept = Set(next.listeners.map(\.fd))
-        for listener in old.listeners where !kept.contains(listener.fd) { close(listener.fd) }
+        let deadline = Deadline.after(.seconds(2))
+        while !acks.isEmpty && !deadline.hasPassed {
+            let waitMs = Int32(clamping: deadline.remaining.components.seconds * 1000 + 10)
+            if poll(&acks, nfds_t(acks.count), waitMs) <= 0 { continue }
+            acks.removeAll { $0.revents != 0 }
+        }
+        for worker in oldWorkers.values where worker.ack >= 0 { close(worker.ack) }
+        for (credential, fds) in nextGroups { spawn(credential, fds: fds) }
+        ProxyDaemon.closeRemovedListeners(old: old, new: next, log: log)
         log.notice("SIGHUP: configuration reloaded from \(next.configuration.path): \(next.listeners.count) listeners")
     }
 }

@@ -198,7 +198,7 @@ final class ProxySession: ConnectorDelegate, RelayDelegate, RelayRecorder {
         }
         if let basename = handler.writefile {
             recorder = try? ConnectionRecorder(
-                basename: basename, pid: getpid(), connection: id, client: peer, server: serverDescription)
+                basename: basename, pid: worker.daemonPID, connection: id, client: peer, server: serverDescription)
         }
         var configuration = RelayConfiguration()
         configuration.bufferSize = table.relayBufferSize

@@ -29,7 +29,11 @@ final class ProxyWorker: AcceptorDelegate {
     var sessions: [UInt64: ProxySession] = [:]
     private var children: [Int32: ChildProgram] = [:]
 
-    init(loop: EventLoop, log: ProxyLog, inherited: [[UInt8]], clearEnvironment: Bool, index: Int) {
+    /// The daemon's pid (the master's when there are worker processes).
+    let daemonPID: Int32
+
+    init(loop: EventLoop, log: ProxyLog, inherited: [[UInt8]], clearEnvironment: Bool, daemonPID: Int32) {
+        self.daemonPID = daemonPID
         self.loop = loop
         self.log = log
         self.inherited = inherited
@@ -45,10 +49,11 @@ final class ProxyWorker: AcceptorDelegate {
         self.table = table
         for listener in table.listeners {
             let acceptor = Acceptor(loop: loop, listener: listener.fd, delegate: self)
+            // Known before start(): start accepts the connections already waiting.
+            listenerHandlers[listener.fd] = (listener.service, listener.handler)
             do {
                 try acceptor.start()
                 acceptors.append(acceptor)
-                listenerHandlers[listener.fd] = (listener.service, listener.handler)
             } catch {
                 log.error("unable to accept on \(listener.key): \(error)")
             }
@@ -90,6 +95,11 @@ final class ProxyWorker: AcceptorDelegate {
     }
 
     func acceptor(_ acceptor: Acceptor, failed error: SystemError) {
+        // EINVAL: the listener was shut down by a reload that removed it.
+        if error.errno == EINVAL {
+            acceptor.stop()
+            return
+        }
         log.error("accept failed: \(error)")
     }
 

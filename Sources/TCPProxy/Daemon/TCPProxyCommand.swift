@@ -67,7 +67,7 @@ public enum TCPProxyCommand {
         for listener in table.listeners { log.notice("listening on \(listener.key)") }
         switch plan {
         case .perCredential:
-            log.notice("tcpproxy started (pid \(getpid()), one worker per user, \(configuration.path))")
+            log.notice("tcpproxy started (pid \(getpid()), a worker process per user, \(configuration.path))")
             ProxyMaster(options: options, log: log, table: table, builder: builder, signals: signals).run()
         case .single(let credential):
             do { try CredentialPlan.become(credential, chroot: options.chroot) } catch { fail(error.description) }
@@ -136,7 +136,7 @@ public enum TCPProxyCommand {
         Socket.setNonBlocking(client, true)
         let worker = ProxyWorker(
             loop: loop, log: log, inherited: Environment.current(), clearEnvironment: options.clearEnvironment,
-            index: 0)
+            daemonPID: getpid())
         worker.serve(client: client, peer: peer, table: table, service: 0)
         while !worker.isIdle { loop.runOnce(timeout: .milliseconds(500)) }
         exit(0)
