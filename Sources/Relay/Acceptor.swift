@@ -77,13 +77,14 @@ public final class Acceptor: EventHandler {
         self.delegate = delegate
     }
 
-    /// Starts watching the listener (edge-triggered) and accepts what is already waiting.
+    /// Starts watching the listener (edge-triggered, exclusive wake-ups: of several loops sharing
+    /// the listener one is woken per event) and accepts what is already waiting.
     public func start() throws(SystemError) {
         guard registration == nil else { return }
         Socket.setNonBlocking(listener, true)
         let registration = loop.register(self)
         do {
-            try loop.add(listener, interest: [.readable, .edgeTriggered], for: registration)
+            try loop.add(listener, interest: [.readable, .edgeTriggered, .exclusive], for: registration)
         } catch {
             loop.unregister(registration)
             throw error

@@ -120,8 +120,11 @@ public final class Connector: EventHandler {
     /// The connect finished: report the outcome.
     public func handle(events: IOEvents, tag: UInt8) {
         guard !finished else { return }
-        let e = Sys.socketError(fd)
-        if e != 0 { return fail(e) }
+        // Writable without error or hang-up means connected; only otherwise ask for the error.
+        if !events.isDisjoint(with: [.error, .hangup]) || !events.contains(.writable) {
+            let e = Sys.socketError(fd)
+            if e != 0 { return fail(e) }
+        }
         if !events.contains(.writable) {
             // A hang-up without an error or writability: not connected after all. getpeername
             // settles it (ENOTCONN: the connect failed without saying why).

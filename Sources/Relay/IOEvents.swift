@@ -30,6 +30,9 @@ public struct IOEvents: OptionSet, Sendable, Hashable {
     public static let edgeTriggered = IOEvents(rawValue: EPOLLET.rawValue)
     /// Registration flag: report once, then disable until modified (EPOLLONESHOT).
     public static let oneShot = IOEvents(rawValue: EPOLLONESHOT.rawValue)
+    /// Wake only one of the epoll instances watching the same descriptor (EPOLLEXCLUSIVE):
+    /// several loops accepting on one listener then do not all wake for each connection.
+    public static let exclusive = IOEvents(rawValue: 1 << 28)
 }
 
 // MARK: - System calls the relay uses

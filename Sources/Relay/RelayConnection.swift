@@ -83,6 +83,7 @@ public final class RelayConnection: EventHandler {
     private let pipeSize: Int32
     private let transfer: RelayTransfer
     private let noDelay: Bool
+    private let assumeNonBlocking: Bool
     private var state = State.created
     private var deferPending = false
     /// Inside `service`, where the state lives in local copies: `cancel` waits for the end.
@@ -109,6 +110,7 @@ public final class RelayConnection: EventHandler {
         pipeSize = Int32(clamping: max(configuration.pipeSize, 0))
         transfer = recorder == nil ? configuration.transfer : .copy
         noDelay = configuration.noDelay
+        assumeNonBlocking = configuration.assumeNonBlocking
     }
 
     deinit {
@@ -174,8 +176,10 @@ public final class RelayConnection: EventHandler {
     }
 
     private func prepare(_ fd: Int32) {
-        let flags = fcntl(fd, F_GETFL)
-        if flags & O_NONBLOCK == 0 { _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK) }
+        if !assumeNonBlocking {
+            let flags = fcntl(fd, F_GETFL)
+            if flags & O_NONBLOCK == 0 { _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK) }
+        }
         if noDelay { _ = Sys.setIntOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1) }
     }
 
@@ -336,7 +340,10 @@ public final class RelayConnection: EventHandler {
             if flow.eof {
                 if !flow.done {
                     flow.done = true
-                    _ = shutdown(destination.fd, Int32(SHUT_WR))
+                    // Half-close the destination, unless the other direction is over too: then
+                    // both sockets are closed right away, which sends the FIN anyway.
+                    let otherDone = direction == .clientToServer ? downstream.done : upstream.done
+                    if !otherDone { _ = shutdown(destination.fd, Int32(SHUT_WR)) }
                     releasePipe(&flow)
                 }
                 return .waiting

@@ -58,6 +58,10 @@ public struct RelayConfiguration: Sendable, Hashable {
     /// this off and save two system calls per connection.
     public var noDelay: Bool
 
+    /// The caller guarantees both sockets are already non-blocking (accept4 with SOCK_NONBLOCK,
+    /// Connector's sockets), which saves checking each with fcntl.
+    public var assumeNonBlocking = false
+
     /// A configuration; the defaults suit tcpproxy.
     public init(
         transfer: RelayTransfer = .automatic,

@@ -15,7 +15,17 @@ final class ProxySession: ConnectorDelegate, RelayDelegate, RelayRecorder {
     let serviceIndex: Int
     var client: Int32
     let peer: Endpoint
-    var local = Endpoint(address: .anyV4, port: 0)
+    /// The local end, read (getsockname) only when something needs it: a server port taken
+    /// from it, a PROXY header, program variables, handler selection in inetd mode, or a log
+    /// line. The fast path of a plain forward with quiet logging never asks.
+    private var cachedLocal: Endpoint?
+    var local: Endpoint {
+        if let cachedLocal { return cachedLocal }
+        let found = client >= 0 ? (try? Socket.localEndpoint(client)) : nil
+        let endpoint = found ?? Endpoint(address: .anyV4, port: 0)
+        cachedLocal = endpoint
+        return endpoint
+    }
     var handlerIndex = 0
     var handler: ProxyHandler!
     var ruleEnvironment: [RuleDecision.Variable] = []
@@ -53,13 +63,14 @@ final class ProxySession: ConnectorDelegate, RelayDelegate, RelayRecorder {
     }
 
     func start() {
-        do { local = try Socket.localEndpoint(client) } catch {
-            log.warning("connection \(id) from \(Self.text(peer)): unable to get local address: \(error)")
-            return finish()
-        }
         let service = table.configuration.services[serviceIndex]
-        let local = local.address.unmapped
-        guard let index = chosenHandler ?? service.handlers.firstIndex(where: { $0.interface == local })
+        if chosenHandler == nil {
+            do { cachedLocal = try Socket.localEndpoint(client) } catch {
+                log.warning("connection \(id) from \(Self.text(peer)): unable to get local address: \(error)")
+                return finish()
+            }
+        }
+        guard let index = chosenHandler ?? service.handlers.firstIndex(where: { $0.interface == local.address.unmapped })
             ?? service.handlers.firstIndex(where: { $0.interface == nil })
         else {
             log.notice("\(who): no service for this address, closed")
@@ -203,6 +214,8 @@ final class ProxySession: ConnectorDelegate, RelayDelegate, RelayRecorder {
         var configuration = RelayConfiguration()
         configuration.bufferSize = table.relayBufferSize
         configuration.idleTimeout = .seconds(handler.timeout)
+        configuration.assumeNonBlocking = true  // accept4(SOCK_NONBLOCK), Connector, inetd's fd set so
+        if log.maximumLevel >= .notice { _ = local }  // the end-of-connection line needs it
         let relay = RelayConnection(
             loop: worker.loop, client: client, server: fd, configuration: configuration, delegate: self,
             recorder: recorder == nil ? nil : self)
