@@ -84,6 +84,8 @@ public final class RelayConnection: EventHandler {
     private let transfer: RelayTransfer
     private let noDelay: Bool
     private let assumeNonBlocking: Bool
+    /// The server socket is still in the loop's epoll set (from a Connector that kept it).
+    public var serverRegistered = false
     private var state = State.created
     private var deferPending = false
     /// Inside `service`, where the state lives in local copies: `cancel` waits for the end.
@@ -160,7 +162,11 @@ public final class RelayConnection: EventHandler {
             return
         }
         do {
-            try loop.add(server.fd, interest: RelayConnection.interest, for: registration, tag: 1)
+            if serverRegistered {
+                try loop.modify(server.fd, interest: RelayConnection.interest, for: registration, tag: 1)
+            } else {
+                try loop.add(server.fd, interest: RelayConnection.interest, for: registration, tag: 1)
+            }
         } catch {
             finish(.failed(.server, error))
             return

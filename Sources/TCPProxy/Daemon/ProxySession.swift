@@ -190,6 +190,7 @@ final class ProxySession: ConnectorDelegate, RelayDelegate, RelayRecorder {
         }
         do {
             connector = try Connector.start(loop: worker.loop, to: destination, from: source, delegate: self)
+            connector?.keepsDescriptorRegistered = true
         } catch {
             log.error("\(who): unable to connect to \(serverDescription): \(error), closed")
             finish()
@@ -219,6 +220,7 @@ final class ProxySession: ConnectorDelegate, RelayDelegate, RelayRecorder {
         let relay = RelayConnection(
             loop: worker.loop, client: client, server: fd, configuration: configuration, delegate: self,
             recorder: recorder == nil ? nil : self)
+        relay.serverRegistered = true  // the Connector left it in epoll
         client = -1  // the relay owns it now
         self.relay = relay
         log.notice("\(who) to \(serverDescription)")
