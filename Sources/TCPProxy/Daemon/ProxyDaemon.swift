@@ -55,6 +55,8 @@ struct TableBuilder {
         if sharedPort {
             setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size))
         }
+        // Accepted sockets inherit TCP_NODELAY: set once here rather than per connection.
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
         do {
             try Socket.bind(fd, to: key.address, port: key.port)
             try Socket.listen(fd, backlog: 1024)
@@ -213,28 +215,34 @@ final class ProxyDaemon {
         zip(threads, workers).map { thread, box in thread.sync { _ in body(box.worker!) } }
     }
 
-    /// SIGHUP: read the configuration again; on any error keep serving the old one.
-    func reload() {
+    /// SIGHUP's first half, shared with ProxyMaster: reopen the logs, read the configuration
+    /// again and build its table (reusing unchanged listeners). Nil, with the reason logged,
+    /// when the old configuration must stay.
+    static func reloadedTable(
+        _ options: TCPProxyOptions, builder: TableBuilder, current: ServiceTable, log: ProxyLog
+    ) -> ServiceTable? {
         log.reopen()
         guard options.localPort == nil && options.server == nil else {
             log.notice("SIGHUP: no configuration file to reload (configured on the command line), ignored")
-            return
+            return nil
         }
-        let configuration: ProxyConfiguration
-        do { configuration = try ProxyPlan.configuration(options) } catch {
+        do {
+            let configuration = try ProxyPlan.configuration(options)
+            return try builder.build(configuration, reusing: current)
+        } catch {
             log.error("SIGHUP: configuration not reloaded, keeping the old one: \(error)")
-            return
+            return nil
         }
-        let next: ServiceTable
-        do { next = try builder.build(configuration, reusing: table) } catch {
-            log.error("SIGHUP: configuration not reloaded, keeping the old one: \(error)")
-            return
-        }
+    }
+
+    /// SIGHUP: read the configuration again; on any error keep serving the old one.
+    func reload() {
+        guard let next = Self.reloadedTable(options, builder: builder, current: table, log: log) else { return }
         let old = table
         table = next
         _ = onEveryWorker { worker in worker.install(next) }
         Self.closeRemovedListeners(old: old, new: next, log: log)
-        log.notice("SIGHUP: configuration reloaded from \(configuration.path): \(next.listeners.count) listeners")
+        log.notice("SIGHUP: configuration reloaded from \(next.configuration.path): \(next.listeners.count) listeners")
     }
 
     /// After a reload: stops the listeners the new table no longer has and logs the changes.

@@ -127,19 +127,12 @@ final class ProxyMaster {
     }
 
     func reload() {
-        log.reopen()
-        guard options.localPort == nil && options.server == nil else {
-            log.notice("SIGHUP: no configuration file to reload (configured on the command line), ignored")
-            return
-        }
-        let next: ServiceTable
+        guard let next = ProxyDaemon.reloadedTable(options, builder: builder, current: table, log: log) else { return }
         let nextGroups: [Credential: [Int32]]
-        do {
-            let configuration = try ProxyPlan.configuration(options)
-            next = try builder.build(configuration, reusing: table)
-            nextGroups = try groups(next)
-        } catch {
+        do { nextGroups = try groups(next) } catch {
             log.error("SIGHUP: configuration not reloaded, keeping the old one: \(error)")
+            let current = Set(table.listeners.map(\.fd))
+            for listener in next.listeners where !current.contains(listener.fd) { close(listener.fd) }
             return
         }
         let old = table

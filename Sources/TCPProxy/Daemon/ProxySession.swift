@@ -216,6 +216,11 @@ final class ProxySession: ConnectorDelegate, RelayDelegate, RelayRecorder {
         configuration.bufferSize = table.relayBufferSize
         configuration.idleTimeout = .seconds(handler.timeout)
         configuration.assumeNonBlocking = true  // accept4(SOCK_NONBLOCK), Connector, inetd's fd set so
+        // TCP_NODELAY: the client socket inherited it from the listener (inetd's socket is set in
+        // serveInetd); the server socket gets it here.
+        configuration.noDelay = false
+        var one: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
         if log.maximumLevel >= .notice { _ = local }  // the end-of-connection line needs it
         let relay = RelayConnection(
             loop: worker.loop, client: client, server: fd, configuration: configuration, delegate: self,

@@ -134,6 +134,7 @@ public enum TCPProxyCommand {
             if null > 1 { close(null) }
         }
         Socket.setNonBlocking(client, true)
+        Socket.setNoDelay(client)
         let worker = ProxyWorker(
             loop: loop, log: log, inherited: Environment.current(), clearEnvironment: options.clearEnvironment,
             daemonPID: getpid())
