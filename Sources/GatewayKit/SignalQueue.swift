@@ -20,6 +20,13 @@ public final class SignalQueue {
         if fd < 0 { throw SystemError.current }
     }
 
+    /// Waits up to `milliseconds` (-1: forever) for signals and returns them (maybe none).
+    public func wait(milliseconds: Int32 = -1) -> [Int32] {
+        var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        _ = poll(&entry, 1, milliseconds)
+        return drain()
+    }
+
     /// The signals waiting now, in arrival order (each pending signal is reported once).
     public func drain() -> [Int32] {
         var out: [Int32] = []

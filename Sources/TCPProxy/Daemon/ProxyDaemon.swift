@@ -298,12 +298,9 @@ final class ProxyDaemon {
     /// A worker process's main thread (see ProxyMaster): TERM/INT exit at once; QUIT stops
     /// accepting and exits when the last connection has ended; USR2 logs the connections.
     func runWorkerSignals(_ signals: SignalQueue, ack: Int32) -> Never {
-        var fds = [pollfd(fd: signals.fd, events: Int16(POLLIN), revents: 0)]
         var quitting = false
         while true {
-            fds[0].revents = 0
-            _ = poll(&fds, 1, quitting ? 200 : -1)
-            for s in signals.drain() {
+            for s in signals.wait(milliseconds: quitting ? 200 : -1) {
                 switch s {
                 case SIGTERM, SIGINT: exit(0)
                 case SIGQUIT:
@@ -327,11 +324,8 @@ final class ProxyDaemon {
 
     /// The main thread's loop: waits for signals until TERM or INT.
     func runSignals(_ signals: SignalQueue) -> Never {
-        var fds = [pollfd(fd: signals.fd, events: Int16(POLLIN), revents: 0)]
         while true {
-            fds[0].revents = 0
-            if poll(&fds, 1, -1) <= 0 { continue }
-            for s in signals.drain() {
+            for s in signals.wait() {
                 switch s {
                 case SIGHUP: reload()
                 case SIGUSR1: logListeners()

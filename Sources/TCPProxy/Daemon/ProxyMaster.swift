@@ -90,11 +90,8 @@ final class ProxyMaster {
             log.error(error.description)
             exit(1)
         }
-        var fds = [pollfd(fd: signals.fd, events: Int16(POLLIN), revents: 0)]
         while true {
-            fds[0].revents = 0
-            if poll(&fds, 1, -1) <= 0 { continue }
-            for s in signals.drain() {
+            for s in signals.wait() {
                 switch s {
                 case SIGHUP: reload()
                 case SIGUSR1: ProxyDaemon(options: options, log: log, table: table, builder: builder).logListeners()
