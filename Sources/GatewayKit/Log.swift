@@ -211,13 +211,18 @@ public enum LogFormat {
         return Array(head.utf8) + Array(message.utf8)
     }
 
-    /// A datagram socket connected to /dev/log, or -1.
+    /// A datagram socket connected to /dev/log (or to $BASTION_SYSLOG_SOCKET, which tests use
+    /// to read what would reach syslog), or -1.
     static func connectDevLog() -> Int32 {
         let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return -1 }
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
-        let path = Array("/dev/log".utf8)
+        let path = Array((Environment.get("BASTION_SYSLOG_SOCKET") ?? "/dev/log").utf8)
+        guard path.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            close(fd)
+            return -1
+        }
         withUnsafeMutableBytes(of: &address.sun_path) { raw in
             for (i, b) in path.enumerated() { raw[i] = b }
         }
