@@ -45,39 +45,7 @@ public final class Connector: EventHandler {
         timeout: Duration = .seconds(10),
         delegate: any ConnectorDelegate
     ) throws(SystemError) -> Connector {
-        let address = destination.address.unmapped
-        let family: IPAddress.Family = address.family
-        var sourceAddress: IPAddress?
-        if let source {
-            let unmapped = source.unmapped
-            if family == .v4 && unmapped.family != .v4 { throw SystemError(errno: EAFNOSUPPORT) }
-            sourceAddress = family == .v4 ? unmapped : source.v4Mapped
-        }
-        let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
-        let fd = socket(family == .v4 ? AF_INET : AF_INET6, type, 0)
-        if fd < 0 { throw SystemError.current }
-        if let sourceAddress {
-            _ = Sys.setIntOption(fd, Int32(IPPROTO_IP), Sys.ipBindAddressNoPort, 1)
-            let r = sourceAddress.withSocketAddress(port: 0) { sa, length in bind(fd, sa, length) }
-            if r != 0 {
-                let error = SystemError.current
-                Glibc.close(fd)
-                throw error
-            }
-        }
-        let r = address.withSocketAddress(port: destination.port, scopeID: destination.scopeID) { sa, length in
-            connect(fd, sa, length)
-        }
-        var immediateError: Int32 = 0
-        if r != 0 && errno != EINPROGRESS && errno != EINTR {
-            let e = errno
-            if e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM || e == EADDRNOTAVAIL || e == EAFNOSUPPORT {
-                Glibc.close(fd)
-                throw SystemError(errno: e)
-            }
-            // Refused, unreachable...: reported through the delegate like a later failure.
-            immediateError = e
-        }
+        let (fd, immediateError) = try openSocket(to: destination, from: source)
         let nanoseconds = timeout.nanosecondsClamped
         let connector = Connector(
             loop: loop, destination: destination, fd: fd, delegate: delegate,
@@ -98,6 +66,48 @@ public final class Connector: EventHandler {
         }
         if nanoseconds > 0 { loop.setTimer(connector.registration, at: Deadline(nanoseconds: connector.deadline)) }
         return connector
+    }
+
+    /// Creates a non-blocking socket and starts connecting it to `destination`, from `source`
+    /// when given (port chosen by the kernel at connect time, IP_BIND_ADDRESS_NO_PORT). Returns
+    /// the socket and the error connect(2) reported at once for the connection itself
+    /// (refused, unreachable: 0 when it is in progress); errors of this host (no descriptors
+    /// left, source address not available, family mismatch) are thrown, the socket closed.
+    /// With `noDelay` the socket gets TCP_NODELAY before connecting.
+    public static func openSocket(
+        to destination: Endpoint, from source: IPAddress?, noDelay: Bool = false
+    ) throws(SystemError) -> (fd: Int32, error: Int32) {
+        let address = destination.address.unmapped
+        let family: IPAddress.Family = address.family
+        var sourceAddress: IPAddress?
+        if let source {
+            let unmapped = source.unmapped
+            if family == .v4 && unmapped.family != .v4 { throw SystemError(errno: EAFNOSUPPORT) }
+            sourceAddress = family == .v4 ? unmapped : source.v4Mapped
+        }
+        let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+        let fd = socket(family == .v4 ? AF_INET : AF_INET6, type, 0)
+        if fd < 0 { throw SystemError.current }
+        if noDelay { _ = Sys.setIntOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1) }
+        if let sourceAddress {
+            _ = Sys.setIntOption(fd, Int32(IPPROTO_IP), Sys.ipBindAddressNoPort, 1)
+            let r = sourceAddress.withSocketAddress(port: 0) { sa, length in bind(fd, sa, length) }
+            if r != 0 {
+                let error = SystemError.current
+                Glibc.close(fd)
+                throw error
+            }
+        }
+        let r = address.withSocketAddress(port: destination.port, scopeID: destination.scopeID) { sa, length in
+            connect(fd, sa, length)
+        }
+        guard r != 0 && errno != EINPROGRESS && errno != EINTR else { return (fd, 0) }
+        let e = errno
+        if e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM || e == EADDRNOTAVAIL || e == EAFNOSUPPORT {
+            Glibc.close(fd)
+            throw SystemError(errno: e)
+        }
+        return (fd, e)
     }
 
     private init(
@@ -122,30 +132,34 @@ public final class Connector: EventHandler {
 
     /// The connect finished: report the outcome.
     public func handle(events: IOEvents, tag: UInt8) {
-        guard !finished else { return }
-        // Writable without error or hang-up means connected; only otherwise ask for the error.
-        if !events.isDisjoint(with: [.error, .hangup]) || !events.contains(.writable) {
-            let e = Sys.socketError(fd)
-            if e != 0 { return fail(e) }
-        }
-        if !events.contains(.writable) {
-            // A hang-up without an error or writability: not connected after all. getpeername
-            // settles it (ENOTCONN: the connect failed without saying why).
-            var storage = sockaddr_storage()
-            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-            let connected = withUnsafeMutablePointer(to: &storage) { p in
-                p.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &length) == 0 }
-            }
-            if !connected {
-                let e = errno
-                if !events.isDisjoint(with: [.error, .hangup]) { return fail(e == ENOTCONN ? ECONNREFUSED : e) }
-                return
-            }
-        }
+        guard !finished, let e = Connector.outcome(of: events, fd: fd) else { return }
+        if e != 0 { return fail(e) }
         finished = true
         if !keepsDescriptorRegistered { loop.remove(fd) }
         loop.unregister(registration)
         delegate.connector(self, connected: fd)
+    }
+
+    /// What `events` on a connecting socket say: 0 when it is connected, an errno when the
+    /// connect failed, nil when nothing is settled yet (a spurious wake-up).
+    public static func outcome(of events: IOEvents, fd: Int32) -> Int32? {
+        // Writable without error or hang-up means connected; only otherwise ask for the error.
+        if !events.isDisjoint(with: [.error, .hangup]) || !events.contains(.writable) {
+            let e = Sys.socketError(fd)
+            if e != 0 { return e }
+        }
+        if events.contains(.writable) { return 0 }
+        // A hang-up without an error or writability: not connected after all. getpeername
+        // settles it (ENOTCONN: the connect failed without saying why).
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let connected = withUnsafeMutablePointer(to: &storage) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &length) == 0 }
+        }
+        if connected { return 0 }
+        let e = errno
+        if !events.isDisjoint(with: [.error, .hangup]) { return e == ENOTCONN ? ECONNREFUSED : e }
+        return nil
     }
 
     /// Reports an error that connect(2) returned at once.

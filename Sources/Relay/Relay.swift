@@ -13,7 +13,9 @@
 //                    Bytes move by copy (through the loop's scratch buffer; only what a slow
 //                    writer leaves is kept, in a pooled buffer of bufferSize), by splice
 //                    (socket -> pooled pipe -> socket) or automatically (copy small chunks,
-//                    splice bulk). Idle relays hold no buffer and no pipe.
+//                    splice bulk). Idle relays hold no buffer and no pipe. `connecting`
+//                    makes the server connection too: one registration, optimistic writes,
+//                    nothing read from it or shut down on it until the connect is done.
 // Connector          non-blocking connect with optional source address and timeout.
 // Acceptor           accept until EAGAIN (bounded per turn); EMFILE/ENFILE pause it.
 // DescriptorWatch    a closure on a descriptor, for the daemon's own (signalfd...).

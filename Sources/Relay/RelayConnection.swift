@@ -18,6 +18,12 @@ import GatewayKit
 /// - Idle memory: sockets are registered once, edge-triggered, for both directions; buffers
 ///   and pipes come from the loop's pools only while bytes are in flight, so an idle relay
 ///   is this object (about 250 bytes) and its slot in the loop.
+/// - Connecting: `connecting(...)` makes a relay whose server socket is still connecting. It
+///   is registered once, for everything, and the relay writes to it optimistically: what the
+///   client sent goes out as soon as the kernel takes it (on loopback, before the connect
+///   event is even read). Bytes are never read from the server, nor end of file passed on to
+///   it, before the connection is known to be established. A failed or timed-out connect ends
+///   the relay with `.connectFailed`; success is told through `relayDidConnect` first.
 public final class RelayConnection: EventHandler {
     private enum State: UInt8 {
         case created
@@ -86,6 +92,19 @@ public final class RelayConnection: EventHandler {
     private let assumeNonBlocking: Bool
     /// The server socket is still in the loop's epoll set (from a Connector that kept it).
     public var serverRegistered = false
+    /// The server socket's connect is in progress (a relay made by `connecting`).
+    private var connecting = false
+    /// The connect's deadline (loop clock), 0 for none.
+    private var connectDeadline: UInt64 = 0
+    /// Read nothing from the client while connecting (a recorder must learn of the connection
+    /// before its first chunk).
+    private var waitForConnection = false
+    /// The connection was found established inside `pumpBoth`: tell the delegate after it.
+    private var connectNoticePending = false
+    /// Bytes the server gets before anything from the client (a PROXY protocol header), and how
+    /// many of them went out. Not counted in `bytesClientToServer`.
+    private var preamble: [UInt8] = []
+    private var preambleSent = 0
     private var state = State.created
     private var deferPending = false
     /// Inside `service`, where the state lives in local copies: `cancel` waits for the end.
@@ -115,6 +134,41 @@ public final class RelayConnection: EventHandler {
         assumeNonBlocking = configuration.assumeNonBlocking
     }
 
+    /// A relay between `client` and a new connection to `destination` (from `source` when
+    /// given), whose connect is started here and finished by the relay once started:
+    /// `relayDidConnect` when it is established, or the end `.connectFailed` (refused,
+    /// unreachable, or `connectTimeout` passed; zero for no limit). `preamble` goes to the
+    /// server before the client's bytes. The new socket gets TCP_NODELAY when
+    /// `serverNoDelay`. Errors of this host, and a connect refused at once, are thrown (the
+    /// client socket then stays the caller's). Call `start` next, on the loop's thread.
+    public static func connecting(
+        loop: EventLoop,
+        client: Int32,
+        to destination: Endpoint,
+        from source: IPAddress? = nil,
+        connectTimeout: Duration = .seconds(10),
+        serverNoDelay: Bool = false,
+        preamble: [UInt8] = [],
+        configuration: RelayConfiguration = RelayConfiguration(),
+        delegate: (any RelayDelegate)? = nil,
+        recorder: (any RelayRecorder)? = nil
+    ) throws(SystemError) -> RelayConnection {
+        let (fd, error) = try Connector.openSocket(to: destination, from: source, noDelay: serverNoDelay)
+        if error != 0 {
+            Glibc.close(fd)
+            throw SystemError(errno: error)
+        }
+        let relay = RelayConnection(
+            loop: loop, client: client, server: fd, configuration: configuration, delegate: delegate,
+            recorder: recorder)
+        relay.connecting = true
+        relay.waitForConnection = recorder != nil
+        let nanoseconds = connectTimeout.nanosecondsClamped
+        relay.connectDeadline = nanoseconds > 0 ? loop.nowNanoseconds &+ nanoseconds : 0
+        relay.preamble = preamble
+        return relay
+    }
+
     deinit {
         // Only when the loop was dropped without close(), or the relay never started.
         guard state != .finished else { return }
@@ -134,6 +188,8 @@ public final class RelayConnection: EventHandler {
     public var serverDescriptor: Int32 { server.fd }
     /// Bytes delivered from the client to the server so far.
     public var bytesClientToServer: UInt64 { upstream.bytes }
+    /// False while the server socket of a relay made by `connecting` is still connecting.
+    public var isConnected: Bool { !connecting }
     /// Bytes delivered from the server to the client so far.
     public var bytesServerToClient: UInt64 { downstream.bytes }
     /// Bytes read but not yet written, both directions, user space and pipes.
@@ -171,13 +227,18 @@ public final class RelayConnection: EventHandler {
             finish(.failed(.server, error))
             return
         }
-        if idleNanoseconds > 0 { loop.setTimer(registration, at: Deadline(nanoseconds: startedAt + idleNanoseconds)) }
+        if connecting {
+            if connectDeadline > 0 { loop.setTimer(registration, at: Deadline(nanoseconds: connectDeadline)) }
+        } else if idleNanoseconds > 0 {
+            loop.setTimer(registration, at: Deadline(nanoseconds: startedAt + idleNanoseconds))
+        }
         // A client usually has sent its first bytes already: try at once (except when splicing,
         // where a pipe would be taken for nothing if it has not). The server's readiness, if
-        // any, arrives with the first events.
+        // any, arrives with the first events. A connecting server is written to optimistically
+        // (EAGAIN until the handshake is done), unless the relay waits for the connection.
         client.readable = transfer != .splice
         client.writable = true
-        server.writable = true
+        server.writable = !waitForConnection
         service()
     }
 
@@ -204,6 +265,11 @@ public final class RelayConnection: EventHandler {
     /// Readiness of the client (tag 0) or server (tag 1) socket: move what can be moved.
     public func handle(events: IOEvents, tag: UInt8) {
         guard state == .running else { return }
+        if tag == 1 && connecting {
+            guard let e = Connector.outcome(of: events, fd: server.fd) else { return }
+            if e != 0 { return finish(.connectFailed(SystemError(errno: e))) }
+            established()
+        }
         if tag == 0 {
             RelayConnection.note(events, &client)
         } else {
@@ -235,7 +301,17 @@ public final class RelayConnection: EventHandler {
 
     /// The idle timer: end the relay if nothing moved for the idle timeout, else set it again.
     public func handleTimer() {
-        guard state == .running, idleNanoseconds > 0 else { return }
+        guard state == .running else { return }
+        if connecting {
+            guard connectDeadline > 0 else { return }
+            if loop.nowNanoseconds >= connectDeadline {
+                finish(.connectFailed(SystemError(errno: ETIMEDOUT)))
+            } else {
+                loop.setTimer(registration, at: Deadline(nanoseconds: connectDeadline))
+            }
+            return
+        }
+        guard idleNanoseconds > 0 else { return }
         let due = lastActivity &+ idleNanoseconds
         if loop.nowNanoseconds >= due {
             finish(.idleTimeout)
@@ -254,9 +330,57 @@ public final class RelayConnection: EventHandler {
         pumping = true
         let (end, moreWork) = pumpBoth()
         pumping = false
+        if connectNoticePending {
+            connectNoticePending = false
+            delegate?.relayDidConnect(self)
+        }
         if cancelRequested { return finish(.cancelled) }
         if let end { return finish(end) }
         if moreWork { scheduleMoreWork() }
+    }
+
+    /// The server's connect is done (seen in an event, or a write to it went through).
+    private func established() {
+        connecting = false
+        lastActivity = loop.nowNanoseconds
+        if idleNanoseconds > 0 {
+            loop.setTimer(registration, at: Deadline(nanoseconds: lastActivity &+ idleNanoseconds))
+        } else {
+            loop.cancelTimer(registration)
+        }
+        if pumping {
+            connectNoticePending = true
+        } else {
+            delegate?.relayDidConnect(self)
+        }
+    }
+
+    /// Sends what is left of the preamble to the server: nil when all of it is out, else what
+    /// the upstream pump returns for now.
+    private func sendPreamble(_ server: inout Side) -> Outcome? {
+        while true {
+            guard server.writable else { return .waiting }
+            let n = preamble.withUnsafeBytes { p in
+                Sys.send(server.fd, p.baseAddress! + preambleSent, p.count - preambleSent)
+            }
+            if n > 0 {
+                if connecting { established() }
+                preambleSent += n
+                if preambleSent == preamble.count {
+                    preamble = []
+                    return nil
+                }
+                server.writable = false  // a short write: the socket's buffer is full
+                return .waiting
+            }
+            let e = n == 0 ? EIO : errno
+            if e == EINTR { continue }
+            if Sys.wouldBlock(e) {
+                server.writable = false
+                return .waiting
+            }
+            return .failed(.server, e)
+        }
     }
 
     private func pumpBoth() -> (RelayEnd?, Bool) {
@@ -297,6 +421,9 @@ public final class RelayConnection: EventHandler {
     private func pump(
         _ flow: inout Flow, _ source: inout Side, _ destination: inout Side, _ direction: RelayDirection
     ) -> Outcome {
+        if direction == .clientToServer && !preamble.isEmpty, let outcome = sendPreamble(&destination) {
+            return outcome
+        }
         var rounds = 0
         while true {
             // 1. Deliver what is held.
@@ -344,6 +471,8 @@ public final class RelayConnection: EventHandler {
 
             // 2. Nothing is held: pass on end of file, or read more.
             if flow.eof {
+                // A shutdown now would abort the connect: pass it on once connected.
+                if direction == .clientToServer && connecting { return .waiting }
                 if !flow.done {
                     flow.done = true
                     // Half-close the destination, unless the other direction is over too: then
@@ -354,7 +483,7 @@ public final class RelayConnection: EventHandler {
                 }
                 return .waiting
             }
-            guard source.readable && destination.writable else {
+            guard source.readable && destination.writable && !(connecting && direction == .serverToClient) else {
                 if !source.readable { releasePipe(&flow) }
                 return .waiting
             }
@@ -443,6 +572,7 @@ public final class RelayConnection: EventHandler {
     /// Counts bytes written to the destination; `held` when they came from a buffer or pipe.
     @inline(__always)
     private func delivered(_ count: Int, _ flow: inout Flow, held: Bool) {
+        if connecting { established() }  // only bytes to the server move while connecting
         flow.bytes &+= UInt64(count)
         lastActivity = loop.nowNanoseconds
         if held { loop.counters.bufferedBytes -= count }
@@ -485,6 +615,12 @@ public final class RelayConnection: EventHandler {
 
     private func finish(_ end: RelayEnd) {
         guard state != .finished else { return }
+        var end = end
+        if connecting, case .failed(.server, let error) = end {
+            // A write to a socket whose connect failed reports the connect's error.
+            let e = Sys.socketError(server.fd)
+            end = .connectFailed(e != 0 ? SystemError(errno: e) : error)
+        }
         let wasRunning = state == .running
         state = .finished
         Glibc.close(client.fd)

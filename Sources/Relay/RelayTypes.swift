@@ -88,6 +88,10 @@ public enum RelayEnd: Sendable, Equatable, CustomStringConvertible {
     case failed(RelaySide, SystemError)
     /// Ended by its owner (`cancel`) or because the loop closed.
     case cancelled
+    /// The server connection of a relay made by `RelayConnection.connecting` could not be
+    /// established (refused, unreachable, ETIMEDOUT for the connect timeout). Nothing was
+    /// delivered to the server.
+    case connectFailed(SystemError)
 
     /// The reason in a few words, for logs ("done", "idle timeout", "client connection reset").
     public var description: String {
@@ -96,6 +100,7 @@ public enum RelayEnd: Sendable, Equatable, CustomStringConvertible {
         case .idleTimeout: return "idle timeout"
         case .failed(let side, let error): return "\(side) \(error)"
         case .cancelled: return "cancelled"
+        case .connectFailed(let error): return "connect failed: \(error)"
         }
     }
 }
@@ -120,6 +125,13 @@ public struct RelaySummary: Sendable, Equatable {
 /// Told when a relay ends (on the loop's thread). Both sockets are closed by then.
 public protocol RelayDelegate: AnyObject {
     func relayDidEnd(_ relay: RelayConnection, summary: RelaySummary)
+    /// The server connection of a relay made by `RelayConnection.connecting` is established
+    /// (before the first byte from the server is read). The default does nothing.
+    func relayDidConnect(_ relay: RelayConnection)
+}
+
+extension RelayDelegate {
+    public func relayDidConnect(_ relay: RelayConnection) {}
 }
 
 /// Sees every chunk a relay reads, in order, before it is written on (for logging or

@@ -9,7 +9,7 @@ import Relay
 /// One client connection, from accept to the end of its relay or the start of its handler:
 /// handler selection by local address, rules, access control program, then forwarding (connect,
 /// PROXY header, relay) or a handler program. Lives on one event loop and is driven by it.
-final class ProxySession: ConnectorDelegate, RelayDelegate, RelayRecorder {
+final class ProxySession: RelayDelegate, RelayRecorder {
     let worker: ProxyWorker
     let table: ServiceTable
     let serviceIndex: Int
@@ -31,7 +31,6 @@ final class ProxySession: ConnectorDelegate, RelayDelegate, RelayRecorder {
     var ruleEnvironment: [RuleDecision.Variable] = []
     var serverDescription = ""
     var relay: RelayConnection?
-    var connector: Connector?
     var acp: ChildProgram?
     var recorder: ConnectionRecorder?
     let started = Deadline.now
@@ -180,6 +179,8 @@ final class ProxySession: ConnectorDelegate, RelayDelegate, RelayRecorder {
         finish()
     }
 
+    /// Connects to the server and relays: one `RelayConnection` does both, writing what the
+    /// client sent (after the PROXY header, if any) as soon as the connection takes it.
     func connect(_ target: ResolvedTarget) {
         let port = target.port ?? local.port
         let destination = Endpoint(address: target.address, port: port)
@@ -188,54 +189,35 @@ final class ProxySession: ConnectorDelegate, RelayDelegate, RelayRecorder {
         if let range = target.rotate {
             source = table.nextRotatedSource(service: serviceIndex, handler: handlerIndex, range: range)
         }
+        var configuration = RelayConfiguration()
+        configuration.bufferSize = table.relayBufferSize
+        configuration.idleTimeout = .seconds(handler.timeout)
+        configuration.assumeNonBlocking = true  // accept4(SOCK_NONBLOCK), the relay's own socket, inetd's fd set so
+        // TCP_NODELAY: the client socket inherited it from the listener (inetd's socket is set in
+        // serveInetd); the server socket gets it before connecting.
+        configuration.noDelay = false
+        let preamble = handler.proxyProtocol?.header(client: peer, server: local) ?? []
+        if log.maximumLevel >= .notice { _ = local }  // the end-of-connection line needs it
         do {
-            connector = try Connector.start(loop: worker.loop, to: destination, from: source, delegate: self)
-            connector?.keepsDescriptorRegistered = true
+            let relay = try RelayConnection.connecting(
+                loop: worker.loop, client: client, to: destination, from: source, serverNoDelay: true,
+                preamble: preamble, configuration: configuration, delegate: self,
+                recorder: handler.writefile == nil ? nil : self)
+            client = -1  // the relay owns it now
+            self.relay = relay
+            relay.start()
         } catch {
             log.error("\(who): unable to connect to \(serverDescription): \(error), closed")
             finish()
         }
     }
 
-    func connector(_ connector: Connector, connected fd: Int32) {
-        self.connector = nil
-        if let version = handler.proxyProtocol {
-            let header = version.header(client: peer, server: local)
-            let sent = header.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if sent != header.count {
-                log.error("\(who): unable to send the PROXY header to \(serverDescription): \(SystemError.current)")
-                close(fd)
-                return finish()
-            }
-        }
+    func relayDidConnect(_ relay: RelayConnection) {
         if let basename = handler.writefile {
             recorder = try? ConnectionRecorder(
                 basename: basename, pid: worker.daemonPID, connection: id, client: peer, server: serverDescription)
         }
-        var configuration = RelayConfiguration()
-        configuration.bufferSize = table.relayBufferSize
-        configuration.idleTimeout = .seconds(handler.timeout)
-        configuration.assumeNonBlocking = true  // accept4(SOCK_NONBLOCK), Connector, inetd's fd set so
-        // TCP_NODELAY: the client socket inherited it from the listener (inetd's socket is set in
-        // serveInetd); the server socket gets it here.
-        configuration.noDelay = false
-        var one: Int32 = 1
-        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-        if log.maximumLevel >= .notice { _ = local }  // the end-of-connection line needs it
-        let relay = RelayConnection(
-            loop: worker.loop, client: client, server: fd, configuration: configuration, delegate: self,
-            recorder: recorder == nil ? nil : self)
-        relay.serverRegistered = true  // the Connector left it in epoll
-        client = -1  // the relay owns it now
-        self.relay = relay
         log.notice("\(who) to \(serverDescription)")
-        relay.start()
-    }
-
-    func connector(_ connector: Connector, failed error: SystemError) {
-        self.connector = nil
-        log.error("\(who): unable to connect to \(serverDescription): \(error), closed")
-        finish()
     }
 
     func relay(_ relay: RelayConnection, read bytes: UnsafeRawBufferPointer, direction: RelayDirection) {
@@ -244,6 +226,10 @@ final class ProxySession: ConnectorDelegate, RelayDelegate, RelayRecorder {
 
     func relayDidEnd(_ relay: RelayConnection, summary: RelaySummary) {
         self.relay = nil
+        if case .connectFailed(let error) = summary.end {
+            log.error("\(who): unable to connect to \(serverDescription): \(error), closed")
+            return finish()
+        }
         let seconds = Self.seconds(since: started)
         recorder?.finish(
             clientToServer: summary.bytesClientToServer, serverToClient: summary.bytesServerToClient,
@@ -268,6 +254,7 @@ final class ProxySession: ConnectorDelegate, RelayDelegate, RelayRecorder {
         case .idleTimeout: return "idle timeout"
         case .failed(let side, let error): return "\(side == .client ? "client" : "server"): \(error)"
         case .cancelled: return "cancelled"
+        case .connectFailed(let error): return "connect failed: \(error)"
         }
     }
 
