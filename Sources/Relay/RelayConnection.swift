@@ -534,6 +534,11 @@ public final class RelayConnection: EventHandler {
                 } else if !source.readHangup {
                     // A short read drained the socket; new data will raise a new edge.
                     source.readable = false
+                } else {
+                    // The peer's FIN came before this read (RDHUP), and all its data came
+                    // before the FIN: a short read took the last of it. The read that would
+                    // return 0 is saved.
+                    flow.eof = true
                 }
                 var written = 0
                 while true {
