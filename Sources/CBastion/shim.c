@@ -55,3 +55,14 @@ int bastion_pidfd_open(pid_t pid) {
     return -1;
 #endif
 }
+
+// MARK: - Counters shared by processes
+
+#include <sys/mman.h>
+
+uint64_t *bastion_shared_counter(void) {
+    void *page = mmap(NULL, sizeof(uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    return page == MAP_FAILED ? NULL : (uint64_t *)page;
+}
+
+uint64_t bastion_counter_next(uint64_t *counter) { return __atomic_add_fetch(counter, 1, __ATOMIC_RELAXED); }

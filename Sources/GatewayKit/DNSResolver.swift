@@ -174,24 +174,24 @@ struct DNSTransaction {
     }
 
     mutating func run() throws(DNSError) -> DNSResponse {
-        for timeout in schedule.udpTimeouts {
-            for (index, server) in servers.enumerated() {
-                switch udpAttempt(server, timeout: timeout) {
-                case .answer(let response):
-                    return response
-                case .failed(let error):
-                    lastError = error
-                case .truncated:
-                    let order = servers[index...] + servers[..<index]
-                    for tcpServer in order {
-                        switch tcpAttempt(tcpServer) {
-                        case .answer(let response): return response
-                        case .failed(let error): lastError = error
-                        case .truncated: lastError = .malformedResponse
-                        }
+        var attempts = DNSAttempts(servers: servers.count, timeouts: schedule.udpTimeouts)
+        while let attempt = attempts.next() {
+            let index = attempt.server
+            switch udpAttempt(servers[index], timeout: attempt.timeout) {
+            case .answer(let response):
+                return response
+            case .failed(let error):
+                lastError = error
+            case .truncated:
+                let order = servers[index...] + servers[..<index]
+                for tcpServer in order {
+                    switch tcpAttempt(tcpServer) {
+                    case .answer(let response): return response
+                    case .failed(let error): lastError = error
+                    case .truncated: lastError = .malformedResponse
                     }
-                    throw lastError
                 }
+                throw lastError
             }
         }
         throw lastError
@@ -201,20 +201,16 @@ struct DNSTransaction {
 
     private func udpAttempt(_ server: DNSServer, timeout: Duration) -> Outcome {
         let id = UInt16.random(in: 0...UInt16.max)
-        let query = DNSWire.query(id: id, question: question)
+        let deadline = Deadline.after(timeout)
         let fd: Int32
         do {
-            fd = try DNSTransaction.openSocket(for: server, type: SOCK_DGRAM)
+            fd = try DNSSocket.sendQuery(id: id, question: question, to: server)
         } catch {
             return .failed(.system(error))
         }
         defer { FD.close(fd) }
-        let deadline = Deadline.after(timeout)
         do {
-            try BoundedSocket.connect(fd, to: server.address, port: server.port, before: deadline)
-            let sent = query.withUnsafeBytes { b in send(fd, b.baseAddress, b.count, Int32(MSG_NOSIGNAL)) }
-            if sent != query.count { return .failed(.system(SystemError.current)) }
-            var buffer = [UInt8](repeating: 0, count: 513)
+            var buffer = [UInt8](repeating: 0, count: DNSReply.bufferSize)
             while true {
                 guard try deadline.wait(for: fd, events: Int16(POLLIN)) else { return .failed(.timedOut) }
                 let n = buffer.withUnsafeMutableBytes { b in recv(fd, b.baseAddress, b.count, 0) }
@@ -222,13 +218,12 @@ struct DNSTransaction {
                     if errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK { continue }
                     return .failed(.system(SystemError.current))
                 }
-                // djb ignores datagrams that overflow a 512-byte buffer.
-                if n > 512 { continue }
-                guard let response = try? DNSResponse(parsing: Array(buffer[0..<n])),
-                      response.answers(question, id: id) else { continue }
-                if response.isTruncated { return .truncated }
-                if response.isServerFailure { return .failed(.serverFailure(rcode: response.rcode)) }
-                return .answer(response)
+                switch DNSReply(datagram: buffer[0..<n], question: question, id: id) {
+                case .ignored: continue
+                case .truncated: return .truncated
+                case .serverFailure(let rcode): return .failed(.serverFailure(rcode: rcode))
+                case .answer(let response): return .answer(response)
+                }
             }
         } catch {
             return .failed(DNSTransaction.failure(error))
@@ -248,7 +243,7 @@ struct DNSTransaction {
         let deadline = Deadline.after(schedule.tcpTimeout)
         let fd: Int32
         do {
-            fd = try DNSTransaction.openSocket(for: server, type: SOCK_STREAM)
+            fd = try DNSSocket.open(for: server, type: SOCK_STREAM)
         } catch {
             return .failed(.system(error))
         }
@@ -271,12 +266,81 @@ struct DNSTransaction {
         if response.isServerFailure { return .failed(.serverFailure(rcode: response.rcode)) }
         return .answer(response)
     }
+}
 
-    // MARK: Sockets
+// MARK: - Pieces shared with the event loop's DNSQuery
 
-    /// A socket of the server's family bound to a random port from 1025 to 65534 (ten
-    /// tries, then any port), as dns_transmit's randombind.
-    private static func openSocket(for server: DNSServer, type: __socket_type) throws(SystemError) -> Int32 {
+/// The order in which djb's dns_transmit tries the servers over UDP: for each timeout of the
+/// schedule, each server in turn, that long each.
+public struct DNSAttempts: IteratorProtocol, Sendable {
+    /// One query sent: to `servers[server]`, waiting `timeout` for its answer.
+    public struct Attempt: Equatable, Sendable {
+        public let server: Int
+        public let timeout: Duration
+    }
+
+    private let servers: Int
+    private let timeouts: [Duration]
+    private var round = 0
+    private var server = 0
+
+    /// The attempts for `servers` servers and the rounds of `timeouts`.
+    public init(servers: Int, timeouts: [Duration]) {
+        self.servers = servers
+        self.timeouts = timeouts
+    }
+
+    /// The next attempt; nil when every round has asked every server.
+    public mutating func next() -> Attempt? {
+        guard servers > 0, round < timeouts.count else { return nil }
+        let attempt = Attempt(server: server, timeout: timeouts[round])
+        server += 1
+        if server == servers {
+            server = 0
+            round += 1
+        }
+        return attempt
+    }
+}
+
+/// What a datagram received for a UDP query means, judged as dns_transmit does.
+public enum DNSReply {
+    /// Not an answer to this query (wrong id or question, unreadable, too big): wait on.
+    case ignored
+    /// The answer (NXDOMAIN and empty answers included).
+    case answer(DNSResponse)
+    /// The answer did not fit: dns_transmit asks again over TCP.
+    case truncated(DNSResponse)
+    /// The server could not answer (SERVFAIL, REFUSED, ...): ask the next one.
+    case serverFailure(rcode: UInt8)
+
+    /// Receive buffers are one byte larger than a DNS datagram may be, so that an oversized
+    /// one shows (djb's library ignores them).
+    public static let bufferSize = 513
+
+    /// Judges `datagram`, received on the socket of the query with `id` for `question`.
+    public init(datagram: some Collection<UInt8>, question: DNSQuestion, id: UInt16) {
+        guard datagram.count < DNSReply.bufferSize, let response = try? DNSResponse(parsing: Array(datagram)),
+            response.answers(question, id: id)
+        else {
+            self = .ignored
+            return
+        }
+        if response.isTruncated {
+            self = .truncated(response)
+        } else if response.isServerFailure {
+            self = .serverFailure(rcode: response.rcode)
+        } else {
+            self = .answer(response)
+        }
+    }
+}
+
+/// The sockets of DNS queries, made as dns_transmit makes them.
+public enum DNSSocket {
+    /// A non-blocking, close-on-exec socket of the server's family bound to a random port
+    /// from 1025 to 65534 (ten tries, then any port), as dns_transmit's randombind.
+    public static func open(for server: DNSServer, type: __socket_type) throws(SystemError) -> Int32 {
         let family = server.address.family
         let fd = try BoundedSocket.open(family: family, type: type)
         let any = family == .v4 ? IPAddress.anyV4 : IPAddress.anyV6
@@ -286,6 +350,24 @@ struct DNSTransaction {
         do {
             try BoundedSocket.bind(fd, to: any, port: 0)
         } catch {
+            FD.close(fd)
+            throw error
+        }
+        return fd
+    }
+
+    /// A fresh UDP socket (`open`) connected to `server`, so that only its datagrams arrive,
+    /// with the query for `question` sent from it. Returns at once: the answer is read from
+    /// the socket (non-blocking; a server that is not there shows as ECONNREFUSED).
+    public static func sendQuery(id: UInt16, question: DNSQuestion, to server: DNSServer) throws(SystemError) -> Int32 {
+        let fd = try open(for: server, type: SOCK_DGRAM)
+        let query = DNSWire.query(id: id, question: question)
+        var sent = -1
+        if server.address.withSocketAddress(port: server.port, { sa, len in connect(fd, sa, len) }) == 0 {
+            sent = query.withUnsafeBytes { b in send(fd, b.baseAddress, b.count, Int32(MSG_NOSIGNAL)) }
+        }
+        if sent != query.count {
+            let error = sent < 0 ? SystemError.current : SystemError(errno: EMSGSIZE)
             FD.close(fd)
             throw error
         }

@@ -17,16 +17,37 @@ public enum HostsFile {
         if wanted.count > 1 && wanted.last == UInt8(ascii: ".") { wanted.removeLast() }
         guard !wanted.isEmpty else { return [] }
         var found: [IPAddress] = []
-        for rawLine in text.split(separator: UInt8(ascii: "\n")) {
-            let line = rawLine.prefix { $0 != UInt8(ascii: "#") }
-            let words = line.split { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") || $0 == UInt8(ascii: "\r") }
-            guard words.count >= 2 else { continue }
+        forEachEntry(in: text) { words in
             guard words.dropFirst().contains(where: { $0.count == wanted.count && $0.map(lowercased) == wanted })
-            else { continue }
-            guard let address = IPAddress(String(decoding: words[0], as: UTF8.self)) else { continue }
+            else { return }
+            guard let address = IPAddress(String(decoding: words[0], as: UTF8.self)) else { return }
             if !found.contains(address) { found.append(address) }
         }
         return found
+    }
+
+    /// The name of each address in a hosts file's text, as gethostbyaddr's `files` source
+    /// gives it: the canonical name (second word) of the first line for that address.
+    /// IPv4-mapped addresses count as IPv4, so look up `IPAddress.unmapped`.
+    public static func names(in text: [UInt8]) -> [IPAddress: String] {
+        var names: [IPAddress: String] = [:]
+        forEachEntry(in: text) { words in
+            guard let address = IPAddress(String(decoding: words[0], as: UTF8.self))?.unmapped,
+                names[address] == nil
+            else { return }
+            names[address] = String(decoding: words[1], as: UTF8.self)
+        }
+        return names
+    }
+
+    /// Calls `body` with the words of every line that has at least two (an address and a
+    /// name), comments removed.
+    private static func forEachEntry(in text: [UInt8], _ body: ([ArraySlice<UInt8>]) -> Void) {
+        for rawLine in text.split(separator: UInt8(ascii: "\n")) {
+            let line = rawLine.prefix { $0 != UInt8(ascii: "#") }
+            let words = line.split { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") || $0 == UInt8(ascii: "\r") }
+            if words.count >= 2 { body(words) }
+        }
     }
 
     /// The addresses `name` has in the hosts file at `path`; empty when the file cannot be read.

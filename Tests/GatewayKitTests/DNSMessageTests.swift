@@ -243,3 +243,52 @@ struct DNSResponseTests {
         #expect(parsed > 0)
     }
 }
+
+@Suite("DNS attempts and replies")
+struct DNSAttemptTests {
+    @Test func eachRoundAsksEveryServerInTurn() {
+        var attempts = DNSAttempts(servers: 3, timeouts: [.seconds(1), .seconds(3)])
+        var seen: [DNSAttempts.Attempt] = []
+        while let attempt = attempts.next() { seen.append(attempt) }
+        #expect(seen.map(\.server) == [0, 1, 2, 0, 1, 2])
+        #expect(seen.map(\.timeout) == [.seconds(1), .seconds(1), .seconds(1), .seconds(3), .seconds(3), .seconds(3)])
+        #expect(attempts.next() == nil)
+    }
+
+    @Test func nothingToAsk() {
+        var none = DNSAttempts(servers: 0, timeouts: [.seconds(1)])
+        #expect(none.next() == nil)
+        var noRounds = DNSAttempts(servers: 2, timeouts: [])
+        #expect(noRounds.next() == nil)
+    }
+
+    let question = DNSQuestion(name: wire("4", "3", "2", "1", "in-addr", "arpa"), type: .ptr)
+
+    func judge(_ packet: [UInt8], id: UInt16 = 7) -> String {
+        switch DNSReply(datagram: packet, question: question, id: id) {
+        case .ignored: return "ignored"
+        case .answer(let response): return "answer \(response.answerCount)"
+        case .truncated: return "truncated"
+        case .serverFailure(let rcode): return "failure \(rcode)"
+        }
+    }
+
+    @Test func judgesDatagramsAsDnsTransmit() {
+        let query = DNSWire.query(id: 7, question: question)
+        #expect(judge(TestDNS.reply(to: query, answers: [(.ptr, wire("host"))])) == "answer 1")
+        #expect(judge(TestDNS.reply(to: query, rcode: 3)) == "answer 0", "NXDOMAIN is an answer")
+        #expect(judge(TestDNS.reply(to: query, truncated: true)) == "truncated")
+        #expect(judge(TestDNS.reply(to: query, rcode: 2)) == "failure 2")
+        #expect(judge(TestDNS.reply(to: query, rcode: 5)) == "failure 5")
+        #expect(judge(TestDNS.reply(to: query, idOffset: 1)) == "ignored", "another id")
+        let other = DNSWire.query(id: 7, question: DNSQuestion(name: wire("x"), type: .ptr))
+        #expect(judge(TestDNS.reply(to: other)) == "ignored", "another question")
+        #expect(judge([1, 2, 3]) == "ignored")
+        #expect(judge([]) == "ignored")
+        // Over 512 bytes: djb's library drops it even when it would answer.
+        var big = TestDNS.reply(to: query, answers: [(.ptr, wire("host"))])
+        big += [UInt8](repeating: 0, count: 513 - big.count)
+        #expect(judge(big) == "ignored")
+        #expect(judge(Array(big[0..<512])) == "answer 1")
+    }
+}

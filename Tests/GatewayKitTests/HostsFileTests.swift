@@ -107,6 +107,23 @@ struct HostsFileTests {
     @Test func missingFile() {
         #expect(HostsFile.addresses(of: "localhost", path: "/nonexistent/hosts").isEmpty)
     }
+
+    /// gethostbyaddr's `files` answer: the canonical name of the first line for the address.
+    @Test func namesByAddress() {
+        let names = HostsFile.names(in: Self.text)
+        #expect(names[address("127.0.0.1")] == "localhost")
+        #expect(names[address("127.0.1.1")] == "bastion.example.org")
+        #expect(names[address("::1")] == "localhost")
+        #expect(names[address("192.0.2.10")] == "www.example.org")  // not the later WWW.Example.ORG
+        #expect(names[address("10.0.0.3")] == "crlf")
+        #expect(names[address("10.0.0.5")] == "mixed.Case.Name")  // as written
+        #expect(names[address("10.0.0.6")] == "mapped")  // IPv4-mapped counts as IPv4
+        #expect(names[address("10.0.0.7")] == "1.2.3.4")
+        for missing in ["10.0.0.1", "10.0.0.2", "10.0.0.4", "192.0.2.99", "fe80::1"] {
+            #expect(names[address(missing)] == nil, "\(missing)")
+        }
+        #expect(HostsFile.names(in: []).isEmpty)
+    }
 }
 
 /// Literals and hosts files only: these tests never ask a DNS server. Every name looked up

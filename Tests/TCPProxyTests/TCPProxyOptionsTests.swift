@@ -55,6 +55,9 @@ struct TCPProxyOptionsTests {
     @Test func ourAdditions() throws {
         let o = try TCPProxyOptions.parse(["--rules", "/etc/p.cdb", "--proxy-protocol", "v2", "host:1"])
         #expect(o.rules == "/etc/p.cdb" && o.proxyProtocol == .v2 && o.server == "host:1")
+        #expect(o.clientNames)
+        let quiet = try TCPProxyOptions.parse(["--no-client-names", "/bin/date"])
+        #expect(!quiet.clientNames && quiet.server == "/bin/date" && quiet != o)
     }
 
     @Test(arguments: [
@@ -63,6 +66,7 @@ struct TCPProxyOptionsTests {
         (["-p"], "option -p needs an argument"),
         (["--log"], "option --log needs an argument"),
         (["--nodaemonize=yes"], "option --nodaemonize takes no argument"),
+        (["--no-client-names=no"], "option --no-client-names takes no argument"),
         (["-t", "7"], "--local-resolv takes ipv4, 4, ipv6 or 6, not \"7\""),
         (["-b", "0"], "--buffer-size needs a size in bytes from 1 to 1073741824, not \"0\""),
         (["-L", "pager:3"], "unknown log target \"pager\" (expected syslog, file, stdout or stderr)"),

@@ -575,5 +575,21 @@ def lab():
         the_lab.close()
 
 
+def serve_fake_dns(address: str):
+    """For a fixture (`yield from`): a fakedns.FakeDNS on `address` port 53 for one test,
+    stopped after it. Skips the test when not root; fails it when the port is taken."""
+    from fakedns import FakeDNS
+
+    if not is_root():
+        pytest.skip(f"not root: the fake DNS server must listen on {address} port 53")
+    server = FakeDNS(address, 53)
+    try:
+        server.start()
+    except OSError as e:
+        pytest.fail(f"cannot listen on {address}:53 for the fake DNS server: {e}", pytrace=False)
+    yield server
+    server.stop()
+
+
 def bracket(host: str) -> str:
     return f"[{host}]" if ":" in host else host

@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from proxyhelpers import (Backend, bracket, connect, exchange, free_port, hasher, lab,  # noqa: F401
-                          pattern_bytes, read_all, read_line, run, sha256, start_haproxy, start_nginx,
-                          system_bin, tagger)
+from proxyhelpers import (DNSCACHEIP, Backend, bracket, connect, exchange, free_port, hasher,  # noqa: F401
+                          lab, pattern_bytes, read_all, read_line, run, serve_fake_dns, sha256, start_haproxy,
+                          start_nginx, system_bin, tagger)
 
 HOSTS = {"v4": "127.0.0.1", "v6": "::1"}
 
@@ -340,18 +340,7 @@ def test_many_simultaneous_connections(lab):
 
 @pytest.fixture
 def fake_dns():
-    import os
-
-    from fakedns import FakeDNS
-    if os.geteuid() != 0:
-        pytest.skip("not root: the fake DNS server must listen on 127.53.0.1 port 53")
-    server = FakeDNS("127.53.0.1", 53)
-    try:
-        server.start()
-    except OSError as e:
-        pytest.fail(f"cannot listen on 127.53.0.1:53 for the fake DNS server: {e}", pytrace=False)
-    yield server
-    server.stop()
+    yield from serve_fake_dns(DNSCACHEIP)
 
 
 def test_remote_names_resolved_through_dns(lab, fake_dns):

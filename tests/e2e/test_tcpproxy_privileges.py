@@ -1,5 +1,6 @@
 """tcpproxy end to end: spreadspace's -u/-g/-C (the whole daemon drops to the user and is
-chrooted) and the default as root (workers as 65534), seen in /proc.
+chrooted), the default as root (workers as 65534), seen in /proc, and the connection numbers
+that a worker process per user share.
 
 Only loopback traffic; every tcpproxy has -D -L stderr:5 and DNSCACHEIP=127.53.0.1.
 """
@@ -7,6 +8,8 @@ Only loopback traffic; every tcpproxy has -D -L stderr:5 and DNSCACHEIP=127.53.0
 from __future__ import annotations
 
 import os
+import re
+import signal
 import time
 
 import pytest
@@ -75,3 +78,38 @@ def test_unknown_user_fails_at_start(lab):
     if not is_root():
         pytest.skip("the user is only looked up when started as root")
     assert result.returncode == 1 and b"unknown user no-such-user-here" in result.stderr, result
+
+
+def connection_numbers(text: str) -> list[int]:
+    """The numbers of the connections the log has seen start, in log order."""
+    return [int(n) for n in re.findall(r"^\S+ \S+ \[NOTICE\] connection (\d+) from .* to \S+$", text, re.M)]
+
+
+@pytest.mark.skipif(not is_root(), reason="needs root: a worker process per user")
+def test_connection_numbers_unique_across_workers_and_reloads(lab):
+    """Two users, two worker processes: one sequence of connection numbers for both, and
+    the workers started by SIGHUP go on with it."""
+    a, b = lab.backend(tagger("A")), lab.backend(tagger("B"))
+    p1, p2 = free_port("::"), free_port("::")
+    conf = lab.file("tcpproxy.conf", f"port {p1}\nuser nobody\nserver 127.0.0.1:{a.port}\n"
+                                     f"port {p2}\nuser daemon\nserver 127.0.0.1:{b.port}\n")
+    proxy = lab.tcpproxy("-f", conf, listeners=2)
+    proxy.wait_for(r"worker \d+ serves", count=2)
+
+    def connections(rounds: int, seen: int) -> list[int]:
+        for i in range(rounds):
+            for port, tag in ((p1, b"A "), (p2, b"B ")):
+                data, _, _ = exchange("127.0.0.1", port, b"n")
+                assert data.startswith(tag), (data, proxy.text())
+        proxy.wait_for(r"\[NOTICE\] connection \d+ from .* closed: ", count=seen + 2 * rounds)
+        return connection_numbers(proxy.text())
+
+    before = connections(3, 0)
+    assert len(before) == 6 and len(set(before)) == 6, proxy.text()
+    mark = proxy.mark()
+    proxy.signal(signal.SIGHUP)
+    proxy.wait_for(r"SIGHUP: configuration reloaded", start=mark)
+    proxy.wait_for(r"worker \d+ serves", count=2, start=mark)
+    after = connections(3, 6)[6:]
+    assert len(after) == 6 and len(set(after)) == 6, proxy.text()
+    assert min(after) > max(before), (before, after)

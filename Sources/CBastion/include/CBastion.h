@@ -54,4 +54,13 @@ int bastion_get_pipe_size(int fd);
 /// event loop can wait for a child without SIGCHLD. -1 with errno on failure.
 int bastion_pidfd_open(pid_t pid);
 
+// MARK: - Counters shared by processes
+
+/// A zeroed counter in a page mapped MAP_SHARED | MAP_ANONYMOUS: processes forked after it
+/// was made all use the same one. NULL (with errno) when mmap fails.
+uint64_t *bastion_shared_counter(void);
+
+/// Adds 1 to `*counter` atomically, also across processes, and returns the new value.
+uint64_t bastion_counter_next(uint64_t *counter);
+
 #endif

@@ -13,6 +13,8 @@ public struct ProxyStartError: Error, CustomStringConvertible {
 /// Builds service tables: resolves listen addresses and targets, opens (or keeps) listeners.
 struct TableBuilder {
     let bufferSize: Int
+    /// Look up client names for PROXY_CLIENTNAME (off with --no-client-names).
+    var clientNames = true
 
     /// The listener keys for a service: its listen address (a host name resolved), port, family.
     static func keys(for service: ProxyService) throws(ProxyStartError) -> [ListenerKey] {
@@ -109,14 +111,16 @@ struct TableBuilder {
             }
             targets.append(row)
         }
-        return ServiceTable(configuration: configuration, listeners: [], targets: targets, bufferSize: bufferSize)
+        let names = clientNames && configuration.runsPrograms ? try ClientNameSource.load() : nil
+        return ServiceTable(
+            configuration: configuration, listeners: [], targets: targets, bufferSize: bufferSize, clientNames: names)
     }
 
     /// A table for `configuration`, reusing the sockets of `current` whose keys are unchanged.
     func build(_ configuration: ProxyConfiguration, reusing current: ServiceTable?) throws(ProxyStartError)
         -> ServiceTable
     {
-        let targets = try resolvedOnly(configuration).targets
+        let resolved = try resolvedOnly(configuration)
         var existing: [ListenerKey: Int32] = [:]
         for l in current?.listeners ?? [] { existing[l.key] = l.fd }
         var wanted: [(key: ListenerKey, service: Int, handler: Int)] = []
@@ -155,7 +159,9 @@ struct TableBuilder {
             for fd in opened { close(fd) }
             throw error
         }
-        return ServiceTable(configuration: configuration, listeners: listeners, targets: targets, bufferSize: bufferSize)
+        return ServiceTable(
+            configuration: configuration, listeners: listeners, targets: resolved.targets, bufferSize: bufferSize,
+            clientNames: resolved.clientNames)
     }
 }
 

@@ -43,6 +43,8 @@ enum ProxyHelp {
         Bastion's
           --rules FILE.cdb               check each client against a tcprules database first
           --proxy-protocol v1|v2         send a PROXY protocol header to the server
+          --no-client-names              PROXY_CLIENTNAME is the client's address: no /etc/hosts or
+                                         DNS lookup of its name (which waits 4 s at most)
 
         Signals: HUP reloads the configuration file, USR1 logs the listeners, USR2 the connections,
         TERM and INT exit. See tcpproxy(8).

@@ -84,6 +84,7 @@ final class ProxyMaster {
     }
 
     func run() -> Never {
+        ConnectionNumbers.prepare()  // before the first fork: every worker shares the counter
         do {
             for (credential, fds) in try groups(table) { spawn(credential, fds: fds) }
         } catch {

@@ -7,8 +7,9 @@ import GatewayKit
 import Relay
 
 /// One client connection, from accept to the end of its relay or the start of its handler:
-/// handler selection by local address, rules, access control program, then forwarding (connect,
-/// PROXY header, relay) or a handler program. Lives on one event loop and is driven by it.
+/// handler selection by local address, rules, the client's name (only when a program will
+/// run), access control program, then forwarding (connect, PROXY header, relay) or a handler
+/// program. Lives on one event loop and is driven by it.
 final class ProxySession: RelayDelegate, RelayRecorder {
     let worker: ProxyWorker
     let table: ServiceTable
@@ -32,6 +33,9 @@ final class ProxySession: RelayDelegate, RelayRecorder {
     var serverDescription = ""
     var relay: RelayConnection?
     var acp: ChildProgram?
+    /// PROXY_CLIENTNAME: the client's name once looked up (nil: none, the address is used).
+    var clientName: String?
+    var nameQuery: DNSQuery?
     var recorder: ConnectionRecorder?
     let started = Deadline.now
     let id: UInt64
@@ -78,6 +82,15 @@ final class ProxySession: RelayDelegate, RelayRecorder {
         handlerIndex = index
         handler = service.handlers[index]
         if let rules = handler.rules, !checkRules(rules) { return finish() }
+        if handler.runsProgram, let names = table.clientNames {
+            lookUpClientName(names)
+        } else {
+            checkAccess()
+        }
+    }
+
+    /// After the rules and the name lookup: the access control program, if any, then serving.
+    func checkAccess() {
         if let acp = handler.accessControlProgram {
             runAccessControl(acp)
         } else {
@@ -122,7 +135,7 @@ final class ProxySession: RelayDelegate, RelayRecorder {
         env.set(prefix + "PORT", String(local.port))
         env.set(prefix + "INTERFACE", local.address.unmapped.description)
         env.set(prefix + "CLIENT", client)
-        env.set(prefix + "CLIENTNAME", client)
+        env.set(prefix + "CLIENTNAME", clientName ?? client)
         for variable in ruleEnvironment { env.set(variable.name, variable.value) }
         return env.bytes
     }
@@ -265,6 +278,8 @@ final class ProxySession: RelayDelegate, RelayRecorder {
 
     /// Closes what this session still owns.
     func finish() {
+        nameQuery?.cancel()
+        nameQuery = nil
         if client >= 0 {
             close(client)
             client = -1

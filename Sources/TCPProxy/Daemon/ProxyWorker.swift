@@ -1,19 +1,28 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CBastion
 import GatewayKit
 import Relay
-import Synchronization
 
-/// Connection numbers for the log, shared by all loops: 1, 2, 3, ...
+/// Connection numbers for the log: 1, 2, 3, ... shared by every loop and, when root runs a
+/// worker process per user, by every worker. The counter lives in a page mapped MAP_SHARED
+/// by the master before its first fork (`prepare`), so the workers, those started after a
+/// SIGHUP too, draw from one sequence and no two log lines of a daemon share a number.
 enum ConnectionNumbers {
-    private static let counter = Counter()
+    /// The counter: shared memory, or (when mmap fails) this process's own.
+    nonisolated(unsafe) private static let counter: UnsafeMutablePointer<UInt64> = {
+        if let shared = bastion_shared_counter() { return shared }
+        let own = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+        own.initialize(to: 0)
+        return own
+    }()
 
-    final class Counter: Sendable {
-        let value = Atomic<UInt64>(0)
-    }
+    /// Maps the counter now: call before forking the processes that must share it.
+    static func prepare() { _ = counter }
 
-    static func next() -> UInt64 { counter.value.wrappingAdd(1, ordering: .relaxed).newValue }
+    /// The next number (an atomic add, no system call).
+    static func next() -> UInt64 { bastion_counter_next(counter) }
 }
 
 /// The state of one event loop of the daemon: its acceptors for the current service table,

@@ -47,13 +47,19 @@ public final class ServiceTable: Sendable {
     /// Per service, per handler: the resolved forward target (nil for exec handlers).
     public let targets: [[ResolvedTarget?]]
     public let relayBufferSize: Int
+    /// Where client names come from; nil when no handler runs a program or names are off.
+    public let clientNames: ClientNameSource?
     private let rotation: [[RotationCounter]]
 
-    init(configuration: ProxyConfiguration, listeners: [ProxyListener], targets: [[ResolvedTarget?]], bufferSize: Int) {
+    init(
+        configuration: ProxyConfiguration, listeners: [ProxyListener], targets: [[ResolvedTarget?]], bufferSize: Int,
+        clientNames: ClientNameSource?
+    ) {
         self.configuration = configuration
         self.listeners = listeners
         self.targets = targets
         self.relayBufferSize = bufferSize
+        self.clientNames = clientNames
         rotation = targets.map { $0.map { _ in RotationCounter() } }
     }
 
@@ -61,7 +67,7 @@ public final class ServiceTable: Sendable {
     public func restricted(to fds: Set<Int32>) -> ServiceTable {
         ServiceTable(
             configuration: configuration, listeners: listeners.filter { fds.contains($0.fd) }, targets: targets,
-            bufferSize: relayBufferSize)
+            bufferSize: relayBufferSize, clientNames: clientNames)
     }
 
     /// The next source address of a `rotate` range (round robin, shared by all loops).

@@ -42,7 +42,7 @@ public enum TCPProxyCommand {
         if configuration.standalone == false && !options.standalone {
             fail("\(configuration.path) says \"standalone no\": start tcpproxy from inetd, or give --standalone")
         }
-        let builder = TableBuilder(bufferSize: options.bufferSize)
+        let builder = TableBuilder(bufferSize: options.bufferSize, clientNames: options.clientNames)
         let table: ServiceTable
         do { table = try builder.build(configuration, reusing: nil) } catch { fail(error.description) }
         if table.listeners.isEmpty { fail("\(configuration.path): nothing to listen on") }
@@ -119,7 +119,8 @@ public enum TCPProxyCommand {
         do {
             var only = configuration
             only.services = [configuration.services[serviceIndex]]
-            table = try TableBuilder(bufferSize: options.bufferSize).resolvedOnly(only)
+            let builder = TableBuilder(bufferSize: options.bufferSize, clientNames: options.clientNames)
+            table = try builder.resolvedOnly(only)
         } catch {
             log.error(error.description)
             exit(1)

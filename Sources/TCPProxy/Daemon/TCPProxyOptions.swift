@@ -36,6 +36,7 @@ public struct TCPProxyOptions: Equatable, Sendable {
     // Bastion's
     public var rules: String?  // --rules FILE.cdb
     public var proxyProtocol: ProxyProtocolVersion?  // --proxy-protocol v1|v2
+    public var clientNames = true  // --no-client-names clears
     public var help = false  // -h --help
 
     public init() {}
@@ -51,7 +52,7 @@ public struct TCPProxyOptions: Equatable, Sendable {
             && a.writefile == b.writefile && a.clearEnvironment == b.clearEnvironment && a.list == b.list
             && a.bind?.interface == b.bind?.interface && a.bind?.port == b.bind?.port && a.logname == b.logname
             && a.standalone == b.standalone && a.timeout == b.timeout && a.rules == b.rules
-            && a.proxyProtocol == b.proxyProtocol && a.help == b.help
+            && a.proxyProtocol == b.proxyProtocol && a.clientNames == b.clientNames && a.help == b.help
     }
 
     /// A command line that cannot be used; `message` says what and where.
@@ -74,7 +75,7 @@ public struct TCPProxyOptions: Equatable, Sendable {
     static let longWithArgument: Set<String> = Set(withArgument.values).union([
         "bind", "logname", "timeout", "rules", "proxy-protocol",
     ])
-    static let longFlags: Set<String> = Set(flags.values).union(["standalone"])
+    static let longFlags: Set<String> = Set(flags.values).union(["standalone", "no-client-names"])
 
     /// Parses the words after the program name.
     public static func parse(_ args: [String]) throws(UsageError) -> TCPProxyOptions {
@@ -165,6 +166,7 @@ public struct TCPProxyOptions: Equatable, Sendable {
         case "clear-environment": clearEnvironment = true
         case "list": list += 1
         case "standalone": standalone = true
+        case "no-client-names": clientNames = false
         case "username": username = v
         case "groupname": groupname = v
         case "chroot": chroot = v
