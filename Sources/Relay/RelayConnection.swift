@@ -13,7 +13,7 @@ import GatewayKit
 ///   pipe's worth in the kernel when splicing); while they wait for the writer, the relay
 ///   stops reading that side, so the sender's TCP window closes instead of memory growing.
 /// - Half-close: when a side sends end of file, the relay delivers what is left, shuts down
-///   the other socket for writing and keeps relaying the opposite direction.
+///   the other socket for writing, tells its delegate, and keeps relaying the opposite direction.
 /// - Errors (reset, broken pipe) end the relay with `.failed`; nothing raises SIGPIPE.
 /// - Idle memory: sockets are registered once, edge-triggered, for both directions; buffers
 ///   and pipes come from the loop's pools only while bytes are in flight, so an idle relay
@@ -474,12 +474,19 @@ public final class RelayConnection: EventHandler {
                 // A shutdown now would abort the connect: pass it on once connected.
                 if direction == .clientToServer && connecting { return .waiting }
                 if !flow.done {
+                    // A connect seen in this same round is told first, as it happened first (and
+                    // before the end of file passed on below may let the server close both ways).
+                    if connectNoticePending {
+                        connectNoticePending = false
+                        delegate?.relayDidConnect(self)
+                    }
                     flow.done = true
                     // Half-close the destination, unless the other direction is over too: then
                     // both sockets are closed right away, which sends the FIN anyway.
                     let otherDone = direction == .clientToServer ? downstream.done : upstream.done
                     if !otherDone { _ = shutdown(destination.fd, Int32(SHUT_WR)) }
                     releasePipe(&flow)
+                    delegate?.relay(self, finished: direction, bytes: flow.bytes)
                 }
                 return .waiting
             }

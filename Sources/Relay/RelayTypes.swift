@@ -122,16 +122,26 @@ public struct RelaySummary: Sendable, Equatable {
     public var duration: Duration { .nanoseconds(Int64(clamping: ended.nanoseconds &- started.nanoseconds)) }
 }
 
-/// Told when a relay ends (on the loop's thread). Both sockets are closed by then.
+/// Told what a relay does, on the loop's thread.
 public protocol RelayDelegate: AnyObject {
+    /// The relay has ended; both sockets are closed by then.
     func relayDidEnd(_ relay: RelayConnection, summary: RelaySummary)
+
     /// The server connection of a relay made by `RelayConnection.connecting` is established
     /// (before the first byte from the server is read). The default does nothing.
     func relayDidConnect(_ relay: RelayConnection)
+
+    /// One direction is over: its source sent end of file, all `bytes` it sent were delivered, and the end of file
+    /// was passed on (the destination shut down for writing, or closed when the other direction was over too).
+    /// At most once per direction, after ``relayDidConnect(_:)`` and before ``relayDidEnd(_:summary:)``; the relay's
+    /// byte counters may lag behind during the call. Optional: the default does nothing, and a relay costs nothing
+    /// more for it.
+    func relay(_ relay: RelayConnection, finished direction: RelayDirection, bytes: UInt64)
 }
 
 extension RelayDelegate {
     public func relayDidConnect(_ relay: RelayConnection) {}
+    public func relay(_ relay: RelayConnection, finished direction: RelayDirection, bytes: UInt64) {}
 }
 
 /// Sees every chunk a relay reads, in order, before it is written on (for logging or

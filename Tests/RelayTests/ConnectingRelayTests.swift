@@ -11,6 +11,7 @@ final class ConnectingEvents: RelayDelegate, RelayRecorder, Sendable {
     enum Event: Equatable {
         case connected
         case read(RelayDirection, Int)
+        case finished(RelayDirection, UInt64)
         case ended(RelayEnd)
     }
 
@@ -22,6 +23,10 @@ final class ConnectingEvents: RelayDelegate, RelayRecorder, Sendable {
     func relayDidEnd(_ relay: RelayConnection, summary: RelaySummary) {
         events.withLock { $0.append(.ended(summary.end)) }
         summaries.withLock { $0.append(summary) }
+    }
+
+    func relay(_ relay: RelayConnection, finished direction: RelayDirection, bytes: UInt64) {
+        events.withLock { $0.append(.finished(direction, bytes)) }
     }
 
     func relay(_ relay: RelayConnection, read bytes: UnsafeRawBufferPointer, direction: RelayDirection) {
@@ -39,6 +44,11 @@ final class ConnectingEvents: RelayDelegate, RelayRecorder, Sendable {
         }
         return nil
     }
+}
+
+/// Hands a relay from one `sync` on its loop's thread to the next.
+final class RelayBox: @unchecked Sendable {
+    var relay: RelayConnection?
 }
 
 /// A listener whose accept queue is full (backlog 0, never accepted): further SYNs are dropped,
@@ -149,6 +159,12 @@ struct ConnectingRelayTests {
         #expect(summary.bytesServerToClient == UInt64(down.count))
         let all = events.all
         #expect(all.filter { $0 == .connected }.count == 1)
+        // Each direction's end is told once, with the bytes delivered, after the connection.
+        let finishes = all.filter { if case .finished = $0 { true } else { false } }
+        #expect(Set(finishes.map { "\($0)" }).count == 2)
+        #expect(finishes.contains(.finished(.clientToServer, UInt64(up.count))))
+        #expect(finishes.contains(.finished(.serverToClient, UInt64(down.count))))
+        #expect(all.firstIndex(of: .connected)! < all.firstIndex(of: finishes[0])!)
         if record {
             // A recorder hears of the connection before the first chunk it is shown.
             #expect(all.first == .connected)
@@ -156,6 +172,44 @@ struct ConnectingRelayTests {
             #expect(recorded == up.count)
         }
         #expect(thread.sync { $0.statistics.relays } == 0)
+    }
+
+    @Test("a connect noticed in the round that also passes on the client's end of file is told first")
+    func connectToldBeforeTheEndOfFileOfTheSameRound() throws {
+        let (listener, port) = try Loopback.listener(.v4)
+        defer { close(listener) }
+        let thread = try EventLoopThread.start()
+        defer { thread.stopAndJoin() }
+        let events = ConnectingEvents()
+        let (client, relayClient) = try Loopback.pair(.v4)
+        defer { close(client) }
+        Socket.setNonBlocking(relayClient, true)
+        // Request and end of file wait, and the handshake is done (the server has accepted),
+        // before the relay starts: its first round writes the request, which proves the
+        // connection, and, the request filling its buffer exactly (a full read does not end
+        // the round), reads and passes on the end of file too.
+        let request = randomBytes(RelayConfiguration().bufferSize, seed: 45)
+        let sent = request.withUnsafeBytes { send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        #expect(sent == request.count)
+        shutdown(client, Int32(SHUT_WR))
+        let box = RelayBox()
+        thread.sync { loop in
+            box.relay = try? RelayConnection.connecting(
+                loop: loop, client: relayClient, to: Endpoint(address: .loopbackV4, port: port),
+                configuration: RelayConfiguration(transfer: .copy), delegate: events)
+        }
+        let (server, _) = try Socket.accept(listener)
+        defer { close(server) }
+        thread.sync { _ in box.relay?.start() }
+        var peers = [Peer(fd: client, sending: []), Peer(fd: server, sending: Array("answer".utf8), sendAfterEOF: true)]
+        #expect(drive(&peers))
+        expectSame(peers[1].received, request)
+        #expect(events.summary()?.end == .completed)
+        #expect(
+            events.all == [
+                .connected, .finished(.clientToServer, UInt64(request.count)), .finished(.serverToClient, 6),
+                .ended(.completed),
+            ])
     }
 
     @Test("a refused connect ends the relay with connectFailed (or throws at once), closing the client")

@@ -67,6 +67,10 @@ struct RelayConnectionTests {
         let summary = try #require(fixture.summary())
         #expect(summary.end == .completed)
         #expect(summary.bytesServerToClient == UInt64(answer.count))
+        // The delegate hears of each half-close once, the client's first, with what was delivered.
+        let finished = fixture.events.finished
+        #expect(finished.map(\.direction) == [.clientToServer, .serverToClient])
+        #expect(finished.map(\.bytes) == [UInt64(request.count), UInt64(answer.count)])
     }
 
     @Test("a server that shuts down first still receives everything the client sends", arguments: transfers)
@@ -83,6 +87,9 @@ struct RelayConnectionTests {
         expectSame(peers[1].received, upload)
         #expect(peers[1].eof)
         #expect(fixture.summary()?.end == .completed)
+        let finished = fixture.events.finished
+        #expect(finished.map(\.direction) == [.serverToClient, .clientToServer])
+        #expect(finished.map(\.bytes) == [UInt64(greeting.count), UInt64(upload.count)])
     }
 
     @Test("a peer that never reads: the relay stops reading and holds at most one buffer or pipe", arguments: [

@@ -177,12 +177,20 @@ func drive(
 /// Collects what relays report, for the test thread to wait on.
 final class RelayEvents: RelayDelegate, Sendable {
     private let summaries = Mutex<[RelaySummary]>([])
+    private let directions = Mutex<[(direction: RelayDirection, bytes: UInt64)]>([])
 
     func relayDidEnd(_ relay: RelayConnection, summary: RelaySummary) {
         summaries.withLock { $0.append(summary) }
     }
 
+    func relay(_ relay: RelayConnection, finished direction: RelayDirection, bytes: UInt64) {
+        directions.withLock { $0.append((direction, bytes)) }
+    }
+
     var all: [RelaySummary] { summaries.withLock { $0 } }
+
+    /// The directions reported finished, in order, with their byte counts.
+    var finished: [(direction: RelayDirection, bytes: UInt64)] { directions.withLock { $0 } }
 
     /// Waits up to `seconds` for `count` summaries.
     func wait(count: Int = 1, seconds: Double = 4) -> [RelaySummary] {
