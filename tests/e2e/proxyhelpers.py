@@ -101,6 +101,23 @@ def wait_port(host: str, port: int, timeout: float = START_TIMEOUT,
                          + (f"{proc.name} said {proc.output()!r}" if proc else ""))
 
 
+def wait_file(path: Path, pattern: str, count: int = 1, timeout: float = IO_TIMEOUT) -> str:
+    """Waits in a bounded loop until the file at `path` exists and `pattern` (a regex) matches
+    its text `count` times; returns the text."""
+    rx = re.compile(pattern, re.M)
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        try:
+            text = path.read_text(errors="replace")
+        except FileNotFoundError:
+            text = ""
+        if len(rx.findall(text)) >= count:
+            return text
+        time.sleep(0.02)
+    raise AssertionError(f"{path}: no {count} x {pattern!r} within {timeout}s; text so far:\n{text}")
+
+
 # MARK: - Processes
 
 class Proc:

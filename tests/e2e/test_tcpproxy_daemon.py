@@ -1,7 +1,8 @@
 """tcpproxy end to end: the daemon. Handler selection by interface, rotate and source
 addresses, SIGHUP reload under load (good, changed and broken configurations; listeners
 added and removed), SIGUSR1/SIGUSR2 reports, SIGTERM/SIGINT and the pid file, faults
-(refused backend, bad configurations, unknown options), -z/-zz and the idle timeout.
+(refused backend, bad configurations, unknown options), -z/-zz, the idle timeout and
+repeated settings in Zekoll's dialect (the last wins, with a warning).
 
 Only loopback traffic; every tcpproxy has -D -L stderr:5 and DNSCACHEIP=127.53.0.1.
 """
@@ -17,7 +18,8 @@ import time
 
 import pytest
 
-from proxyhelpers import connect, exchange, free_port, is_root, lab, read_all, read_line, tagger  # noqa: F401
+from proxyhelpers import (connect, exchange, free_port, is_root, lab, read_all, read_line, tagger,  # noqa: F401
+                          wait_file)
 
 
 def tag_of(host: str, port: int, source: str | None = None) -> tuple[str, str]:
@@ -528,6 +530,59 @@ def test_zekoll_timeout_directive(lab):
         start = time.monotonic()
         data, end = read_all(s, timeout=5)
     assert end in ("eof", "reset") and time.monotonic() - start <= 3.0, (end, proxy.text())
+
+
+# MARK: - Repeated settings (Zekoll's dialect: the last line wins, with a warning)
+
+def test_repeated_settings_warn_and_the_last_wins(lab):
+    """Two `timeout` and two `server` lines in one section: tcpproxy starts, says so on standard
+    error (before it would detach) and in its log, and serves the later values; a reload and -z
+    say it again."""
+    a, b = lab.backend(tagger("A")), lab.backend(tagger("B"))
+    port = free_port("::")
+    conf = lab.dir / "tcpproxy.conf"
+    replace_file(conf, f"timeout 30\ntimeout 1\nport {port}\nserver 127.0.0.1:{a.port}\n"
+                       f"server 127.0.0.1:{b.port}\n")
+    logfile = lab.dir / "tcpproxy.log"
+    proxy = lab.tcpproxy("-f", conf, listeners=0, log=("-L", f"file:3,{logfile}"))
+    logged = wait_file(logfile, r"tcpproxy started")
+    warnings = [f"{conf}:2: timeout repeated in this section; it replaces line 1",
+                f"{conf}:5: server repeated in this section; it replaces line 4"]
+    for w in warnings:
+        assert f"[WARNING] {w}\n" in logged, logged
+    proxy.wait_for(re.escape(f"tcpproxy: warning: {warnings[1]}"))
+    assert proxy.text().splitlines() == [f"tcpproxy: warning: {w}" for w in warnings], proxy.text()
+
+    assert tag_of("127.0.0.1", port)[0] == "B"
+    assert a.accepted == 0
+    with connect("127.0.0.1", port) as s:  # the later timeout, 1 s, is the one in effect
+        assert read_line(s).startswith(b"B ")
+        start = time.monotonic()
+        data, end = read_all(s, timeout=10)
+    assert data == b"" and end in ("eof", "reset") and time.monotonic() - start < 5, (data, end)
+    wait_file(logfile, r"idle timeout")
+
+    replace_file(conf, f"port {port}\nserver 127.0.0.1:{b.port}\nserver 127.0.0.1:{a.port}\n")
+    proxy.signal(signal.SIGHUP)
+    logged = wait_file(logfile, r"SIGHUP: configuration reloaded")
+    assert f"[WARNING] SIGHUP: {conf}:3: server repeated in this section; it replaces line 2\n" in logged, logged
+    assert tag_of("127.0.0.1", port)[0] == "A"
+
+    r = lab.tcpproxy_run("-z", "-f", conf)
+    assert (r.returncode, r.stdout) == (0, f"{port}\n".encode()), r
+    assert r.stderr.decode() == f"tcpproxy: warning: {conf}:3: server repeated in this section; it replaces line 2\n"
+
+
+def test_server_and_exec_in_one_section_the_later_wins(lab):
+    backend = lab.backend(tagger("B"))
+    port = free_port("::")
+    conf = lab.file("z.conf", f"port {port}\nexec /bin/false\nserver 127.0.0.1:{backend.port}\n")
+    proxy = lab.tcpproxy("-f", conf)
+    proxy.wait_for(re.escape(f"[WARNING] {conf}:3: server replaces exec at line 2 in this section "
+                             "(a handler uses either server or exec)"))
+    assert tag_of("127.0.0.1", port)[0] == "B", proxy.text()
+    # -L stderr shows the warning already: it is not printed a second time.
+    assert "tcpproxy: warning:" not in proxy.text()
 
 
 # MARK: - Services of different users (Zekoll's uid/gid/user), started as root

@@ -14,7 +14,7 @@ import socket
 import time
 
 from proxyhelpers import (bastion_bin, connect, exchange, free_port, lab, read_all, read_line, run,  # noqa: F401
-                          tagger)
+                          tagger, wait_file)
 
 # A handler that shows what it was given: its arguments, the variables under both prefixes,
 # an inherited variable and a rule's variable, then echoes one line from the client.
@@ -350,6 +350,20 @@ def test_inetd_mode_server_without_port_uses_own_port(lab):
     data, end, _ = exchange("127.0.0.1", port, b"z")
     assert data.startswith(b"SAME-PORT 127.0.0.1 ") or data.startswith(b"SAME-PORT 127.0.0.2 "), (data, t.text())
     assert data.endswith(b"\nz")
+
+
+def test_inetd_mode_repeated_setting_goes_to_the_log_only(lab):
+    """In inetd mode standard error may be the client's socket: warnings go to the log targets."""
+    a, b = lab.backend(tagger("A")), lab.backend(tagger("B"))
+    port = free_port()
+    conf = lab.file("inetd.conf", f"port {port}\nserver 127.0.0.1:{a.port}\nserver 127.0.0.1:{b.port}\n")
+    logfile = lab.dir / "inetd.log"
+    t, _ = tcpserver(lab, port, bastion_bin("tcpproxy"), "-D", "-L", f"file:3,{logfile}", "-c", conf)
+    data, end, _ = exchange("127.0.0.1", port, b"x")
+    assert data.startswith(b"B 127.0.0.1 ") and b"warning" not in data, (data, t.text())
+    text = wait_file(logfile, r"closed:")
+    assert f"[WARNING] {conf}:3: server repeated in this section; it replaces line 2\n" in text, text
+    assert "warning" not in t.text(), t.text()
 
 
 def test_inetd_mode_handler_program(lab):

@@ -46,12 +46,9 @@ public enum ConfigurationProblem: Error, Sendable, Equatable, CustomStringConver
     case unknownService(String, servicesFile: String)
     /// A directive that names one handler, used before the first `port`.
     case needsPort(directive: String, defaults: [String])
-    /// A setting given twice in one section; `section` says which (`for port 25`, `in listen * 8080`, ...).
+    /// A setting given twice in one stanza of spreadspace's dialect; `section` says which (`in listen * 8080`).
+    /// (Zekoll's dialect lets the later line win, with a ``ConfigurationWarning``.)
     case duplicate(directive: String, line: Int, section: String)
-    /// `server` and `exec` in one handler.
-    case conflictingTargets(directive: String, previous: String, line: Int)
-    /// `writefile` and `debug` in one section.
-    case conflictingWritefile(directive: String, previous: String, line: Int)
     /// A second section for a port that already has one.
     case duplicatePort(String, line: Int)
     /// A second `interface` section for the same address and port.
@@ -106,11 +103,6 @@ public enum ConfigurationProblem: Error, Sendable, Equatable, CustomStringConver
                 + defaults.joined(separator: ", ") + ")"
         case .duplicate(let directive, let line, let section):
             return "\(directive) is already set at line \(line) \(section)"
-        case .conflictingTargets(let directive, let previous, let line):
-            return "\(directive) conflicts with \(previous) at line \(line) (a handler uses either server or exec)"
-        case .conflictingWritefile(let directive, let previous, let line):
-            return "\(directive) conflicts with \(previous) at line \(line) "
-                + "(debug is writefile with debugging on; use one of them)"
         case .duplicatePort(let port, let line):
             return "port \(port) is already defined at line \(line)"
         case .duplicateInterface(let interface, let port, let line):

@@ -19,8 +19,10 @@ import GatewayKit
 ///   `gid`, `user`, `logname`, `writefile`, `debug`, `rules` and `proxy-protocol`. After `port`, settings before any
 ///   `interface` apply to every handler of that port, and `server`/`exec` there make the handler for every local
 ///   address; each `interface ADDRESS` starts the handler for connections arriving on that address. Each handler
-///   needs exactly one of `server` and `exec`; `rotate` goes with `server`. A setting may appear once per section,
-///   `standalone` once per file (anywhere), each port once.
+///   needs exactly one of `server` and `exec`; `rotate` goes with `server`. A setting repeated in its section (and
+///   `standalone`, repeated anywhere in the file) replaces the earlier line, with a warning in ``warnings``, as the
+///   later line overwrote the earlier one in Zekoll's tcpproxy; `server` and `exec` replace each other, as do
+///   `writefile` and `debug`. Each port may be defined once, and each interface once per port.
 /// - spreadspace's dialect: stanzas `listen (*|address|hostname) (port|service) { ... };` holding `remote: HOST
 ///   PORT;` (required), `resolv: ipv4|ipv6;`, `remote-resolv: ipv4|ipv6;`, `source: HOST;` and ours, `rules:
 ///   FILE.cdb;` and `proxy-protocol: v1|v2;`, each at most once. Whitespace and line breaks are free; every setting
@@ -45,6 +47,9 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public var logname: String?
     /// The services in file order.
     public var services: [ProxyService]
+    /// What the file says that was accepted but deserves a look (a setting repeated in one section), in file order.
+    /// Not part of what is served: the daemon prints and logs them when it loads the file.
+    public var warnings: [ConfigurationWarning]
 
     /// A configuration from its parts (a command line can build one without a file).
     public init(
@@ -52,13 +57,15 @@ public struct ProxyConfiguration: Sendable, Equatable {
         dialect: ConfigurationDialect,
         standalone: Bool? = nil,
         logname: String? = nil,
-        services: [ProxyService]
+        services: [ProxyService],
+        warnings: [ConfigurationWarning] = []
     ) {
         self.path = path
         self.dialect = dialect
         self.standalone = standalone
         self.logname = logname
         self.services = services
+        self.warnings = warnings
     }
 }
 

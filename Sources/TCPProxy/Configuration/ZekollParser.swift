@@ -15,8 +15,13 @@ import GatewayKit
 /// Settings (acp, timeout, setenv, uid, gid, user, logname, writefile, debug, rules, proxy-protocol) may appear
 /// before the first `port` (defaults), after `port` before any `interface` (for all handlers of the port), or in an
 /// `interface` section; the innermost wins. `server`, `exec` and `rotate` make a handler: after `port` they make the
-/// handler for every local address, after `interface` the one for that address. Each setting may appear once per
-/// section; `standalone` (`yes` or `no` in any case, yes when bare) once per file, anywhere.
+/// handler for every local address, after `interface` the one for that address. `standalone` (`yes` or `no` in any
+/// case, yes when bare) may appear anywhere and counts for the whole file.
+///
+/// A setting repeated within its section (or `standalone` within the file) replaces the earlier line, as it did in
+/// Zekoll's tcpproxy, with a ``ConfigurationWarning``; `server` and `exec` replace each other in the same way, as
+/// do `writefile` and `debug`. A port defined twice, or an interface twice for one port, stays an error: those are
+/// separate sections, and which one was meant cannot be told.
 struct ZekollParser {
     /// Every directive, in the order messages list them.
     static let directives = [
@@ -112,6 +117,7 @@ struct ZekollParser {
     var inInterface = false
     var portLines: [UInt16: Int] = [:]
     var services: [ProxyService] = []
+    var warnings: [ConfigurationWarning] = []
 
     init(path: String, serviceNames: ServiceNameSource) {
         self.path = path
@@ -130,7 +136,7 @@ struct ZekollParser {
         }
         return ProxyConfiguration(
             path: path, dialect: .zekoll, standalone: standaloneSetting?.value,
-            logname: defaults.settings.logname, services: services)
+            logname: defaults.settings.logname, services: services, warnings: warnings)
     }
 
     private func fail(_ problem: ConfigurationProblem, at word: Word) -> ConfigurationError {
@@ -170,7 +176,7 @@ struct ZekollParser {
                 }
             }
             if let previous = standaloneSetting {
-                throw fail(.duplicate(directive: "standalone", line: previous.line, section: "in this file"), at: name)
+                warn(.repeated(directive: "standalone", line: previous.line, scope: .file), at: name)
             }
             standaloneSetting = (value, name.line)
         case "port":
@@ -247,58 +253,49 @@ struct ZekollParser {
         }
     }
 
-    /// How messages name a section: `before the first port`, `for port 25`, `for port 25 interface 10.0.0.1`.
-    private func sectionName(_ section: Section) -> String {
-        guard let block else { return "before the first port" }
-        return "for port \(block.port)" + (section.interface.map { " interface \($0)" } ?? "")
+    private mutating func warn(_ kind: ConfigurationWarning.Kind, at word: Word) {
+        warnings.append(ConfigurationWarning(path: path, line: word.line, column: word.column, kind: kind))
     }
 
-    /// Records `key` as set in `section` by the directive `name`, or fails when it already is.
-    private func mark(_ key: String, _ name: Word, in section: inout Section) throws(ConfigurationError) {
+    /// Records `key` as set in `section` by the directive `name`; when it already was, the new line wins (the
+    /// caller overwrites the value) and a warning names the line it replaces.
+    private mutating func mark(_ key: String, _ name: Word, in section: inout Section) {
         if let previous = section.seen[key] {
             if previous.name == name.text {
-                throw fail(
-                    .duplicate(directive: name.text, line: previous.line, section: sectionName(section)),
-                    at: name)
+                warn(.repeated(directive: name.text, line: previous.line, scope: .section), at: name)
+            } else {
+                warn(.replaces(directive: name.text, previous: previous.name, line: previous.line), at: name)
             }
-            if key == "target" {
-                throw fail(
-                    .conflictingTargets(directive: name.text, previous: previous.name, line: previous.line),
-                    at: name)
-            }
-            throw fail(
-                .conflictingWritefile(directive: name.text, previous: previous.name, line: previous.line),
-                at: name)
         }
         section.seen[key] = (name.text, name.line)
     }
 
-    private func target(_ name: Word, _ args: [Word], into section: inout Section) throws(ConfigurationError) {
+    private mutating func target(
+        _ name: Word, _ args: [Word], into section: inout Section
+    ) throws(ConfigurationError) {
         switch name.text {
         case "server":
             let word = try one(name, args)
-            try mark("target", name, in: &section)
-            do {
-                guard
-                    case .forward(let host, let port, _, _, _) = try ProxyTarget.server(
-                        word.text, serviceNames: serviceNames)
-                else { return }
-                section.server = (host, port)
-            } catch {
+            let target: ProxyTarget
+            do { target = try ProxyTarget.server(word.text, serviceNames: serviceNames) } catch {
                 throw fail(error, at: word)
             }
+            guard case .forward(let host, let port, _, _, _) = target else { return }
+            mark("target", name, in: &section)
+            section.server = (host, port)
+            section.exec = nil
         case "exec":
             guard !args.isEmpty else {
                 throw fail(.missingArgument(directive: "exec", usage: usage(name)), at: name)
             }
-            try mark("target", name, in: &section)
+            mark("target", name, in: &section)
             section.exec = args.map(\.text)
+            section.server = nil
         default:  // rotate
             guard args.count >= 2 else {
                 throw fail(.missingArgument(directive: "rotate", usage: usage(name)), at: name)
             }
             try noMore(name, args, after: 2)
-            try mark("rotate", name, in: &section)
             var ends: [IPAddress] = []
             for word in args {
                 guard let address = parseAddressLiteral(word.text) else {
@@ -313,17 +310,20 @@ struct ZekollParser {
             guard let range = AddressRange(start: ends[0], end: ends[1]) else {
                 throw fail(.rotateReversed(start: args[0].text, end: args[1].text), at: args[0])
             }
+            mark("rotate", name, in: &section)
             section.rotate = (range, name.line, name.column)
         }
     }
 
-    private func setting(_ name: Word, _ args: [Word], into section: inout Section) throws(ConfigurationError) {
+    private mutating func setting(
+        _ name: Word, _ args: [Word], into section: inout Section
+    ) throws(ConfigurationError) {
         switch name.text {
         case "acp":
             guard !args.isEmpty else {
                 throw fail(.missingArgument(directive: "acp", usage: usage(name)), at: name)
             }
-            try mark("acp", name, in: &section)
+            mark("acp", name, in: &section)
             section.settings.accessControlProgram = args.map(\.text)
         case "uid", "gid":
             let word = try one(name, args)
@@ -333,15 +333,15 @@ struct ZekollParser {
                 let what = name.text == "uid" ? "a numeric user id" : "a numeric group id"
                 throw fail(.invalidValue(directive: name.text, value: word.text, expected: what), at: word)
             }
-            try mark(name.text, name, in: &section)
+            mark(name.text, name, in: &section)
             if name.text == "uid" { section.settings.uid = id } else { section.settings.gid = id }
         case "user":
             let word = try one(name, args)
-            try mark("user", name, in: &section)
+            mark("user", name, in: &section)
             section.settings.user = word.text
         case "logname":
             let word = try one(name, args)
-            try mark("logname", name, in: &section)
+            mark("logname", name, in: &section)
             section.settings.logname = word.text
         case "setenv":
             let word = try one(name, args)
@@ -351,7 +351,7 @@ struct ZekollParser {
                         directive: "setenv", value: word.text,
                         expected: "a variable prefix of letters, digits and _"), at: word)
             }
-            try mark("setenv", name, in: &section)
+            mark("setenv", name, in: &section)
             section.settings.variablePrefix = word.text
         case "timeout":
             let word = try one(name, args)
@@ -363,15 +363,15 @@ struct ZekollParser {
                         directive: "timeout", value: word.text,
                         expected: "a number of seconds, 0 for none"), at: word)
             }
-            try mark("timeout", name, in: &section)
+            mark("timeout", name, in: &section)
             section.settings.timeout = Int(seconds)
         case "writefile", "debug":
             let word = try one(name, args)
-            try mark("writefile", name, in: &section)
+            mark("writefile", name, in: &section)
             section.settings.writefile = (word.text, name.text == "debug")
         case "rules":
             let word = try one(name, args)
-            try mark("rules", name, in: &section)
+            mark("rules", name, in: &section)
             section.settings.rules = word.text
         default:  // proxy-protocol
             let word = try one(name, args)
@@ -382,7 +382,7 @@ struct ZekollParser {
             default:
                 throw fail(.invalidValue(directive: "proxy-protocol", value: word.text, expected: "v1 or v2"), at: word)
             }
-            try mark("proxy-protocol", name, in: &section)
+            mark("proxy-protocol", name, in: &section)
             section.settings.proxyProtocol = version
         }
     }

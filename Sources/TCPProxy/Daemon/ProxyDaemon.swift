@@ -234,6 +234,7 @@ final class ProxyDaemon {
         }
         do {
             let configuration = try ProxyPlan.configuration(options)
+            for warning in configuration.warnings { log.warning("SIGHUP: \(warning)") }
             return try builder.build(configuration, reusing: current)
         } catch {
             log.error("SIGHUP: configuration not reloaded, keeping the old one: \(error)")

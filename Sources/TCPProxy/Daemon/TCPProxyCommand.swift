@@ -26,6 +26,12 @@ public enum TCPProxyCommand {
         let mode = ProxyPlan.mode(options, stdinIsSocket: stdinIsSocket())
         let configuration: ProxyConfiguration
         do { configuration = try ProxyPlan.configuration(options) } catch { fail(error.description) }
+        // Warnings (a repeated setting) go to standard error, before the daemon detaches, so whoever
+        // starts it sees them, and to the log; in inetd mode only to the log, since inetd may have
+        // made the client's socket standard error.
+        if mode != .inetd && !logsWarningsToStderr(options, mode) {
+            for warning in configuration.warnings { Stderr.line("tcpproxy: warning: \(warning)") }
+        }
 
         if case .list(let level) = mode {
             let lines = configuration.listing(level >= 2 ? .basic : .ports)
@@ -37,6 +43,7 @@ public enum TCPProxyCommand {
             options.logTargets.isEmpty
             ? [LogTarget(kind: .syslog(name: name, facility: LOG_DAEMON), level: .notice)] : options.logTargets
         let log = ProxyLog(targets: targets)
+        for warning in configuration.warnings { log.warning(warning.description) }
         if mode == .inetd { serveInetd(options, configuration, log) }
 
         if configuration.standalone == false && !options.standalone {
@@ -78,6 +85,13 @@ public enum TCPProxyCommand {
         do { try daemon.startLoops(count: ProxyDaemon.loopCount) } catch { fail(error.description) }
         log.notice("tcpproxy started (pid \(getpid()), \(ProxyDaemon.loopCount) event loops, \(configuration.path))")
         daemon.runSignals(signals)
+    }
+
+    /// True when a log target already shows warnings on standard error (then configuration
+    /// warnings are not printed there a second time). Listings have no log.
+    static func logsWarningsToStderr(_ options: TCPProxyOptions, _ mode: ProxyMode) -> Bool {
+        if case .list = mode { return false }
+        return options.logTargets.contains { $0.kind == .stderr && $0.level >= .warning }
     }
 
     /// True when standard input is a connected stream socket (inetd, tcpserver, systemd).
