@@ -38,6 +38,16 @@ struct ProxyPlanTests {
         #expect(h.writefile == "/tmp/rec" && h.rules == "/r.cdb" && h.proxyProtocol == .v1 && c.logname == "px")
     }
 
+    @Test func debugTraceOptionTurnsTheTraceOnForEveryHandler() throws {
+        let c = try ProxyPlan.configuration(try TCPProxyOptions.parse(["-d", "host:1"]), serviceNames: names)
+        #expect(c.services[0].handlers[0].debug && c.services[0].handlers[0].writefile == nil)
+        var configuration = try ProxyConfiguration(
+            parsing: "port 25\nserver a\nport 26\nwritefile /tmp/w\nserver b\n", serviceNames: names)
+        ProxyPlan.apply(try TCPProxyOptions.parse(["-d"]), to: &configuration)
+        #expect(configuration.services.flatMap(\.handlers).map(\.debug) == [true, true])
+        #expect(configuration.services.flatMap(\.handlers).map(\.writefile) == [nil, "/tmp/w"])
+    }
+
     @Test func badPorts() throws {
         #expect(throws: ProxyPlan.Problem("--local-port: \"nosuch\" is neither a port number (1-65535) nor a service in test-services")) {
             try ProxyPlan.configuration(try TCPProxyOptions.parse(["-p", "nosuch", "-r", "h", "-o", "1"]), serviceNames: names)

@@ -32,6 +32,14 @@ struct TCPProxyOptionsTests {
         #expect(!o.daemonize && o.debug && o.logTargets == [LogTarget(kind: .stdout, level: .debug)])
     }
 
+    @Test func debugTraceIsZekollsDebugOption() throws {
+        let o = try TCPProxyOptions.parse(["-d", "-c", "/etc/x.conf"])
+        #expect(o.debugTrace && o.daemonize && o.logTargets.isEmpty && !o.debug)
+        #expect(try TCPProxyOptions.parse(["--debug-trace"]).debugTrace)
+        #expect(try TCPProxyOptions.parse(["-Dd"]).debugTrace)
+        #expect(try !TCPProxyOptions.parse(["-U"]).debugTrace)
+    }
+
     @Test func zekollOptions() throws {
         let o = try TCPProxyOptions.parse([
             "-a", "/usr/local/bin/acp", "-f", "/etc/z.conf", "-v", "X_", "-w", "/tmp/rec", "-y", "-zz",

@@ -2,7 +2,7 @@
 
 Handler programs (--bind with a program, `exec`), their PROXY_ variables (-v, `setenv`,
 -y), access control programs (-a, `acp`), tcprules databases (--rules, `rules`), recording
-(-w, `writefile`) and inetd mode under our own tcpserver.
+(-w, `writefile`), the debug trace (`debug`, -d) and inetd mode under our own tcpserver.
 
 Only loopback traffic; every tcpproxy has -D -L stderr:5 and DNSCACHEIP=127.53.0.1.
 """
@@ -309,6 +309,134 @@ def test_writefile_directive_in_zekoll_configuration(lab):
     exchange("127.0.0.1", port, b"\x00binary\xffbytes\n")
     text = wait_recording(lab, proxy, "zrec")
     assert "client>server" in text and "binary" in text and "server>client" in text, text
+    assert "trace:" not in proxy.text(), "writefile records but does not trace"
+
+
+# MARK: - The debug trace (`debug NAME`, -d)
+
+# The trace's step for PROXY_CLIENTNAME (looked up when a program runs): from /etc/hosts here.
+NAME_STEP = r"client name from the hosts file: \S+|client name from DNS: \S+|no name for the client.*"
+
+
+def trace_steps(proxy, port: int, host: str = "127.0.0.1") -> dict[int, list[str]]:
+    """The trace lines of connections arriving on host:port: connection number -> steps."""
+    rx = re.compile(rf"connection (\d+) from \S+ on {re.escape(host)}:{port}: trace: (.*)$", re.M)
+    steps: dict[int, list[str]] = {}
+    for m in rx.finditer(proxy.text()):
+        steps.setdefault(int(m.group(1)), []).append(m.group(2))
+    return steps
+
+
+def expect_steps(steps: list[str], patterns: list[str], text: str) -> None:
+    assert len(steps) == len(patterns), (steps, text)
+    for step, pattern in zip(steps, patterns):
+        assert re.fullmatch(pattern, step), (step, pattern, text)
+
+
+def test_debug_directive_traces_every_step_and_records(lab):
+    """`debug NAME` records like writefile and logs each step of the connection at level 3
+    (notice): handler, rules, access control program, connect, recording, half-closes, the
+    idle timeout and the end. A `writefile` section under the same default is not traced."""
+    cdb = rules_cdb(lab, RULES)
+    grant = lab.script("grant.sh", GRANT)
+    backend = lab.backend(tagger("B"))
+    p1, p2 = free_port("::"), free_port("::")
+    conf = lab.file("debug.conf", f"""debug {lab.dir / 'dbg'}
+timeout 1
+port {p1}
+rules {cdb}
+acp {grant}
+server 127.0.0.1:{backend.port}
+port {p2}
+writefile {lab.dir / 'quiet'}
+server 127.0.0.1:{backend.port}
+""")
+    proxy = lab.tcpproxy("-f", conf, listeners=2, log=("-L", "stderr:3"))
+    data, end, _ = exchange("127.0.0.1", p1, b"traced\n")
+    assert data.endswith(b"\ntraced\n") and end == "eof", (data, end, proxy.text())
+    proxy.wait_for(rf"on 127\.0\.0\.1:{p1}: trace: end after")
+    (first, steps), = trace_steps(proxy, p1).items()
+    expect_steps(steps, [
+        rf"handler port {p1} \({re.escape(str(conf))} line 3\): server 127\.0\.0\.1:{backend.port}",
+        rf'rules {re.escape(str(cdb))}: allowed by rule "127\.0\.0\.1", setting RULEVAR',
+        NAME_STEP,
+        rf"access control program started \(pid \d+\): {re.escape(str(grant))}",
+        r"access control program \d+ ended: exit 0",
+        rf"connecting to 127\.0\.0\.1:{backend.port} from an address the system picks",
+        rf"connected to the server: local 127\.0\.0\.1:\d+, remote 127\.0\.0\.1:{backend.port}",
+        rf"recording to {re.escape(str(lab.dir / 'dbg'))}\.{proxy.pid}\.log",
+        r"client finished sending \(7 bytes to the server\); passed on to the server",
+        r"server finished sending \(\d+ bytes to the client\); passed on to the client",
+        r"end after \d+\.\d{3} s",
+    ], proxy.text())
+    text = wait_recording(lab, proxy, "dbg")
+    assert "client>server" in text and "traced" in text, text
+
+    # An idle connection: the timeout is traced before the end.
+    with connect("127.0.0.1", p1) as s:
+        assert read_line(s).startswith(b"acp: welcome")
+        assert read_line(s).startswith(b"B ")
+        read_all(s, timeout=5)
+    proxy.wait_for(rf"on 127\.0\.0\.1:{p1}: trace: end after", count=2)
+    second = [n for n in trace_steps(proxy, p1) if n != first]
+    assert len(second) == 1
+    steps = trace_steps(proxy, p1)[second[0]]
+    assert steps[-2:] == ["idle timeout: nothing moved for 1 s", steps[-1]], steps
+    assert "client finished sending" not in " ".join(steps)
+
+    # writefile in port p2 replaces the default debug there: recorded, not traced.
+    data, _, _ = exchange("127.0.0.1", p2, b"quiet\n")
+    assert data.endswith(b"\nquiet\n"), (data, proxy.text())
+    wait_recording(lab, proxy, "quiet")
+    proxy.wait_for(rf"on 127\.0\.0\.1:{p2} to .* closed:")
+    assert trace_steps(proxy, p2) == {}, proxy.text()
+
+
+def test_debug_trace_option_without_recording(lab):
+    """-d traces every handler (here spreadspace's -p/-r/-o with a source address and a PROXY
+    header); without writefile nothing is recorded."""
+    backend = lab.backend(tagger("B"))
+    port = free_port()
+    proxy = lab.tcpproxy("-d", "--proxy-protocol", "v1", "-l", "127.0.0.1", "-p", str(port), "-r", "127.0.0.1",
+                         "-o", str(backend.port), "-s", "127.0.0.5", log=("-L", "stderr:3"))
+    data, end, _ = exchange("127.0.0.1", port, b"")
+    assert data.startswith(b"B 127.0.0.5 "), (data, proxy.text())
+    proxy.wait_for(r"trace: end after")
+    (steps,) = trace_steps(proxy, port).values()
+    expect_steps(steps, [
+        rf"handler port {port} listen 127\.0\.0\.1 \(command line\): server 127\.0\.0\.1:{backend.port}",
+        rf"connecting to 127\.0\.0\.1:{backend.port} from 127\.0\.0\.5",
+        rf"connected to the server: local 127\.0\.0\.5:\d+, remote 127\.0\.0\.1:{backend.port}",
+        rf"PROXY header sent: PROXY TCP4 127\.0\.0\.1 127\.0\.0\.1 \d+ {port}",
+        r"client finished sending \(0 bytes to the server\); passed on to the server",
+        r"server finished sending \(\d+ bytes to the client\); passed on to the client",
+        r"end after \d+\.\d{3} s",
+    ], proxy.text())
+    assert not list(lab.dir.glob("*.log")), list(lab.dir.iterdir())
+
+
+def test_debug_trace_of_a_handler_program(lab):
+    script = lab.script("handler.sh", HANDLER)
+    port = free_port()
+    proxy = lab.tcpproxy("-d", "--bind", f"127.0.0.1:{port}", script, log=("-L", "stderr:3"))
+    handler_output("127.0.0.1", port, proxy)
+    proxy.wait_for(r"trace: end after")
+    (steps,) = trace_steps(proxy, port).values()
+    expect_steps(steps, [
+        rf"handler port {port} listen 127\.0\.0\.1 \(command line\): exec {re.escape(str(script))}",
+        NAME_STEP,
+        r"handler program started \(pid \d+\); it serves the connection from now on",
+        r"end after \d+\.\d{3} s",
+    ], proxy.text())
+
+
+def test_no_trace_without_debug(lab):
+    backend = lab.backend(tagger("B"))
+    port = free_port()
+    proxy = lab.tcpproxy("-l", "127.0.0.1", "-p", str(port), "-r", "127.0.0.1", "-o", str(backend.port))
+    exchange("127.0.0.1", port, b"x")
+    proxy.wait_for(r"closed:")
+    assert "trace:" not in proxy.text(), proxy.text()
 
 
 # MARK: - inetd mode under tcpserver

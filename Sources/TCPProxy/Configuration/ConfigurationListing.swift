@@ -31,7 +31,7 @@ extension ProxyConfiguration {
             return services.flatMap { service in
                 service.handlers.map { handler in
                     let local = handler.interface?.description ?? service.listen.description
-                    var line = "\(service.port) \(local) \(describe(handler.target, port: service.port))"
+                    var line = "\(service.port) \(local) \(handler.target.summary(listeningPort: service.port))"
                     line += " uid " + (handler.uid.map { String($0) } ?? "-")
                     line += " gid " + (handler.gid.map { String($0) } ?? "-")
                     if let user = handler.user { line += " user \(user)" }
@@ -40,9 +40,13 @@ extension ProxyConfiguration {
             }
         }
     }
+}
 
-    private func describe(_ target: ProxyTarget, port listeningPort: UInt16) -> String {
-        switch target {
+extension ProxyTarget {
+    /// `server HOST:PORT` (the listening port when the configuration names none; IPv6 hosts in brackets) or
+    /// `exec PROGRAM ARGUMENTS`, as -zz lists a handler and the debug trace names it.
+    func summary(listeningPort: UInt16) -> String {
+        switch self {
         case .forward(let host, let port, _, _, _):
             let shownHost = host.contains(":") ? "[\(host)]" : host
             return "server \(shownHost):\(port ?? listeningPort)"

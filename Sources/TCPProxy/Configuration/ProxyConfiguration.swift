@@ -151,7 +151,8 @@ public struct ProxyHandler: Sendable, Equatable {
     public var timeout: Int
     /// `writefile`/`debug`: the basename of files the client/server traffic is written to.
     public var writefile: String?
-    /// True when set by `debug` (writefile plus tcpproxy's debug option).
+    /// Log a trace of every step of this handler's connections (at notice level): set by `debug` (writefile plus
+    /// Zekoll's debug option), or for every handler by `-d`.
     public var debug: Bool
     /// `rules FILE.cdb`: a tcprules database applied to each client.
     public var rules: String?

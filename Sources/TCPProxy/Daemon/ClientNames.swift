@@ -75,6 +75,7 @@ extension ProxySession {
         let address = peer.address.unmapped
         if let name = source.hosts[address] {
             clientName = name
+            trace("client name from the hosts file: \(name)")
             return checkAccess()
         }
         nameQuery = DNSQuery.start(
@@ -90,8 +91,13 @@ extension ProxySession {
         switch result {
         case .success(let response):
             clientName = ClientNameSource.name(in: response)
+            trace(clientName.map { "client name from DNS: \($0)" } ?? "no name for the client in DNS")
         case .failure(let error):
-            log.debug("\(who): no name for the client: \(error)")
+            if tracing {
+                trace("no name for the client: \(error)")
+            } else {
+                log.debug("\(who): no name for the client: \(error)")
+            }
         }
         checkAccess()
     }

@@ -29,6 +29,8 @@ enum ProxyHelp {
 
         Zekoll's options (long names where his letters are spreadspace's)
           -a PROGRAM, --acp PROGRAM      access control program: exit 0 grants the connection
+          -d, --debug-trace              log every step of every connection at level 3 (what the
+                                         debug directive turns on for its handlers)
           -f FILE                        configuration file (as -c)
           -v PREFIX, --varprefix PREFIX  variable prefix for handlers (default PROXY_)
           -w NAME, --writefile NAME      record each connection in NAME.PID.log

@@ -12,7 +12,8 @@ public enum ProxyMode: Equatable, Sendable {
 
 /// Turns the command line (and the configuration file it names, if any) into the one
 /// configuration the daemon serves. Command-line settings are defaults for every handler
-/// (a file's own setting wins), except --timeout and -v, which apply to all.
+/// (a file's own setting wins), except --timeout and -v, which apply to all, and -d, which
+/// turns the debug trace on for all.
 public enum ProxyPlan {
     /// A command line that cannot be turned into a configuration.
     public struct Problem: Error, Equatable, CustomStringConvertible {
@@ -69,7 +70,7 @@ public enum ProxyPlan {
         return configuration
     }
 
-    /// Command-line settings as defaults (or, for --timeout and -v, overrides) of every handler.
+    /// Command-line settings as defaults (or, for --timeout, -v and -d, overrides) of every handler.
     static func apply(_ options: TCPProxyOptions, to configuration: inout ProxyConfiguration) {
         for s in configuration.services.indices {
             for h in configuration.services[s].handlers.indices {
@@ -79,6 +80,7 @@ public enum ProxyPlan {
                 }
                 if let prefix = options.variablePrefix { handler.variablePrefix = prefix }
                 if let timeout = options.timeout { handler.timeout = timeout }
+                if options.debugTrace { handler.debug = true }
                 if let writefile = options.writefile, handler.writefile == nil { handler.writefile = writefile }
                 if let rules = options.rules, handler.rules == nil { handler.rules = rules }
                 if let version = options.proxyProtocol, handler.proxyProtocol == nil { handler.proxyProtocol = version }

@@ -10,6 +10,10 @@ import Relay
 /// handler selection by local address, rules, the client's name (only when a program will
 /// run), access control program, then forwarding (connect, PROXY header, relay) or a handler
 /// program. Lives on one event loop and is driven by it.
+///
+/// A handler with ``ProxyHandler/debug`` (`debug NAME`, or -d for all) gets the debug trace:
+/// every step logged at notice level as `WHO: trace: STEP`. Without it each step costs one test
+/// of ``tracing``.
 final class ProxySession: RelayDelegate, RelayRecorder {
     let worker: ProxyWorker
     let table: ServiceTable
@@ -39,6 +43,8 @@ final class ProxySession: RelayDelegate, RelayRecorder {
     var recorder: ConnectionRecorder?
     let started = Deadline.now
     let id: UInt64
+    /// The chosen handler asks for the debug trace.
+    var tracing = false
 
     /// The handler chosen by the listener, or nil to choose it by local address (inetd mode).
     let chosenHandler: Int?
@@ -59,6 +65,13 @@ final class ProxySession: RelayDelegate, RelayRecorder {
 
     /// `CLIENT on LOCAL`, the prefix of every line about this connection.
     var who: String { "connection \(id) from \(Self.text(peer)) on \(Self.text(local))" }
+
+    /// Logs one step of the debug trace, when this connection is traced.
+    @inline(__always)
+    func trace(_ step: @autoclosure () -> String) {
+        guard tracing else { return }
+        log.notice("\(who): trace: \(step())")
+    }
 
     static func text(_ e: Endpoint) -> String {
         let a = e.address.unmapped
@@ -81,6 +94,8 @@ final class ProxySession: RelayDelegate, RelayRecorder {
         }
         handlerIndex = index
         handler = service.handlers[index]
+        tracing = handler.debug
+        trace("handler \(handlerName(service)): \(handler.target.summary(listeningPort: service.port))")
         if let rules = handler.rules, !checkRules(rules) { return finish() }
         if handler.runsProgram, let names = table.clientNames {
             lookUpClientName(names)
@@ -98,6 +113,21 @@ final class ProxySession: RelayDelegate, RelayRecorder {
         }
     }
 
+    /// `port 8080 interface 127.0.0.2 (/etc/tcpproxy.conf line 7)`, for the trace.
+    func handlerName(_ service: ProxyService) -> String {
+        let path = table.configuration.path
+        let place = handler.line > 0 ? "\(path) line \(handler.line)" : path
+        let address: String
+        if let interface = handler.interface {
+            address = " interface \(interface)"
+        } else if service.listen != .any {
+            address = " listen \(service.listen)"
+        } else {
+            address = ""
+        }
+        return "port \(service.port)\(address) (\(place))"
+    }
+
     // MARK: - Access control
 
     /// Applies a tcprules database as tcpserver -x does (by address; tcpproxy does no DNS or
@@ -107,16 +137,23 @@ final class ProxySession: RelayDelegate, RelayRecorder {
         let ip = Array(peer.address.unmapped.description.utf8)
         do {
             let file = try CDBFile(path: path)
-            guard let rule = try RuleLookup.find(RuleClient(ip: ip), in: file.reader) else { return true }
+            guard let rule = try RuleLookup.find(RuleClient(ip: ip), in: file.reader) else {
+                trace("rules \(path): no rule matches, allowed")
+                return true
+            }
             let decision = rule.decision
             if decision.deny {
                 log.notice("\(who): denied by rule \"\(rule.key.text)\" of \(path)")
                 return false
             }
             ruleEnvironment = decision.environment
+            trace("rules \(path): allowed by rule \"\(rule.key.text)\"\(Self.setting(ruleEnvironment))")
             return true
         } catch let error as CDBOpenError {
-            if error.errno == ENOENT { return true }
+            if error.errno == ENOENT {
+                trace("rules \(path) does not exist, allowed")
+                return true
+            }
             log.error("\(who): unable to read \(path): \(SystemError.message(error.errno)), closed")
         } catch let error as CDBReadError {
             let e = error == .empty ? EINVAL : EPROTO
@@ -145,14 +182,16 @@ final class ProxySession: RelayDelegate, RelayRecorder {
             acp = try ChildProgram(
                 loop: worker.loop, argv: argv, environment: programEnvironment(), stdin: -1, stdout: client,
                 onErrorLine: { [log, who] line in log.notice("\(who): \(argv[0]): \(line)") },
-                onExit: { [weak self] _, status in self?.accessControlDone(status) })
+                onExit: { [weak self] pid, status in self?.accessControlDone(pid, status) })
+            trace("access control program started (pid \(acp!.pid)): \(argv.joined(separator: " "))")
         } catch {
             log.error("\(who): unable to run access control program \(argv[0]): \(error), closed")
             finish()
         }
     }
 
-    func accessControlDone(_ status: Int32) {
+    func accessControlDone(_ pid: Int32, _ status: Int32) {
+        trace("access control program \(pid) ended: \(ChildProgram.describe(status))")
         acp = nil
         guard WaitStatus.exited(status) == 0 else {
             log.notice("\(who): denied by access control program (\(ChildProgram.describe(status)))")
@@ -186,6 +225,7 @@ final class ProxySession: RelayDelegate, RelayRecorder {
                 })
             worker.adopt(child)
             log.notice("\(who) to \(serverDescription)")
+            trace("handler program started (pid \(child.pid)); it serves the connection from now on")
         } catch {
             log.error("\(who): unable to run \(argv[0]): \(error), closed")
         }
@@ -211,6 +251,7 @@ final class ProxySession: RelayDelegate, RelayRecorder {
         configuration.noDelay = false
         let preamble = handler.proxyProtocol?.header(client: peer, server: local) ?? []
         if log.maximumLevel >= .notice { _ = local }  // the end-of-connection line needs it
+        trace("connecting to \(serverDescription) from \(Self.sourceText(source, rotated: target.rotate != nil))")
         do {
             let relay = try RelayConnection.connecting(
                 loop: worker.loop, client: client, to: destination, from: source, serverNoDelay: true,
@@ -226,9 +267,26 @@ final class ProxySession: RelayDelegate, RelayRecorder {
     }
 
     func relayDidConnect(_ relay: RelayConnection) {
+        if tracing {
+            // The remote end is where it connected; getpeername would fail on a socket that
+            // has already closed both ways (the server may be that quick).
+            let local = (try? Socket.localEndpoint(relay.serverDescriptor)).map(Self.text) ?? "unknown"
+            trace("connected to the server: local \(local), remote \(serverDescription)")
+            if let version = handler.proxyProtocol {
+                // The relay sends it ahead of the client's bytes, as soon as the socket takes it.
+                let header = version.header(client: peer, server: self.local)
+                trace("PROXY header sent: \(Self.describeHeader(header, version))")
+            }
+        }
         if let basename = handler.writefile {
-            recorder = try? ConnectionRecorder(
-                basename: basename, pid: worker.daemonPID, connection: id, client: peer, server: serverDescription)
+            do {
+                recorder = try ConnectionRecorder(
+                    basename: basename, pid: worker.daemonPID, connection: id, client: peer, server: serverDescription)
+                trace("recording to \(recorder!.path)")
+            } catch {
+                let path = RecordingFormat.fileName(basename: basename, pid: worker.daemonPID)
+                trace("unable to open the recording file \(path): \(error); not recording")
+            }
         }
         log.notice("\(who) to \(serverDescription)")
     }
@@ -237,12 +295,20 @@ final class ProxySession: RelayDelegate, RelayRecorder {
         recorder?.record(direction: direction == .clientToServer ? .clientToServer : .serverToClient, bytes: bytes)
     }
 
+    func relay(_ relay: RelayConnection, finished direction: RelayDirection, bytes: UInt64) {
+        switch direction {
+        case .clientToServer: trace("client finished sending (\(bytes) bytes to the server); passed on to the server")
+        case .serverToClient: trace("server finished sending (\(bytes) bytes to the client); passed on to the client")
+        }
+    }
+
     func relayDidEnd(_ relay: RelayConnection, summary: RelaySummary) {
         self.relay = nil
         if case .connectFailed(let error) = summary.end {
             log.error("\(who): unable to connect to \(serverDescription): \(error), closed")
             return finish()
         }
+        if summary.end == .idleTimeout { trace("idle timeout: nothing moved for \(handler.timeout) s") }
         let seconds = Self.seconds(since: started)
         recorder?.finish(
             clientToServer: summary.bytesClientToServer, serverToClient: summary.bytesServerToClient,
@@ -276,8 +342,27 @@ final class ProxySession: RelayDelegate, RelayRecorder {
         return "\(ms / 1000).\(String(ms % 1000 + 1000).dropFirst()) s"
     }
 
+    /// The trace's words for the variables a rule sets: `, setting A B`, or nothing.
+    static func setting(_ variables: [RuleDecision.Variable]) -> String {
+        guard !variables.isEmpty else { return "" }
+        return ", setting " + variables.map { String(decoding: $0.name, as: UTF8.self) }.joined(separator: " ")
+    }
+
+    /// The trace's words for the address a connection to the server comes from.
+    static func sourceText(_ source: IPAddress?, rotated: Bool) -> String {
+        guard let source else { return "an address the system picks" }
+        return rotated ? "\(source) (rotate)" : source.description
+    }
+
+    /// The trace's words for a PROXY header: v1's line, or v2's size.
+    static func describeHeader(_ header: [UInt8], _ version: ProxyProtocolVersion) -> String {
+        guard version == .v1 else { return "v2, \(header.count) bytes" }
+        return String(decoding: header.prefix { $0 != 13 && $0 != 10 }, as: UTF8.self)
+    }
+
     /// Closes what this session still owns.
     func finish() {
+        trace("end after \(Self.seconds(since: started))")
         nameQuery?.cancel()
         nameQuery = nil
         if client >= 0 {

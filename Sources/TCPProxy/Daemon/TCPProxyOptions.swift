@@ -28,6 +28,7 @@ public struct TCPProxyOptions: Equatable, Sendable {
     public var variablePrefix: String?  // -v --varprefix
     public var writefile: String?  // -w --writefile
     public var clearEnvironment = false  // -y --clear-environment
+    public var debugTrace = false  // -d --debug-trace: the trace `debug NAME` turns on, for every handler
     public var list = 0  // -z (1), -zz (2)
     public var bind: (interface: String?, port: String)? = nil  // --bind [interface:]port
     public var logname: String?  // --logname
@@ -49,7 +50,8 @@ public struct TCPProxyOptions: Equatable, Sendable {
             && a.remotePort == b.remotePort && a.sourceAddress == b.sourceAddress && a.bufferSize == b.bufferSize
             && a.configPath == b.configPath && a.server == b.server && a.serverArguments == b.serverArguments
             && a.accessControlProgram == b.accessControlProgram && a.variablePrefix == b.variablePrefix
-            && a.writefile == b.writefile && a.clearEnvironment == b.clearEnvironment && a.list == b.list
+            && a.writefile == b.writefile && a.clearEnvironment == b.clearEnvironment
+            && a.debugTrace == b.debugTrace && a.list == b.list
             && a.bind?.interface == b.bind?.interface && a.bind?.port == b.bind?.port && a.logname == b.logname
             && a.standalone == b.standalone && a.timeout == b.timeout && a.rules == b.rules
             && a.proxyProtocol == b.proxyProtocol && a.clientNames == b.clientNames && a.help == b.help
@@ -70,7 +72,7 @@ public struct TCPProxyOptions: Equatable, Sendable {
         "w": "writefile",
     ]
     static let flags: [Character: String] = [
-        "h": "help", "D": "nodaemonize", "U": "debug", "y": "clear-environment", "z": "list",
+        "h": "help", "D": "nodaemonize", "U": "debug", "d": "debug-trace", "y": "clear-environment", "z": "list",
     ]
     static let longWithArgument: Set<String> = Set(withArgument.values).union([
         "bind", "logname", "timeout", "rules", "proxy-protocol",
@@ -164,6 +166,7 @@ public struct TCPProxyOptions: Equatable, Sendable {
         case "nodaemonize": daemonize = false
         case "debug": debug = true
         case "clear-environment": clearEnvironment = true
+        case "debug-trace": debugTrace = true
         case "list": list += 1
         case "standalone": standalone = true
         case "no-client-names": clientNames = false
