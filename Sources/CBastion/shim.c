@@ -1,4 +1,5 @@
 #define _GNU_SOURCE
+#include <sys/prctl.h>
 #include "CBastion.h"
 #include <errno.h>
 #include <stdlib.h>
@@ -66,3 +67,7 @@ uint64_t *bastion_shared_counter(void) {
 }
 
 uint64_t bastion_counter_next(uint64_t *counter) { return __atomic_add_fetch(counter, 1, __ATOMIC_RELAXED); }
+
+int bastion_set_parent_death_signal(int sig) {
+    return prctl(PR_SET_PDEATHSIG, (unsigned long)sig, 0UL, 0UL, 0UL);
+}

@@ -104,6 +104,15 @@ public final class Acceptor: EventHandler {
     /// True while started and not stopped.
     public var isAccepting: Bool { registration != nil }
 
+    /// Stops accepting for `pause`, as after EMFILE: for an owner that ran out of descriptors
+    /// elsewhere (its outgoing connections), so that waiting clients stay in the listen queue
+    /// instead of being accepted only to be closed.
+    public func pauseAccepting() {
+        guard let registration, !paused else { return }
+        paused = true
+        loop.setTimer(registration, after: pause)
+    }
+
     /// The listener is readable: accept what waits.
     public func handle(events: IOEvents, tag: UInt8) { acceptAll() }
 

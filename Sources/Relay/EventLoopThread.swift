@@ -202,28 +202,30 @@ public final class EventLoopThread: Sendable {
 
 // MARK: - One-shot completion
 
-/// A value handed from one thread to another that waits for it, blocking in read(2) on an
-/// eventfd (no condition variables, no spinning).
-final class Completion<T: Sendable>: Sendable {
-    private let fd: Int32
+/// A value handed from one thread to another that waits for it, blocking on a process-private
+/// semaphore: no condition variable to get wrong, no spinning, and no descriptor, so that it
+/// works when the process has run out of them (a loop that accepted until EMFILE).
+final class Completion<T: Sendable>: @unchecked Sendable {
+    private let semaphore: UnsafeMutablePointer<sem_t>
     private let value = Mutex<T?>(nil)
 
     init() {
-        fd = eventfd(0, Int32(EFD_CLOEXEC))
-        precondition(fd >= 0, "eventfd: \(SystemError.current)")
+        semaphore = .allocate(capacity: 1)
+        sem_init(semaphore, 0, 0)
     }
 
-    deinit { Glibc.close(fd) }
+    deinit {
+        sem_destroy(semaphore)
+        semaphore.deallocate()
+    }
 
     func complete(_ result: T) {
         value.withLock { $0 = result }
-        var one: UInt64 = 1
-        _ = Glibc.write(fd, &one, 8)
+        sem_post(semaphore)
     }
 
     func wait() -> T {
-        var count: UInt64 = 0
-        while Glibc.read(fd, &count, 8) < 0 && errno == EINTR {}
+        while sem_wait(semaphore) != 0 && errno == EINTR {}
         return value.withLock { v in
             guard let result = v else { preconditionFailure("completion woken without a value") }
             return result

@@ -71,6 +71,32 @@ def test_root_default_serves_as_nobody_in_a_worker(lab):
     assert [status_ids(c) for c in children(proxy.pid)] == [(65534, 65534)]
 
 
+def test_worker_ends_with_its_master(lab):
+    a = lab.backend(tagger("A"))
+    port = free_port()
+    proxy = lab.tcpproxy("-l", "127.0.0.1", "-p", str(port), "-r", "127.0.0.1", "-o", str(a.port))
+    assert exchange("127.0.0.1", port, b"")[0].startswith(b"A "), proxy.text()
+    workers = children(proxy.pid)
+    assert len(workers) == 1, proxy.text()
+    # A master killed outright (no chance to stop its workers) takes them along: a worker
+    # serving on would be a daemon no pid file, signal or reload reaches.
+    os.kill(proxy.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{workers[0]}") and status_state(workers[0]) != "Z":
+        assert time.monotonic() < deadline, f"worker {workers[0]} outlived its master:\n{proxy.text()}"
+        time.sleep(0.02)
+
+
+def status_state(pid: int) -> str:
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("State:"):
+                return line.split()[1]
+    except FileNotFoundError:
+        pass
+    return "gone"
+
+
 def test_unknown_user_fails_at_start(lab):
     port = free_port()
     result = lab.tcpproxy_run("-D", "-u", "no-such-user-here", "-l", "127.0.0.1", "-p", str(port),

@@ -54,6 +54,10 @@ int bastion_get_pipe_size(int fd);
 /// event loop can wait for a child without SIGCHLD. -1 with errno on failure.
 int bastion_pidfd_open(pid_t pid);
 
+/// prctl(PR_SET_PDEATHSIG, sig): the calling process gets `sig` when its parent dies. Cleared by
+/// a change of credentials, so set it after dropping privileges.
+int bastion_set_parent_death_signal(int sig);
+
 // MARK: - Counters shared by processes
 
 /// A zeroed counter in a page mapped MAP_SHARED | MAP_ANONYMOUS: processes forked after it

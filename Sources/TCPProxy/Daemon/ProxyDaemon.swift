@@ -191,28 +191,33 @@ final class ProxyDaemon {
         self.builder = builder
     }
 
-    /// Starts `count` event loops serving the table.
+    /// Starts `count` event loops serving the table. All loops are made before any accepts, so
+    /// that connections taking every descriptor cannot stop the next loop from starting; if a
+    /// loop cannot be made all the same (descriptors, threads), the others serve.
     func startLoops(count: Int) throws(ProxyStartError) {
         let inherited = Environment.current()
         let clear = options.clearEnvironment
         let pid = daemonPID
-        for _ in 0..<count {
+        let log = self.log
+        for index in 0..<count {
             let box = WorkerBox()
-            let log = self.log
-            let table = self.table
             let thread: EventLoopThread
             do {
                 thread = try EventLoopThread.start { loop in
-                    let worker = ProxyWorker(
+                    box.worker = ProxyWorker(
                         loop: loop, log: log, inherited: inherited, clearEnvironment: clear, daemonPID: pid)
-                    box.worker = worker
-                    worker.install(table)
                 }
             } catch {
-                throw ProxyStartError("unable to start an event loop: \(error)")
+                if threads.isEmpty { throw ProxyStartError("unable to start an event loop: \(error)") }
+                log.warning("unable to start event loop \(index + 1) of \(count): \(error); serving with \(index)")
+                break
             }
             threads.append(thread)
             workers.append(box)
+        }
+        let table = self.table
+        for (thread, box) in zip(threads, workers) {
+            thread.sync { _ in box.worker?.install(table) }
         }
     }
 

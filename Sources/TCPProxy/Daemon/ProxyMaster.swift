@@ -65,6 +65,13 @@ final class ProxyMaster {
             log.error("worker for \(credential): \(error)")
             exit(1)
         }
+        // A worker does not outlive its master (killed with SIGKILL, say): it is told with
+        // SIGTERM and ends as on SIGTERM. Set after the credential change, which clears it.
+        _ = bastion_set_parent_death_signal(SIGTERM)
+        if getppid() != masterPID {
+            log.error("worker for \(credential): the master is gone")
+            exit(1)
+        }
         let daemon = ProxyDaemon(
             options: options, log: log, table: table.restricted(to: fds), builder: builder, daemonPID: masterPID)
         do { try daemon.startLoops(count: ProxyDaemon.loopCount) } catch {

@@ -261,9 +261,22 @@ final class ProxySession: RelayDelegate, RelayRecorder {
             self.relay = relay
             relay.start()
         } catch {
+            if Self.isShortage(error) && descriptorWaits < Self.descriptorWaitLimit {
+                // Out of descriptors: wait (the worker pauses accepting meanwhile) and try again.
+                descriptorWaits += 1
+                return worker.waitForDescriptors(self, error: error)
+            }
             log.error("\(who): unable to connect to \(serverDescription): \(error), closed")
             finish()
         }
+    }
+
+    /// Pauses of 100 ms a connection waits for a descriptor before it is given up (10 s).
+    static let descriptorWaitLimit = 100
+    var descriptorWaits = 0
+
+    static func isShortage(_ error: SystemError) -> Bool {
+        [EMFILE, ENFILE, ENOBUFS, ENOMEM].contains(error.errno)
     }
 
     func relayDidConnect(_ relay: RelayConnection) {

@@ -99,8 +99,44 @@ final class ProxyWorker: AcceptorDelegate {
     /// No connection and no program left.
     var isIdle: Bool { sessions.isEmpty && children.isEmpty }
 
+    /// Pauses accepting in a shortage of descriptors are reported at most once per 10 s.
+    private var lastPauseReport: UInt64 = 0
+    private var pausesNotReported = 0
+
     func acceptor(_ acceptor: Acceptor, pausedBy error: SystemError) {
-        log.warning("accepting paused for a moment: \(error)")
+        reportPause(error)
+    }
+
+    private func reportPause(_ error: SystemError) {
+        let now = loop.now.nanoseconds
+        guard lastPauseReport == 0 || now &- lastPauseReport >= 10_000_000_000 else {
+            pausesNotReported += 1
+            return
+        }
+        let more = pausesNotReported > 0 ? " (\(pausesNotReported) more pauses since the last report)" : ""
+        log.warning("accepting paused for a moment: \(error)\(more)")
+        lastPauseReport = now
+        pausesNotReported = 0
+    }
+
+    // MARK: - Out of descriptors for outgoing connections
+
+    /// Sessions whose connect found no descriptor: tried again after a pause, while accepting
+    /// pauses too (clients wait in the listen queue rather than being accepted and closed).
+    private var waitingForDescriptors: [ProxySession] = []
+    private lazy var descriptorRetry = LoopTimer(loop: loop) { [unowned self] in self.retryWaitingSessions() }
+
+    func waitForDescriptors(_ session: ProxySession, error: SystemError) {
+        waitingForDescriptors.append(session)
+        for acceptor in acceptors { acceptor.pauseAccepting() }
+        reportPause(error)
+        descriptorRetry.set(after: .milliseconds(100))
+    }
+
+    private func retryWaitingSessions() {
+        let sessions = waitingForDescriptors
+        waitingForDescriptors = []
+        for session in sessions { session.serve() }
     }
 
     func acceptor(_ acceptor: Acceptor, failed error: SystemError) {
@@ -134,4 +170,31 @@ final class ProxyWorker: AcceptorDelegate {
     }
 
     var openConnections: Int { sessions.values.filter { $0.relay != nil }.count }
+}
+
+/// A timer on a loop that calls `action` when due (set again to move it).
+final class LoopTimer: EventHandler {
+    private unowned let loop: EventLoop
+    private let action: () -> Void
+    private var registration: EventLoop.Registration?
+
+    init(loop: EventLoop, action: @escaping () -> Void) {
+        self.loop = loop
+        self.action = action
+    }
+
+    func set(after duration: Duration) {
+        let registration = self.registration ?? loop.register(self)
+        self.registration = registration
+        loop.setTimer(registration, after: duration)
+    }
+
+    func handle(events: IOEvents, tag: UInt8) {}
+
+    func handleTimer() { action() }
+
+    func handleLoopClose() {
+        if let registration { loop.unregister(registration) }
+        registration = nil
+    }
 }
