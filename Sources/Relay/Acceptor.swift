@@ -58,6 +58,7 @@ public final class Acceptor: EventHandler {
     private let delegate: any AcceptorDelegate
     private var registration: EventLoop.Registration?
     private var paused = false
+    private var held = false
 
     /// Connections accepted per turn before yielding to the loop.
     static let budget = 64
@@ -113,6 +114,18 @@ public final class Acceptor: EventHandler {
         loop.setTimer(registration, after: pause)
     }
 
+    /// Stops accepting until `release`, whatever pauses come and go meanwhile: for an owner
+    /// whose accepted connections wait for descriptors, so that new clients do not take the
+    /// descriptors that free up before them.
+    public func hold() { held = true }
+
+    /// Ends a `hold` and accepts what waits.
+    public func release() {
+        guard held else { return }
+        held = false
+        acceptAll()
+    }
+
     /// The listener is readable: accept what waits.
     public func handle(events: IOEvents, tag: UInt8) { acceptAll() }
 
@@ -130,7 +143,7 @@ public final class Acceptor: EventHandler {
     public func handleLoopClose() { stop() }
 
     private func acceptAll() {
-        guard let registration, !paused else { return }
+        guard let registration, !paused, !held else { return }
         var peer = SocketAddress()
         for _ in 0..<Acceptor.budget {
             peer.length = socklen_t(MemoryLayout<sockaddr_storage>.size)
@@ -139,7 +152,7 @@ public final class Acceptor: EventHandler {
             }
             if fd >= 0 {
                 delegate.acceptor(self, accepted: fd, peer: peer)
-                if self.registration == nil { return }
+                if self.registration == nil || paused || held { return }
                 continue
             }
             let e = errno

@@ -269,6 +269,7 @@ public final class RelayConnection: EventHandler {
             guard let e = Connector.outcome(of: events, fd: server.fd) else { return }
             if e != 0 { return finish(.connectFailed(SystemError(errno: e))) }
             established()
+            guard state == .running else { return }  // the delegate may have cancelled
         }
         if tag == 0 {
             RelayConnection.note(events, &client)
@@ -539,13 +540,10 @@ public final class RelayConnection: EventHandler {
                 if n == size {
                     flow.bulk = true
                 } else if !source.readHangup {
-                    // A short read drained the socket; new data will raise a new edge.
+                    // A short read drained the socket; new data will raise a new edge. (After a
+                    // hang-up, read on: the end may be a FIN, a reset with its error, or data
+                    // behind an urgent mark, and only the next read tells which.)
                     source.readable = false
-                } else {
-                    // The peer's FIN came before this read (RDHUP), and all its data came
-                    // before the FIN: a short read took the last of it. The read that would
-                    // return 0 is saved.
-                    flow.eof = true
                 }
                 var written = 0
                 while true {

@@ -125,12 +125,6 @@ struct ConnectingRelayTests {
         return (client, thrown)
     }
 
-    static func fastTimers() -> EventLoop.Configuration {
-        var c = EventLoop.Configuration()
-        c.timerTick = .milliseconds(10)
-        return c
-    }
-
     @Test(
         "connects and relays both ways; the preamble goes first and is not counted",
         arguments: [IPAddress.Family.v4, .v6], [false, true])
@@ -238,7 +232,7 @@ struct ConnectingRelayTests {
     @Test("a connect that gets no answer ends with connectFailed(ETIMEDOUT) after the connect timeout")
     func timeout() throws {
         let stalled = try StalledListener()
-        let thread = try EventLoopThread.start(configuration: Self.fastTimers())
+        let thread = try EventLoopThread.start(configuration: fineTimers())
         defer { thread.stopAndJoin() }
         let events = ConnectingEvents()
         let started = Deadline.now

@@ -107,11 +107,7 @@ struct ConnectorTests {
             fillers.append(fd)
         }
         usleep(50_000)
-        let thread = try EventLoopThread.start(configuration: {
-            var c = EventLoop.Configuration()
-            c.timerTick = .milliseconds(10)
-            return c
-        }())
+        let thread = try EventLoopThread.start(configuration: fineTimers())
         defer { thread.stopAndJoin() }
         let outcome = ConnectOutcome()
         thread.sync { loop in
@@ -216,15 +212,38 @@ struct AcceptorTests {
         #expect(log.peers.allSatisfy { $0 == .loopbackV6 })
     }
 
+    @Test("hold stops accepting across pauses until release; release accepts what waited")
+    func holdAndRelease() throws {
+        let (listener, port) = try Loopback.listener(.v4)
+        defer { close(listener) }
+        var clients: [Int32] = []
+        defer { clients.forEach { close($0) } }
+        let thread = try EventLoopThread.start(configuration: fineTimers())
+        defer { thread.stopAndJoin() }
+        let log = AcceptLog()
+        final class Box: @unchecked Sendable { var acceptor: Acceptor? }
+        let box = Box()
+        thread.sync { loop in
+            let acceptor = Acceptor(loop: loop, listener: listener, pause: .milliseconds(20), delegate: log)
+            box.acceptor = acceptor
+            try? acceptor.start()
+            acceptor.hold()
+            acceptor.pauseAccepting()  // a pause that ends while held changes nothing
+        }
+        for _ in 0..<5 { clients.append(try Loopback.connect(.v4, port: port)) }
+        // Well past the pause: still nothing accepted (the loop ran its timer meanwhile).
+        #expect(!log.wait(accepted: 1, seconds: 0.2))
+        thread.sync { _ in box.acceptor?.release() }
+        #expect(log.wait(accepted: 5))
+        clients.append(try Loopback.connect(.v4, port: port))
+        #expect(log.wait(accepted: 6))
+    }
+
     @Test("running out of descriptors pauses accepting, then it resumes without spinning")
     func pausesOnEMFILE() throws {
         let (listener, port) = try Loopback.listener(.v4)
         defer { close(listener) }
-        let thread = try EventLoopThread.start(configuration: {
-            var c = EventLoop.Configuration()
-            c.timerTick = .milliseconds(10)
-            return c
-        }())
+        let thread = try EventLoopThread.start(configuration: fineTimers())
         defer { thread.stopAndJoin() }
         let log = AcceptLog()
         let calls = CallCounter()

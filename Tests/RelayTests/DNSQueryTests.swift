@@ -86,9 +86,7 @@ private final class Outcome {
 
 /// A loop with 10 ms timer ticks, for timeouts of a few hundred milliseconds.
 private func finelyTimedLoop() throws -> EventLoop {
-    var configuration = EventLoop.Configuration()
-    configuration.timerTick = .milliseconds(10)
-    return try EventLoop(configuration: configuration)
+    try EventLoop(configuration: fineTimers())
 }
 
 @Suite("DNS query on an event loop")

@@ -263,6 +263,13 @@ final class RelayFixture {
     }
 }
 
+/// A loop configuration with 10 ms timer ticks, for timeouts of a few hundred milliseconds.
+func fineTimers() -> EventLoop.Configuration {
+    var configuration = EventLoop.Configuration()
+    configuration.timerTick = .milliseconds(10)
+    return configuration
+}
+
 /// Seconds since `start`.
 func elapsed(since start: Deadline) -> Double {
     Double(Deadline.now.nanoseconds - start.nanoseconds) / 1e9

@@ -19,7 +19,7 @@ import time
 import pytest
 
 from proxyhelpers import (connect, exchange, free_port, is_root, lab, read_all, read_line, tagger,  # noqa: F401
-                          wait_file)
+                          wait_file, wait_port)
 
 
 def tag_of(host: str, port: int, source: str | None = None) -> tuple[str, str]:
@@ -366,16 +366,24 @@ def test_pid_file_in_root_owned_directory_removed_on_sigterm(lab):
 
 # MARK: - Faults
 
-def test_refused_backend_closes_client_and_logs(lab):
+@pytest.mark.parametrize("level", [5, 2])
+def test_refused_backend_closes_client_and_logs(lab, level):
     dead = free_port()  # nothing listens there
     port = free_port()
-    proxy = lab.tcpproxy("-l", "127.0.0.1", "-p", str(port), "-r", "127.0.0.1", "-o", str(dead))
+    # Level 2 (warnings and errors) logs nothing at start: wait for the port instead.
+    proxy = lab.tcpproxy("-l", "127.0.0.1", "-p", str(port), "-r", "127.0.0.1", "-o", str(dead),
+                         log=("-L", f"stderr:{level}"), listeners=1 if level >= 3 else 0)
+    wait_port("127.0.0.1", port, proc=proxy)
     start = time.monotonic()
     data, end, _ = exchange("127.0.0.1", port, b"anyone?", timeout=5)
     assert data == b"" and end in ("eof", "reset"), (data, end)
     assert time.monotonic() - start < 1.5
     line = proxy.wait_for(rf".*127\.0\.0\.1:{dead}.*").group(0)
     assert "refused" in line.lower(), line
+    # The client and, when it is known, the local address; never a made-up one.
+    assert re.search(rf"connection \d+ from 127\.0\.0\.1:\d+ (on 127\.0\.0\.1:{port} )?to 127|"
+                     rf"connection \d+ from 127\.0\.0\.1:\d+( on 127\.0\.0\.1:{port})?: unable to connect", line), line
+    assert "0.0.0.0:0" not in line, line
     assert proxy.poll() is None
 
 

@@ -407,7 +407,7 @@ def test_debug_trace_option_without_recording(lab):
         rf"handler port {port} listen 127\.0\.0\.1 \(command line\): server 127\.0\.0\.1:{backend.port}",
         rf"connecting to 127\.0\.0\.1:{backend.port} from 127\.0\.0\.5",
         rf"connected to the server: local 127\.0\.0\.5:\d+, remote 127\.0\.0\.1:{backend.port}",
-        rf"PROXY header sent: PROXY TCP4 127\.0\.0\.1 127\.0\.0\.1 \d+ {port}",
+        rf"PROXY header queued for the server: PROXY TCP4 127\.0\.0\.1 127\.0\.0\.1 \d+ {port}",
         r"client finished sending \(0 bytes to the server\); passed on to the server",
         r"server finished sending \(\d+ bytes to the client\); passed on to the client",
         r"end after \d+\.\d{3} s",

@@ -194,6 +194,9 @@ final class ProxyDaemon {
     /// Starts `count` event loops serving the table. All loops are made before any accepts, so
     /// that connections taking every descriptor cannot stop the next loop from starting; if a
     /// loop cannot be made all the same (descriptors, threads), the others serve.
+    /// How many event loops serve (fewer than asked when one could not be made).
+    var loopsRunning: Int { threads.count }
+
     func startLoops(count: Int) throws(ProxyStartError) {
         let inherited = Environment.current()
         let clear = options.clearEnvironment

@@ -64,7 +64,12 @@ final class ProxySession: RelayDelegate, RelayRecorder {
     var log: ProxyLog { worker.log }
 
     /// `CLIENT on LOCAL`, the prefix of every line about this connection.
-    var who: String { "connection \(id) from \(Self.text(peer)) on \(Self.text(local))" }
+    var who: String {
+        // Once the relay owns (and may have closed) the client socket, the local address is
+        // known only if it was read before; a quiet log level skips that system call.
+        guard client >= 0 || cachedLocal != nil else { return "connection \(id) from \(Self.text(peer))" }
+        return "connection \(id) from \(Self.text(peer)) on \(Self.text(local))"
+    }
 
     /// Logs one step of the debug trace, when this connection is traced.
     @inline(__always)
@@ -288,7 +293,7 @@ final class ProxySession: RelayDelegate, RelayRecorder {
             if let version = handler.proxyProtocol {
                 // The relay sends it ahead of the client's bytes, as soon as the socket takes it.
                 let header = version.header(client: peer, server: self.local)
-                trace("PROXY header sent: \(Self.describeHeader(header, version))")
+                trace("PROXY header queued for the server: \(Self.describeHeader(header, version))")
             }
         }
         if let basename = handler.writefile {

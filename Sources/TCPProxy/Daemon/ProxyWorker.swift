@@ -61,6 +61,8 @@ final class ProxyWorker: AcceptorDelegate {
             // Known before start(): start accepts the connections already waiting.
             listenerHandlers[listener.fd] = (listener.service, listener.handler)
             do {
+                // Sessions waiting for descriptors go first (see waitForDescriptors).
+                if !waitingForDescriptors.isEmpty { acceptor.hold() }
                 try acceptor.start()
                 acceptors.append(acceptor)
             } catch {
@@ -128,15 +130,20 @@ final class ProxyWorker: AcceptorDelegate {
 
     func waitForDescriptors(_ session: ProxySession, error: SystemError) {
         waitingForDescriptors.append(session)
-        for acceptor in acceptors { acceptor.pauseAccepting() }
+        // Accepting waits until the waiting sessions are served, so that the descriptors
+        // that free up go to them first.
+        for acceptor in acceptors { acceptor.hold() }
         reportPause(error)
-        descriptorRetry.set(after: .milliseconds(100))
+        descriptorRetry.setUnlessArmed(after: .milliseconds(100))
     }
 
     private func retryWaitingSessions() {
         let sessions = waitingForDescriptors
         waitingForDescriptors = []
-        for session in sessions { session.serve() }
+        for session in sessions { session.serve() }  // may wait again
+        if waitingForDescriptors.isEmpty {
+            for acceptor in acceptors { acceptor.release() }
+        }
     }
 
     func acceptor(_ acceptor: Acceptor, failed error: SystemError) {
@@ -183,15 +190,23 @@ final class LoopTimer: EventHandler {
         self.action = action
     }
 
-    func set(after duration: Duration) {
+    private var armed = false
+
+    /// Sets the timer, unless it is already set (an earlier deadline is kept).
+    func setUnlessArmed(after duration: Duration) {
+        guard !armed else { return }
         let registration = self.registration ?? loop.register(self)
         self.registration = registration
+        armed = true
         loop.setTimer(registration, after: duration)
     }
 
     func handle(events: IOEvents, tag: UInt8) {}
 
-    func handleTimer() { action() }
+    func handleTimer() {
+        armed = false
+        action()
+    }
 
     func handleLoopClose() {
         if let registration { loop.unregister(registration) }

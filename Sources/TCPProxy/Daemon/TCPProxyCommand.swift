@@ -83,7 +83,7 @@ public enum TCPProxyCommand {
         }
         let daemon = ProxyDaemon(options: options, log: log, table: table, builder: builder)
         do { try daemon.startLoops(count: ProxyDaemon.loopCount) } catch { fail(error.description) }
-        log.notice("tcpproxy started (pid \(getpid()), \(ProxyDaemon.loopCount) event loops, \(configuration.path))")
+        log.notice("tcpproxy started (pid \(getpid()), \(daemon.loopsRunning) event loops, \(configuration.path))")
         daemon.runSignals(signals)
     }
 
