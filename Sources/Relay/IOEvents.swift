@@ -57,8 +57,13 @@ enum Sys {
     }
 
     @inline(__always)
-    static func send(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) -> Int {
-        Glibc.send(fd, buffer, count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
+    static func send(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int, more: Bool = false) -> Int {
+        Glibc.send(fd, buffer, count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT) | (more ? Int32(MSG_MORE) : 0))
+    }
+
+    /// Sends what MSG_MORE held back (setting TCP_NODELAY pushes pending segments).
+    static func push(_ fd: Int32) {
+        _ = setIntOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
     }
 
     /// The pending error of a socket (SO_ERROR), clearing it; 0 when there is none.

@@ -58,6 +58,9 @@ public final class RelayConnection: EventHandler {
         /// A read filled the whole buffer: with `.automatic`, splice until a splice moves less
         /// than a buffer's worth.
         var bulk = false
+        /// Bytes were sent with MSG_MORE (the source's FIN was known to follow them): the
+        /// destination must be pushed, shut down or closed before the relay waits.
+        var corked = false
 
         var held: Int { Int(end - start) + Int(inPipe) }
     }
@@ -452,6 +455,7 @@ public final class RelayConnection: EventHandler {
                 guard destination.writable else { return .waiting }
                 let n = Sys.send(destination.fd, buffer + Int(flow.start), Int(flow.end - flow.start))
                 if n > 0 {
+                    flow.corked = false
                     flow.start += Int32(n)
                     delivered(n, &flow, held: true)
                     if flow.start < flow.end {
@@ -486,6 +490,7 @@ public final class RelayConnection: EventHandler {
                     // both sockets are closed right away, which sends the FIN anyway.
                     let otherDone = direction == .clientToServer ? downstream.done : upstream.done
                     if !otherDone { _ = shutdown(destination.fd, Int32(SHUT_WR)) }
+                    flow.corked = false  // the FIN (or the close) takes the held bytes along
                     releasePipe(&flow)
                     delegate?.relay(self, finished: direction, bytes: flow.bytes)
                 }
@@ -545,9 +550,14 @@ public final class RelayConnection: EventHandler {
                     // behind an urgent mark, and only the next read tells which.)
                     source.readable = false
                 }
+                // After the source's FIN (RDHUP) a short read most likely took the last bytes:
+                // hold them back (MSG_MORE) so that the FIN passed on next leaves in the same
+                // segment. Whatever comes instead, the destination is pushed before waiting.
+                let more = source.readHangup && n < size
+                flow.corked = more  // a send without MSG_MORE pushes what was held too
                 var written = 0
                 while true {
-                    let m = Sys.send(destination.fd, scratch + written, n - written)
+                    let m = Sys.send(destination.fd, scratch + written, n - written, more: more)
                     if m > 0 {
                         written += m
                         delivered(m, &flow, held: false)
@@ -572,11 +582,20 @@ public final class RelayConnection: EventHandler {
             let e = errno
             if Sys.wouldBlock(e) {
                 source.readable = false
+                uncork(&flow, destination)
                 return .waiting
             }
             if e == EINTR { continue }
             return .failed(source.role, e)
         }
+    }
+
+    /// Pushes bytes held back by MSG_MORE when no FIN follows them after all.
+    @inline(__always)
+    private func uncork(_ flow: inout Flow, _ destination: Side) {
+        guard flow.corked else { return }
+        flow.corked = false
+        Sys.push(destination.fd)
     }
 
     /// Counts bytes written to the destination; `held` when they came from a buffer or pipe.

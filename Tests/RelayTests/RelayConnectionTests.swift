@@ -50,6 +50,23 @@ struct RelayConnectionTests {
         }
     }
 
+    @Test(
+        "an answer followed by the server's FIN reaches a client that keeps its side open, with the FIN",
+        arguments: transfers)
+    func answerThenFin(transfer: RelayTransfer) throws {
+        // The relay sends such bytes with MSG_MORE so that the FIN leaves in the same segment;
+        // nothing may stay held back while the client waits.
+        for size in [1, 1000, 10 * 1024 - 1, 10 * 1024 + 1, 300_000] {
+            let fixture = try RelayFixture(configuration: RelayConfiguration(transfer: transfer))
+            let answer = randomBytes(size, seed: UInt64(size))
+            #expect(answer.withUnsafeBytes { send(fixture.server, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } == size)
+            shutdown(fixture.server, Int32(SHUT_WR))
+            var peers = [Peer(fd: fixture.client, shutdownAfterSend: false)]
+            #expect(drive(&peers, seconds: 2) { $0[0].eof })
+            expectSame(peers[0].received, answer)
+        }
+    }
+
     @Test("a client that shuts down its sending side still receives the whole answer", arguments: transfers)
     func clientHalfClose(transfer: RelayTransfer) throws {
         let fixture = try RelayFixture(configuration: RelayConfiguration(transfer: transfer))
