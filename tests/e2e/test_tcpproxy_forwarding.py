@@ -152,10 +152,10 @@ def transfer(lab, host: str, port: int, up: int, down: int, backend: Backend, pr
 
 @pytest.mark.parametrize("buffer", [None, "65536"])
 def test_large_transfer_both_directions_with_half_close(lab, buffer):
-    """~100 MiB up, the server reads to end of file, then ~100 MiB down (with -b 65536:
+    """~256 MiB up, the server reads to end of file, then ~256 MiB down (with -b 65536:
     16 MiB each way)."""
     lab.limit(120)
-    mib = 100 if buffer is None else 16
+    mib = 256 if buffer is None else 16
     up, down = mib * 2**20 + 4321, mib * 2**20 + 1234
     backend = lab.backend(hasher(pattern_bytes(down, 2)))
     port = free_port()
