@@ -1,0 +1,60 @@
+"""The README's quick starts and the example configurations work as shown.
+
+The quick-start scripts build into the package's default .build (a no-op after the test
+command's own build); with another scratch path they would build everything again, so they
+are skipped then. Loopback only, as the scripts themselves.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from proxyhelpers import bastion_bin
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_build() -> bool:
+    return bastion_bin("tcpproxy").resolve().parent == (ROOT / ".build" / "release").resolve()
+
+
+def run_script(name: str) -> str:
+    if not default_build():
+        pytest.skip("BASTION_BIN is not the package's .build/release: the script would build again")
+    done = subprocess.run([str(ROOT / "examples" / name)], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_ucspi_quickstart():
+    out = run_script("quickstart.sh")
+    assert "rule 127.:\nset environment variable GREETING=hello from Bastion\nallow connection\n" in out, out
+    assert "rule 18.23.0.32:\ndeny connection\n" in out, out
+    assert re.search(r"^hello from Bastion, 127\.0\.0\.1 port \d+ \(PROTO=TCP\)$", out, re.M), out
+    assert re.search(r"^hello over IPv6, ::1 port \d+ \(PROTO=TCP6\)$", out, re.M), out
+    assert re.search(r"^tcpserver: ok \d+ 0:127\.0\.0\.1:\d+ :127\.0\.0\.1::\d+$", out, re.M), out
+    assert re.search(r"^tcpserver: ok \d+ 0:::1:\d+ :::1::\d+$", out, re.M), out
+    assert len(re.findall(r"^tcpserver: end \d+ status 0$", out, re.M)) == 2, out
+
+
+def test_tcpproxy_quickstart():
+    out = run_script("tcpproxy-quickstart.sh")
+    m = re.search(r"^hello 127\.0\.0\.1, you reached port (\d+) on 127\.0\.0\.1$", out, re.M)
+    assert m, out
+    assert re.search(r"connection 1 from \[::1\]:\d+ on \[::1\]:\d+ to 127\.0\.0\.1:%s closed: 0 bytes from client, "
+                     r"53 bytes to client" % m.group(1), out), out
+    assert re.search(r"to \S+/examples/proxy-greet ended: exit 0", out), out
+
+
+@pytest.mark.parametrize("name", ["tcpproxy-zekoll.conf", "tcpproxy-spreadspace.conf"])
+def test_example_configurations_are_valid(name):
+    done = subprocess.run([str(bastion_bin("tcpproxy")), "-zz", "-f", str(ROOT / "examples" / name)],
+                          capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip(), "the listing is empty"
+    assert "warning" not in done.stderr, done.stderr
