@@ -115,7 +115,8 @@ public enum RuleParser {
     /// number ends at a NUL byte.
     public static func keys(for address: [UInt8]) -> [[UInt8]]? {
         guard !address.contains(UInt8(ascii: "=")), !address.contains(UInt8(ascii: "@")),
-            let dash = address.firstIndex(of: UInt8(ascii: "-")) else {
+            let dash = address.firstIndex(of: UInt8(ascii: "-"))
+        else {
             return [address]
         }
         var left = dash

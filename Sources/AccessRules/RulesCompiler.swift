@@ -31,7 +31,9 @@ public struct RulesCompiler<Sink: CDBSink> {
                     partial.append(contentsOf: bytes[start...i])
                     let whole = partial
                     partial.removeAll(keepingCapacity: true)
-                    try whole.withUnsafeBufferPointer { p in Result { () throws(RulesCompileError) in try self.line(p) } }.get()
+                    try whole.withUnsafeBufferPointer { p in
+                        Result { () throws(RulesCompileError) in try self.line(p) }
+                    }.get()
                 }
                 start = i + 1
             }

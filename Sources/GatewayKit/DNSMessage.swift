@@ -124,14 +124,17 @@ public enum DNSWire {
             if !out.isEmpty { out.append(UInt8(ascii: ".")) }
             for var c in wire[i..<(i + length)] {
                 if c >= UInt8(ascii: "A") && c <= UInt8(ascii: "Z") { c += 32 }
-                let plain = (c >= UInt8(ascii: "a") && c <= UInt8(ascii: "z"))
+                let plain =
+                    (c >= UInt8(ascii: "a") && c <= UInt8(ascii: "z"))
                     || (c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9"))
                     || c == UInt8(ascii: "-") || c == UInt8(ascii: "_")
                 if plain {
                     out.append(c)
                 } else {
-                    out += [UInt8(ascii: "\\"), UInt8(ascii: "0") + (c >> 6),
-                            UInt8(ascii: "0") + ((c >> 3) & 7), UInt8(ascii: "0") + (c & 7)]
+                    out += [
+                        UInt8(ascii: "\\"), UInt8(ascii: "0") + (c >> 6),
+                        UInt8(ascii: "0") + ((c >> 3) & 7), UInt8(ascii: "0") + (c & 7),
+                    ]
                 }
             }
             i += length
@@ -212,7 +215,8 @@ public enum DNSWire {
             guard ch < 64, steps < 1000 else { throw DNSError.malformedResponse }
             let length = Int(ch)
             guard name.count + 1 + length <= maximumNameLength,
-                  position + length <= packet.count else { throw DNSError.malformedResponse }
+                position + length <= packet.count
+            else { throw DNSError.malformedResponse }
             name.append(ch)
             if length == 0 { break }
             name += packet[position..<(position + length)]

@@ -14,7 +14,8 @@ public enum Environment {
     /// getenv, as raw bytes.
     public static func bytes(_ name: String) -> [UInt8]? {
         guard let p = getenv(name) else { return nil }
-        return Array(UnsafeBufferPointer(start: UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self), count: strlen(p)))
+        return Array(
+            UnsafeBufferPointer(start: UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self), count: strlen(p)))
     }
 
     /// The current environment as raw `NAME=value` byte strings.
@@ -22,7 +23,10 @@ public enum Environment {
         var out: [[UInt8]] = []
         guard var p = bastion_environ() else { return out }
         while let entry = p.pointee {
-            out.append(Array(UnsafeBufferPointer(start: UnsafeRawPointer(entry).assumingMemoryBound(to: UInt8.self), count: strlen(entry))))
+            out.append(
+                Array(
+                    UnsafeBufferPointer(
+                        start: UnsafeRawPointer(entry).assumingMemoryBound(to: UInt8.self), count: strlen(entry))))
             p += 1
         }
         return out

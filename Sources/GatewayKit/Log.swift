@@ -206,7 +206,8 @@ public enum LogFormat {
         localtime_r(&t, &parts)
         func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
         let day = parts.tm_mday < 10 ? " \(parts.tm_mday)" : "\(parts.tm_mday)"
-        let head = "<\(priority)>\(months[Int(parts.tm_mon)]) \(day) \(two(parts.tm_hour)):\(two(parts.tm_min)):"
+        let head =
+            "<\(priority)>\(months[Int(parts.tm_mon)]) \(day) \(two(parts.tm_hour)):\(two(parts.tm_min)):"
             + "\(two(parts.tm_sec)) \(name)[\(pid)]: "
         return Array(head.utf8) + Array(message.utf8)
     }

@@ -35,7 +35,9 @@ public enum ProgramExec {
     /// report exec failures the way the original does.
     public static func canRun(_ program: [UInt8], path: [UInt8]? = Environment.bytes("PATH")) -> Bool {
         if program.contains(UInt8(ascii: "/")) { return program.withCString { access($0, X_OK) == 0 } }
-        for dir in (path ?? Array("/bin:/usr/bin".utf8)).split(separator: UInt8(ascii: ":"), omittingEmptySubsequences: false) {
+        for dir in (path ?? Array("/bin:/usr/bin".utf8)).split(
+            separator: UInt8(ascii: ":"), omittingEmptySubsequences: false)
+        {
             let candidate = dir.isEmpty ? program : Array(dir) + [UInt8(ascii: "/")] + program
             if candidate.withCString({ access($0, X_OK) == 0 }) { return true }
         }

@@ -21,7 +21,8 @@ public enum Socket {
     /// A new TCP socket of `family`, close-on-exec. An IPv6 socket accepts IPv4 clients too
     /// (IPV6_V6ONLY off), so one wildcard socket serves both families.
     public static func tcp(_ family: IPAddress.Family) throws(SystemError) -> Int32 {
-        let fd = socket(family == .v4 ? AF_INET : AF_INET6, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let fd = socket(
+            family == .v4 ? AF_INET : AF_INET6, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         if fd < 0 { throw SystemError.current }
         if family == .v6 {
             var zero: Int32 = 0
@@ -87,7 +88,9 @@ public enum Socket {
     private static func endpoint(_ storage: inout sockaddr_storage) -> Endpoint? {
         withUnsafePointer(to: &storage) { p in
             p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
-                IPAddress.fromSocketAddress(sa).map { Endpoint(address: $0.address, port: $0.port, scopeID: $0.scopeID) }
+                IPAddress.fromSocketAddress(sa).map {
+                    Endpoint(address: $0.address, port: $0.port, scopeID: $0.scopeID)
+                }
             }
         }
     }

@@ -150,11 +150,13 @@ public final class EventLoopThread: Sendable {
         let start = Start(configuration: configuration, setup: setup)
         let context = Unmanaged.passRetained(start).toOpaque()
         var thread = pthread_t()
-        let r = pthread_create(&thread, nil, { context in
-            let start = Unmanaged<Start>.fromOpaque(context!).takeRetainedValue()
-            start.main()
-            return nil
-        }, context)
+        let r = pthread_create(
+            &thread, nil,
+            { context in
+                let start = Unmanaged<Start>.fromOpaque(context!).takeRetainedValue()
+                start.main()
+                return nil
+            }, context)
         if r != 0 {
             Unmanaged<Start>.fromOpaque(context).release()
             throw SystemError(errno: r)

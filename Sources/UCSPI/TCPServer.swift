@@ -68,7 +68,8 @@ final class TCPServer {
         do {
             found = try DNSResolver().addresses(of: host, family: options.ipv4Only ? .ipv4 : .any)
         } catch {
-            Stderr.die(111, TCPServerCommand.fatal + "temporarily unable to figure out IP address for \(host): \(error)")
+            Stderr.die(
+                111, TCPServerCommand.fatal + "temporarily unable to figure out IP address for \(host): \(error)")
         }
         guard let first = found.first else { Stderr.die(111, TCPServerCommand.fatal + "no IP address for \(host)") }
         return first.v4FromMapped ?? first

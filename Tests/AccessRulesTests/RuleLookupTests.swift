@@ -10,27 +10,43 @@ struct RuleLookupTests {
     /// for IPv6) longest first, =.domain suffixes longest first, '=', then the empty key.
     @Test(arguments: [
         (RuleClient(ip: "10.119.75.38"), ["10.119.75.38", "10.119.75.", "10.119.", "10.", ""]),
-        (RuleClient(ip: "127.0.0.1", info: "joe"),
-         ["joe@127.0.0.1", "127.0.0.1", "127.0.0.", "127.0.", "127.", ""]),
-        (RuleClient(ip: "18.23.0.32", host: "movie.edu"),
-         ["18.23.0.32", "=movie.edu", "18.23.0.", "18.23.", "18.", "=.edu", "=", ""]),
-        (RuleClient(ip: "1.2.3.4", host: "www.heaven.af.mil", info: "bill"),
-         ["bill@1.2.3.4", "bill@=www.heaven.af.mil", "1.2.3.4", "=www.heaven.af.mil",
-          "1.2.3.", "1.2.", "1.", "=.heaven.af.mil", "=.af.mil", "=.mil", "=", ""]),
+        (
+            RuleClient(ip: "127.0.0.1", info: "joe"),
+            ["joe@127.0.0.1", "127.0.0.1", "127.0.0.", "127.0.", "127.", ""]
+        ),
+        (
+            RuleClient(ip: "18.23.0.32", host: "movie.edu"),
+            ["18.23.0.32", "=movie.edu", "18.23.0.", "18.23.", "18.", "=.edu", "=", ""]
+        ),
+        (
+            RuleClient(ip: "1.2.3.4", host: "www.heaven.af.mil", info: "bill"),
+            [
+                "bill@1.2.3.4", "bill@=www.heaven.af.mil", "1.2.3.4", "=www.heaven.af.mil",
+                "1.2.3.", "1.2.", "1.", "=.heaven.af.mil", "=.af.mil", "=.mil", "=", "",
+            ]
+        ),
         // IPv6 addresses are cut after each ':'.
         (RuleClient(ip: "::1"), ["::1", "::", ":", ""]),
         (RuleClient(ip: "2001:db8::7"), ["2001:db8::7", "2001:db8::", "2001:db8:", "2001:", ""]),
-        (RuleClient(ip: "::ffff:1.2.3.4"),
-         ["::ffff:1.2.3.4", "::ffff:1.2.3.", "::ffff:1.2.", "::ffff:1.", "::ffff:", "::", ":", ""]),
+        (
+            RuleClient(ip: "::ffff:1.2.3.4"),
+            ["::ffff:1.2.3.4", "::ffff:1.2.3.", "::ffff:1.2.", "::ffff:1.", "::ffff:", "::", ":", ""]
+        ),
         // A host without dots: only =host and '='.
-        (RuleClient(ip: "1.2.3.4", host: "localhost"),
-         ["1.2.3.4", "=localhost", "1.2.3.", "1.2.", "1.", "=", ""]),
+        (
+            RuleClient(ip: "1.2.3.4", host: "localhost"),
+            ["1.2.3.4", "=localhost", "1.2.3.", "1.2.", "1.", "=", ""]
+        ),
         // A host starting or ending with a dot: every dot starts a suffix.
-        (RuleClient(ip: "1.2.3.4", host: ".a."),
-         ["1.2.3.4", "=.a.", "1.2.3.", "1.2.", "1.", "=.a.", "=.", "=", ""]),
+        (
+            RuleClient(ip: "1.2.3.4", host: ".a."),
+            ["1.2.3.4", "=.a.", "1.2.3.", "1.2.", "1.", "=.a.", "=.", "=", ""]
+        ),
         // Empty but known host and info are still used (C's non-null pointers to "").
-        (RuleClient(ip: "1.2.3.4", host: "", info: ""),
-         ["@1.2.3.4", "@=", "1.2.3.4", "=", "1.2.3.", "1.2.", "1.", "=", ""]),
+        (
+            RuleClient(ip: "1.2.3.4", host: "", info: ""),
+            ["@1.2.3.4", "@=", "1.2.3.4", "=", "1.2.3.", "1.2.", "1.", "=", ""]
+        ),
         // An ip ending in '.' is tried whole and again as its own longest prefix, as in C.
         (RuleClient(ip: "1.2."), ["1.2.", "1.2.", "1.", ""]),
         // An empty ip is tried, then the empty key again at the end, as in C.
@@ -43,18 +59,20 @@ struct RuleLookupTests {
     @Test func rawBytesAreKept() {
         let client = RuleClient(ip: bytes("1.2.3.4"), host: [0xff, 0x2e, 0x00], info: [0x80])
         #expect(client == RuleClient(ip: bytes("1.2.3.4"), host: [0xff, 0x2e, 0x00], info: [0x80]))
-        #expect(RuleLookup.keys(for: client) == [
-            [0x80, 0x40] + bytes("1.2.3.4"),
-            [0x80, 0x40, 0x3d, 0xff, 0x2e, 0x00],
-            bytes("1.2.3.4"),
-            [0x3d, 0xff, 0x2e, 0x00],
-            bytes("1.2.3."), bytes("1.2."), bytes("1."),
-            [0x3d, 0x2e, 0x00],
-            [0x3d],
-            [],
-        ])
-        #expect(RuleClient(ip: "1.2.3.4", host: "h", info: "i")
-            == RuleClient(ip: bytes("1.2.3.4"), host: bytes("h"), info: bytes("i")))
+        #expect(
+            RuleLookup.keys(for: client) == [
+                [0x80, 0x40] + bytes("1.2.3.4"),
+                [0x80, 0x40, 0x3d, 0xff, 0x2e, 0x00],
+                bytes("1.2.3.4"),
+                [0x3d, 0xff, 0x2e, 0x00],
+                bytes("1.2.3."), bytes("1.2."), bytes("1."),
+                [0x3d, 0x2e, 0x00],
+                [0x3d],
+                [],
+            ])
+        #expect(
+            RuleClient(ip: "1.2.3.4", host: "h", info: "i")
+                == RuleClient(ip: bytes("1.2.3.4"), host: bytes("h"), info: bytes("i")))
         #expect(RuleClient(ip: "1.2.3.4").host == nil)
         #expect(RuleClient(ip: "1.2.3.4").info == nil)
     }

@@ -101,16 +101,17 @@ struct RulesCompilerTests {
 
     /// A bad line stops compilation with the line quoted as tcprules quotes it, whatever the
     /// chunking.
-    @Test(arguments: [
-        ("1.2.3.4:allow\n1.2.3.5:permit  \n6.7.8.9:deny\n", "1.2.3.5:permit"),
-        ("1.2.3.4:allow\nlast:bogus", "last:bogus"),
-        ("x:allow,A=\"unterminated\n", "x:allow,A=\"unterminated"),
-        ("x:allow\r\n", "x:allow\r"),
-        ("ok:deny\n1.2.3.x-5:deny \n", "1.2.3.x-5:deny"),
-        ("1.2.3.4-5a:deny", "1.2.3.4-5a:deny"),
-        ("2001:db8::1-3:deny\n", "2001:db8::1-3:deny"),
-        ("a\0b:bogus\n", "a"),
-    ] as [(String, String)])
+    @Test(
+        arguments: [
+            ("1.2.3.4:allow\n1.2.3.5:permit  \n6.7.8.9:deny\n", "1.2.3.5:permit"),
+            ("1.2.3.4:allow\nlast:bogus", "last:bogus"),
+            ("x:allow,A=\"unterminated\n", "x:allow,A=\"unterminated"),
+            ("x:allow\r\n", "x:allow\r"),
+            ("ok:deny\n1.2.3.x-5:deny \n", "1.2.3.x-5:deny"),
+            ("1.2.3.4-5a:deny", "1.2.3.4-5a:deny"),
+            ("2001:db8::1-3:deny\n", "2001:db8::1-3:deny"),
+            ("a\0b:bogus\n", "a"),
+        ] as [(String, String)])
     func parseErrors(text: String, quoted: String) {
         let error = RulesCompileError.parse(RuleParseError(line: bytes(quoted)))
         let t = bytes(text)

@@ -94,10 +94,11 @@ struct CDBLayoutTests {
             #expect(try r.find(bytes("cjl")) == nil)
             // Absent key of an empty table.
             #expect(try r.find(bytes("b")) == nil)
-            #expect(try r.allRecords() == [
-                Record(bytes("hm"), bytes("1")), Record(bytes("anj"), []),
-                Record(bytes("a"), bytes("xyz")), Record(bytes("avr"), bytes("22")),
-            ])
+            #expect(
+                try r.allRecords() == [
+                    Record(bytes("hm"), bytes("1")), Record(bytes("anj"), []),
+                    Record(bytes("a"), bytes("xyz")), Record(bytes("avr"), bytes("22")),
+                ])
         }
     }
 
@@ -151,9 +152,12 @@ struct CDBLayoutTests {
         var records: [([UInt8], [UInt8])] = []
         for i in 0..<count {
             // Some duplicate keys and a few empty keys/data among them.
-            let key: [UInt8] = i % 17 == 5 ? [] : (i % 5 == 0 && !records.isEmpty
-                ? records.randomElement(using: &rng)!.0
-                : rng.bytes(count: Int.random(in: 0...12, using: &rng)))
+            let key: [UInt8] =
+                i % 17 == 5
+                ? []
+                : (i % 5 == 0 && !records.isEmpty
+                    ? records.randomElement(using: &rng)!.0
+                    : rng.bytes(count: Int.random(in: 0...12, using: &rng)))
             let data = rng.bytes(count: i % 7 == 0 ? 0 : Int.random(in: 0...40, using: &rng))
             records.append((key, data))
         }

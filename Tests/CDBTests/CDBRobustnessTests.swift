@@ -18,10 +18,11 @@ struct CDBRobustnessTests {
         (bytes("127.0.0.1"), bytes("+RELAYCLIENT=\0")),
     ]
 
-    static let probes: [[UInt8]] = records.map(\.0) + [
-        bytes("cbd"), bytes("afb"), bytes("cjl"), bytes("b"), bytes("missing"), [0],
-        [UInt8](repeating: 0x41, count: 69), [UInt8](repeating: 0x41, count: 71),
-    ]
+    static let probes: [[UInt8]] =
+        records.map(\.0) + [
+            bytes("cbd"), bytes("afb"), bytes("cjl"), bytes("b"), bytes("missing"), [0],
+            [UInt8](repeating: 0x41, count: 69), [UInt8](repeating: 0x41, count: 71),
+        ]
 
     /// Every prefix of a small database: each lookup throws `.format` (`.empty` for no bytes)
     /// or gives exactly the answer of the whole file.
@@ -62,7 +63,9 @@ struct CDBRobustnessTests {
 
     /// Header words, slot words and length words set to values that point just past the
     /// end, far past it, or wrap round: `.format` or an answer, never a crash.
-    @Test(arguments: [UInt32(0), 1, 4, 7, 8, 2047, 2048, 0x7fff_ffff, 0x8000_0000, 0xffff_fff8, 0xffff_fffc, 0xffff_ffff])
+    @Test(arguments: [
+        UInt32(0), 1, 4, 7, 8, 2047, 2048, 0x7fff_ffff, 0x8000_0000, 0xffff_fff8, 0xffff_fffc, 0xffff_ffff,
+    ])
     func hostileWords(value: UInt32) throws {
         let db = try buildDatabase(Self.records)
         var offsets = Array(stride(from: 0, to: db.count - 3, by: 4))

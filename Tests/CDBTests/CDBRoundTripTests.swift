@@ -86,8 +86,9 @@ struct CDBRoundTripTests {
             if i % 3 == 0 { model.add(rng.bytes(count: size), bytes("big key \(i)")) }
         }
         try Self.check(model, absent: [bytes("big"), bytes("small")])
-        #expect(try buildDatabase(model.records.map { ($0.key, $0.data) })
-            == referenceDatabase(model.records.map { ($0.key, $0.data) }))
+        #expect(
+            try buildDatabase(model.records.map { ($0.key, $0.data) })
+                == referenceDatabase(model.records.map { ($0.key, $0.data) }))
     }
 
     @Test func countAndRawAdd() throws {
@@ -98,17 +99,23 @@ struct CDBRoundTripTests {
         try key.withUnsafeBytes { k in
             try data.withUnsafeBytes { d in try writer.add(key: k, data: d) }
         }
-        try writer.add(key: UnsafeRawBufferPointer(start: nil, count: 0), data: UnsafeRawBufferPointer(start: nil, count: 0))
+        try writer.add(
+            key: UnsafeRawBufferPointer(start: nil, count: 0), data: UnsafeRawBufferPointer(start: nil, count: 0))
         #expect(writer.count == 3)
         try writer.finish()
         let r = reader(writer.sink.bytes)
         #expect(try r.firstData(bytes("raw")) == bytes("bytes"))
         #expect(try r.firstData([]) == [])
-        #expect(try r.allRecords() == [Record(bytes("a"), bytes("b")), Record(bytes("raw"), bytes("bytes")), Record([], [])])
+        #expect(
+            try r.allRecords() == [
+                Record(bytes("a"), bytes("b")), Record(bytes("raw"), bytes("bytes")), Record([], []),
+            ])
     }
 
     @Test func readerConveniences() throws {
-        let db = try buildDatabase([(bytes("name"), bytes("value")), (bytes("name"), bytes("later")), (bytes("é"), [0, 1])])
+        let db = try buildDatabase([
+            (bytes("name"), bytes("value")), (bytes("name"), bytes("later")), (bytes("é"), [0, 1]),
+        ])
         let r = reader(db)
         #expect(try r.value("name") == bytes("value"))
         #expect(try r.value("missing") == nil)

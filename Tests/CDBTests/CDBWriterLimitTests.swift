@@ -100,7 +100,9 @@ struct CDBWriterLimitTests {
         var writer = try CDBWriter(sink: CountingSink())
         // Fill to just under the limit with empty keys.
         let n = 63
-        for _ in 0..<n { try writer.add(key: UnsafeRawBufferPointer(start: nil, count: 0), data: UnsafeRawBufferPointer(big)) }
+        for _ in 0..<n {
+            try writer.add(key: UnsafeRawBufferPointer(start: nil, count: 0), data: UnsafeRawBufferPointer(big))
+        }
         // What is left for the last record's data once its 8-byte head and the 64 records'
         // 16 bytes of hash table each are counted.
         let used: UInt64 = 2048 + UInt64(n) * (8 + UInt64(chunk))

@@ -12,8 +12,9 @@ struct DNSConfigurationTests {
         #expect(DNSConfiguration.parseServerList("10.0.0.1") == addresses("10.0.0.1"))
         // djb's own separator: addresses run together with dots.
         #expect(DNSConfiguration.parseServerList("10.0.0.1.10.0.0.2") == addresses("10.0.0.1", "10.0.0.2"))
-        #expect(DNSConfiguration.parseServerList("10.0.0.1 10.0.0.2,10.0.0.3;::1")
-            == addresses("10.0.0.1", "10.0.0.2", "10.0.0.3", "::1"))
+        #expect(
+            DNSConfiguration.parseServerList("10.0.0.1 10.0.0.2,10.0.0.3;::1")
+                == addresses("10.0.0.1", "10.0.0.2", "10.0.0.3", "::1"))
         #expect(DNSConfiguration.parseServerList(" 2001:db8::53 ") == addresses("2001:db8::53"))
         // Reading stops at the first word that is no address.
         #expect(DNSConfiguration.parseServerList("10.0.0.1 10.0.0 10.0.0.3") == addresses("10.0.0.1"))
@@ -39,8 +40,10 @@ struct DNSConfigurationTests {
             options ndots:2\r
             nameserver 192.0.2.3\r
             """
-        #expect(DNSConfiguration.parseResolvConf(Array(text.utf8)) == addresses(
-            "192.0.2.1", "192.0.2.2", "127.0.0.1", "::1", "fe80::1", "192.0.2.3"))
+        #expect(
+            DNSConfiguration.parseResolvConf(Array(text.utf8))
+                == addresses(
+                    "192.0.2.1", "192.0.2.2", "127.0.0.1", "::1", "fe80::1", "192.0.2.3"))
         #expect(DNSConfiguration.parseResolvConf([]).isEmpty)
         let many = (1...20).map { "nameserver 10.0.0.\($0)\n" }.joined()
         #expect(DNSConfiguration.parseResolvConf(Array(many.utf8)).count == 16)
@@ -48,16 +51,21 @@ struct DNSConfigurationTests {
 
     @Test func precedence() {
         let file = Array("nameserver 192.0.2.1\n".utf8)
-        #expect(DNSConfiguration.servers(dnscacheip: "10.1.1.1", resolvConf: file, port: nil)
-            == [DNSServer(address: IPAddress(v4: 10, 1, 1, 1))])
-        #expect(DNSConfiguration.servers(dnscacheip: "junk", resolvConf: file, port: "5353")
-            == [DNSServer(address: IPAddress(v4: 192, 0, 2, 1), port: 5353)])
-        #expect(DNSConfiguration.servers(dnscacheip: nil, resolvConf: nil, port: nil)
-            == [DNSServer(address: .loopbackV4, port: 53)])
-        #expect(DNSConfiguration.servers(dnscacheip: nil, resolvConf: [], port: "x")
-            == [DNSServer(address: .loopbackV4, port: 53)])
-        #expect(DNSConfiguration.servers(dnscacheip: nil, resolvConf: nil, port: "0")
-            == [DNSServer(address: .loopbackV4, port: 53)])
+        #expect(
+            DNSConfiguration.servers(dnscacheip: "10.1.1.1", resolvConf: file, port: nil)
+                == [DNSServer(address: IPAddress(v4: 10, 1, 1, 1))])
+        #expect(
+            DNSConfiguration.servers(dnscacheip: "junk", resolvConf: file, port: "5353")
+                == [DNSServer(address: IPAddress(v4: 192, 0, 2, 1), port: 5353)])
+        #expect(
+            DNSConfiguration.servers(dnscacheip: nil, resolvConf: nil, port: nil)
+                == [DNSServer(address: .loopbackV4, port: 53)])
+        #expect(
+            DNSConfiguration.servers(dnscacheip: nil, resolvConf: [], port: "x")
+                == [DNSServer(address: .loopbackV4, port: 53)])
+        #expect(
+            DNSConfiguration.servers(dnscacheip: nil, resolvConf: nil, port: "0")
+                == [DNSServer(address: .loopbackV4, port: 53)])
     }
 
     @Test func environmentAndFile() throws {

@@ -71,7 +71,8 @@ struct DNSIPAddressTests {
             #expect(back.0?.address == address)
             #expect(back.0?.port == port)
             #expect(back.0?.scopeID == scope)
-            let expectedLength = address.family == .v4
+            let expectedLength =
+                address.family == .v4
                 ? MemoryLayout<sockaddr_in>.size : MemoryLayout<sockaddr_in6>.size
             #expect(back.1 == expectedLength)
         }

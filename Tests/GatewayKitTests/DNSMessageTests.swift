@@ -73,11 +73,13 @@ struct DNSNameTests {
 
     @Test func reverseNames() throws {
         #expect(DNSWire.formatName(DNSWire.reverseName(for: IPAddress(v4: 1, 2, 3, 4))) == "4.3.2.1.in-addr.arpa")
-        #expect(DNSWire.reverseName(for: IPAddress(v4: 10, 0, 0, 255))
-            == wire("255", "0", "0", "10", "in-addr", "arpa"))
+        #expect(
+            DNSWire.reverseName(for: IPAddress(v4: 10, 0, 0, 255))
+                == wire("255", "0", "0", "10", "in-addr", "arpa"))
         let v6 = try #require(IPAddress("2001:db8::567:89ab"))
-        #expect(DNSWire.formatName(DNSWire.reverseName(for: v6))
-            == "b.a.9.8.7.6.5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa")
+        #expect(
+            DNSWire.formatName(DNSWire.reverseName(for: v6))
+                == "b.a.9.8.7.6.5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa")
         #expect(DNSWire.reverseName(for: v6).count == 32 * 2 + 10)
     }
 
@@ -89,11 +91,12 @@ struct DNSNameTests {
 
     @Test func encodesQueries() throws {
         let question = DNSQuestion(name: wire("a", "bc"), type: .aaaa)
-        #expect(DNSWire.query(id: 0x1234, question: question) == [
-            0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0,
-            1, 97, 2, 98, 99, 0,
-            0, 28, 0, 1,
-        ])
+        #expect(
+            DNSWire.query(id: 0x1234, question: question) == [
+                0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0,
+                1, 97, 2, 98, 99, 0,
+                0, 28, 0, 1,
+            ])
         #expect(DNSWire.query(id: 1, question: question, recursionDesired: false)[2] == 0)
     }
 }
@@ -121,11 +124,13 @@ struct DNSResponseTests {
     }
 
     @Test func firstPointerWinsAndOtherTypesAreSkipped() throws {
-        let packet = TestDNS.reply(to: query(ptrQuestion), answers: [
-            (.cname, wire("alias", "example")),
-            (.ptr, wire("first", "example")),
-            (.ptr, wire("second", "example")),
-        ])
+        let packet = TestDNS.reply(
+            to: query(ptrQuestion),
+            answers: [
+                (.cname, wire("alias", "example")),
+                (.ptr, wire("first", "example")),
+                (.ptr, wire("second", "example")),
+            ])
         let name = try DNSResponse(parsing: packet).firstPointerName()
         #expect(name.map(DNSWire.formatName) == "first.example")
     }
@@ -140,13 +145,15 @@ struct DNSResponseTests {
 
     @Test func readsAddressesInOrder() throws {
         let question = DNSQuestion(name: wire("www", "example"), type: .a)
-        let packet = TestDNS.reply(to: query(question), answers: [
-            (.cname, wire("real", "example")),
-            (.a, [192, 0, 2, 1]),
-            (.a, [1, 2, 3]),
-            (.aaaa, [UInt8](repeating: 1, count: 16)),
-            (.a, [192, 0, 2, 2]),
-        ])
+        let packet = TestDNS.reply(
+            to: query(question),
+            answers: [
+                (.cname, wire("real", "example")),
+                (.a, [192, 0, 2, 1]),
+                (.a, [1, 2, 3]),
+                (.aaaa, [UInt8](repeating: 1, count: 16)),
+                (.a, [192, 0, 2, 2]),
+            ])
         let response = try DNSResponse(parsing: packet)
         #expect(try response.addresses(of: .a) == [IPAddress(v4: 192, 0, 2, 1), IPAddress(v4: 192, 0, 2, 2)])
         #expect(try response.addresses(of: .aaaa) == [IPAddress(bytes: [UInt8](repeating: 1, count: 16))!])
@@ -188,7 +195,9 @@ struct DNSResponseTests {
     @Test func rejectsBrokenNames() throws {
         let header: [UInt8] = [0, 1, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0]
         // A pointer to itself, a pointer past the end, a 64-byte label type, a truncated label.
-        let broken: [[UInt8]] = [[0xc0, 12, 0, 1, 0, 1], [0xc0, 200, 0, 1, 0, 1], [0x40, 0, 0, 1, 0, 1], [5, 97, 98]]
+        let broken: [[UInt8]] = [
+            [0xc0, 12, 0, 1, 0, 1], [0xc0, 200, 0, 1, 0, 1], [0x40, 0, 0, 1, 0, 1], [5, 97, 98],
+        ]
         for question in broken {
             #expect(throws: DNSError.malformedResponse) { try DNSResponse(parsing: header + question) }
         }
@@ -202,9 +211,11 @@ struct DNSResponseTests {
     }
 
     @Test func everyPrefixOfAReplyIsHandled() throws {
-        let packet = TestDNS.reply(to: query(ptrQuestion), answers: [
-            (.a, [1, 2, 3, 4]), (.ptr, [4] + Array("name".utf8) + [0xc0, 12 + 16]),
-        ])
+        let packet = TestDNS.reply(
+            to: query(ptrQuestion),
+            answers: [
+                (.a, [1, 2, 3, 4]), (.ptr, [4] + Array("name".utf8) + [0xc0, 12 + 16]),
+            ])
         for length in 0..<packet.count {
             let prefix = Array(packet.prefix(length))
             if let response = try? DNSResponse(parsing: prefix) {
@@ -217,9 +228,11 @@ struct DNSResponseTests {
 
     @Test func garbageNeverCrashes() {
         var scrambler = Scrambler(state: 0x9e37_79b9_7f4a_7c15)
-        let base = TestDNS.reply(to: query(ptrQuestion), answers: [
-            (.ptr, wire("a", "b")), (.a, [1, 2, 3, 4]), (.aaaa, [UInt8](repeating: 0, count: 16)),
-        ])
+        let base = TestDNS.reply(
+            to: query(ptrQuestion),
+            answers: [
+                (.ptr, wire("a", "b")), (.a, [1, 2, 3, 4]), (.aaaa, [UInt8](repeating: 0, count: 16)),
+            ])
         var parsed = 0
         for round in 0..<20_000 {
             var packet: [UInt8]

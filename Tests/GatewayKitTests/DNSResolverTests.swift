@@ -101,11 +101,13 @@ struct DNSResolverTests {
 
     @Test func addressLookups() throws {
         try withServer { resolver, _ throws in
-            #expect(try resolver.addresses(of: "www.example", family: .ipv4)
-                == [IPAddress(v4: 192, 0, 2, 1), IPAddress(v4: 192, 0, 2, 2)])
+            #expect(
+                try resolver.addresses(of: "www.example", family: .ipv4)
+                    == [IPAddress(v4: 192, 0, 2, 1), IPAddress(v4: 192, 0, 2, 2)])
             #expect(try resolver.addresses(of: "WWW.Example.", family: .ipv6) == [IPAddress("2001:db8::80")!])
-            #expect(try resolver.addresses(of: "www.example", family: .any)
-                == [IPAddress("2001:db8::80")!, IPAddress(v4: 192, 0, 2, 1), IPAddress(v4: 192, 0, 2, 2)])
+            #expect(
+                try resolver.addresses(of: "www.example", family: .any)
+                    == [IPAddress("2001:db8::80")!, IPAddress(v4: 192, 0, 2, 1), IPAddress(v4: 192, 0, 2, 2)])
             #expect(try resolver.addresses(of: "nx.example", family: .ipv4) == [])
             #expect(try resolver.addresses(of: "nx.example", family: .any) == [])
             // AAAA fails, A works: .any keeps the A answer.

@@ -21,11 +21,13 @@ struct TestThread {
     init(_ body: @escaping @Sendable () -> Void) {
         let context = Unmanaged.passRetained(Box(body)).toOpaque()
         var t = pthread_t()
-        let r = pthread_create(&t, nil, { raw in
-            let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
-            box.body()
-            return nil
-        }, context)
+        let r = pthread_create(
+            &t, nil,
+            { raw in
+                let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
+                box.body()
+                return nil
+            }, context)
         precondition(r == 0, "pthread_create failed")
         thread = t
     }
@@ -184,9 +186,11 @@ final class TestDNSServer: @unchecked Sendable {
     ) {
         let end = Deadline.after(.seconds(4))
         while !end.hasPassed {
-            var fds = [pollfd(fd: udp, events: Int16(POLLIN), revents: 0),
-                       pollfd(fd: tcp, events: Int16(POLLIN), revents: 0),
-                       pollfd(fd: stop, events: Int16(POLLIN), revents: 0)]
+            var fds = [
+                pollfd(fd: udp, events: Int16(POLLIN), revents: 0),
+                pollfd(fd: tcp, events: Int16(POLLIN), revents: 0),
+                pollfd(fd: stop, events: Int16(POLLIN), revents: 0),
+            ]
             guard poll(&fds, 3, 100) >= 0 else { return }
             if fds[2].revents != 0 { return }
             if fds[0].revents != 0 {
@@ -220,7 +224,7 @@ final class TestDNSServer: @unchecked Sendable {
                 guard connection >= 0 else { continue }
                 defer { close(connection) }
                 guard let prefix = TestSocket.readExactly(connection, 2),
-                      let query = TestSocket.readExactly(connection, Int(prefix[0]) << 8 | Int(prefix[1]))
+                    let query = TestSocket.readExactly(connection, Int(prefix[0]) << 8 | Int(prefix[1]))
                 else { continue }
                 log.requests.append(query)
                 log.transports.append("tcp")
@@ -243,12 +247,16 @@ enum TestDNS {
     ) -> [UInt8] {
         let id = (UInt16(query[0]) << 8 | UInt16(query[1])) &+ idOffset
         let flags: UInt16 = 0x8180 | (truncated ? 0x0200 : 0) | UInt16(rcode)
-        var out: [UInt8] = [UInt8(id >> 8), UInt8(id & 0xff), UInt8(flags >> 8), UInt8(flags & 0xff),
-                            0, 1, 0, UInt8(answers.count), 0, 0, 0, 0]
+        var out: [UInt8] = [
+            UInt8(id >> 8), UInt8(id & 0xff), UInt8(flags >> 8), UInt8(flags & 0xff),
+            0, 1, 0, UInt8(answers.count), 0, 0, 0, 0,
+        ]
         out += query[12...]
         for (type, data) in answers {
-            out += [0xc0, 0x0c, UInt8(type.rawValue >> 8), UInt8(type.rawValue & 0xff), 0, 1, 0, 0, 0x0e, 0x10,
-                    UInt8(data.count >> 8), UInt8(data.count & 0xff)]
+            out += [
+                0xc0, 0x0c, UInt8(type.rawValue >> 8), UInt8(type.rawValue & 0xff), 0, 1, 0, 0, 0x0e, 0x10,
+                UInt8(data.count >> 8), UInt8(data.count & 0xff),
+            ]
             out += data
         }
         return out

@@ -7,31 +7,32 @@ import Testing
 @Suite("Ident replies")
 struct IdentReplyTests {
     /// Replies and what ucspi-tcp's remoteinfo keeps of them (nil: it fails, no newline).
-    @Test(arguments: [
-        ("6191, 23 : USERID : UNIX : joe\r\n", "joe"),
-        ("6191,23:USERID:UNIX:joe\n", "joe"),
-        ("6191 , 23 : USERID : OTHER : joe\r\n", "joe"),
-        ("6193, 23 : USERID : UNIX , US-ASCII : stjohns\r\n", "stjohns"),
-        // Colons after the third are part of the user id.
-        ("6191, 23 : USERID : UNIX : a:b:c\r\n", "a:b:c"),
-        ("1,2:USERID:UNIX::x\n", ":x"),
-        // Spaces, tabs and CRs vanish everywhere, even inside the user id.
-        ("6191, 23 : USERID : UNIX :  joe smith \t\r\n", "joesmith"),
-        ("6191, 23 : USERID : UNIX : j\ro\te\n", "joe"),
-        // Errors have only two colons: nothing is kept.
-        ("6195, 23 : ERROR : NO-USER\r\n", ""),
-        ("6195, 23 : ERROR : HIDDEN-USER\r\n", ""),
-        ("6195, 23 : ERROR : UNKNOWN-ERROR : detail\r\n", "detail"),
-        ("\n", ""),
-        (":::\n", ""),
-        ("no colons at all\r\n", ""),
-        // Anything after the newline is ignored.
-        ("1,2:USERID:UNIX:joe\nmore:stuff\n", "joe"),
-        // Missing newline: incomplete.
-        ("6191, 23 : USERID : UNIX : joe", nil),
-        ("", nil),
-        ("6191, 23 : USERID : UNIX : joe\r", nil),
-    ] as [(String, String?)])
+    @Test(
+        arguments: [
+            ("6191, 23 : USERID : UNIX : joe\r\n", "joe"),
+            ("6191,23:USERID:UNIX:joe\n", "joe"),
+            ("6191 , 23 : USERID : OTHER : joe\r\n", "joe"),
+            ("6193, 23 : USERID : UNIX , US-ASCII : stjohns\r\n", "stjohns"),
+            // Colons after the third are part of the user id.
+            ("6191, 23 : USERID : UNIX : a:b:c\r\n", "a:b:c"),
+            ("1,2:USERID:UNIX::x\n", ":x"),
+            // Spaces, tabs and CRs vanish everywhere, even inside the user id.
+            ("6191, 23 : USERID : UNIX :  joe smith \t\r\n", "joesmith"),
+            ("6191, 23 : USERID : UNIX : j\ro\te\n", "joe"),
+            // Errors have only two colons: nothing is kept.
+            ("6195, 23 : ERROR : NO-USER\r\n", ""),
+            ("6195, 23 : ERROR : HIDDEN-USER\r\n", ""),
+            ("6195, 23 : ERROR : UNKNOWN-ERROR : detail\r\n", "detail"),
+            ("\n", ""),
+            (":::\n", ""),
+            ("no colons at all\r\n", ""),
+            // Anything after the newline is ignored.
+            ("1,2:USERID:UNIX:joe\nmore:stuff\n", "joe"),
+            // Missing newline: incomplete.
+            ("6191, 23 : USERID : UNIX : joe", nil),
+            ("", nil),
+            ("6191, 23 : USERID : UNIX : joe\r", nil),
+        ] as [(String, String?)])
     func interprets(reply: String, expected: String?) {
         #expect(IdentReplyReader.interpret(Array(reply.utf8)).map { String(decoding: $0, as: UTF8.self) } == expected)
     }

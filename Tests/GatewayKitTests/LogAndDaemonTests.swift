@@ -60,7 +60,9 @@ struct DaemonTests {
     static let group = Array("root:x:0:\nnogroup:x:65534:\nmail:x:8:\n".utf8)
 
     @Test func users() {
-        #expect(UserDatabase.user("nobody", in: Self.passwd) == UserEntry(name: "nobody", uid: 65534, gid: 65534, home: "/nonexistent"))
+        #expect(
+            UserDatabase.user("nobody", in: Self.passwd)
+                == UserEntry(name: "nobody", uid: 65534, gid: 65534, home: "/nonexistent"))
         #expect(UserDatabase.user("0", in: Self.passwd)?.name == "root")
         #expect(UserDatabase.user("nosuch", in: Self.passwd) == nil)
         #expect(UserDatabase.user("bad", in: Self.passwd) == nil)

@@ -195,7 +195,9 @@ struct ConnectingRelayTests {
         let (server, _) = try Socket.accept(listener)
         defer { close(server) }
         thread.sync { _ in box.relay?.start() }
-        var peers = [Peer(fd: client, sending: []), Peer(fd: server, sending: Array("answer".utf8), sendAfterEOF: true)]
+        var peers = [
+            Peer(fd: client, sending: []), Peer(fd: server, sending: Array("answer".utf8), sendAfterEOF: true),
+        ]
         #expect(drive(&peers))
         expectSame(peers[1].received, request)
         #expect(events.summary()?.end == .completed)

@@ -39,10 +39,12 @@ private func spawn(_ body: @escaping @Sendable () -> Void) -> pthread_t {
     }
     var thread = pthread_t()
     let context = Unmanaged.passRetained(Box(body)).toOpaque()
-    let r = pthread_create(&thread, nil, { context in
-        Unmanaged<Box>.fromOpaque(context!).takeRetainedValue().body()
-        return nil
-    }, context)
+    let r = pthread_create(
+        &thread, nil,
+        { context in
+            Unmanaged<Box>.fromOpaque(context!).takeRetainedValue().body()
+            return nil
+        }, context)
     precondition(r == 0)
     return thread
 }
@@ -157,10 +159,11 @@ struct RelayBenchmarks {
                     let client = rig.clients[i]
                     let server = rig.servers[i]
                     threads.append(spawn { blast(client, total: total / streams) })
-                    threads.append(spawn {
-                        let n = drain(server)
-                        received.withLock { $0 += n }
-                    })
+                    threads.append(
+                        spawn {
+                            let n = drain(server)
+                            received.withLock { $0 += n }
+                        })
                 }
                 for t in threads { pthread_join(t, nil) }
                 let seconds = elapsed(since: start)
@@ -221,7 +224,8 @@ struct RelayBenchmarks {
             }
             let events = RelayEvents()
             let backend = Endpoint(address: .loopbackV4, port: backPort)
-            let proxy = proxied
+            let proxy =
+                proxied
                 ? try EventLoopThread.start { loop in
                     let proxy = MiniProxy(
                         loop: loop, backend: backend, configuration: RelayConfiguration(), events: events
@@ -280,13 +284,14 @@ struct RelayBenchmarks {
             try Socket.listen(fd, backlog: 1024)
             listeners.append(fd)
             let events = RelayEvents()
-            threads.append(try EventLoopThread.start { loop in
-                let proxy = MiniProxy(
-                    loop: loop, backend: backend, configuration: RelayConfiguration(transfer: transfer),
-                    events: events
-                )
-                try? Acceptor(loop: loop, listener: fd, delegate: proxy).start()
-            })
+            threads.append(
+                try EventLoopThread.start { loop in
+                    let proxy = MiniProxy(
+                        loop: loop, backend: backend, configuration: RelayConfiguration(transfer: transfer),
+                        events: events
+                    )
+                    try? Acceptor(loop: loop, listener: fd, delegate: proxy).start()
+                })
         }
         print("serving 127.0.0.1:\(listenPort) -> :\(backendPort) with \(loops) loop(s) for \(seconds) s")
         sleep(UInt32(seconds))

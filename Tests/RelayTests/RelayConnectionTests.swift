@@ -59,7 +59,8 @@ struct RelayConnectionTests {
         for size in [1, 1000, 10 * 1024 - 1, 10 * 1024 + 1, 300_000] {
             let fixture = try RelayFixture(configuration: RelayConfiguration(transfer: transfer))
             let answer = randomBytes(size, seed: UInt64(size))
-            #expect(answer.withUnsafeBytes { send(fixture.server, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } == size)
+            #expect(
+                answer.withUnsafeBytes { send(fixture.server, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } == size)
             shutdown(fixture.server, Int32(SHUT_WR))
             var peers = [Peer(fd: fixture.client, shutdownAfterSend: false)]
             #expect(drive(&peers, seconds: 2) { $0[0].eof })
@@ -109,9 +110,11 @@ struct RelayConnectionTests {
         #expect(finished.map(\.bytes) == [UInt64(greeting.count), UInt64(upload.count)])
     }
 
-    @Test("a peer that never reads: the relay stops reading and holds at most one buffer or pipe", arguments: [
-        RelayTransfer.copy, .splice,
-    ])
+    @Test(
+        "a peer that never reads: the relay stops reading and holds at most one buffer or pipe",
+        arguments: [
+            RelayTransfer.copy, .splice,
+        ])
     func neverReads(transfer: RelayTransfer) throws {
         let bufferSize = 10 * 1024
         let pipeSize = 64 * 1024
@@ -164,7 +167,9 @@ struct RelayConnectionTests {
     func idleTimeout() throws {
         let fixture = try RelayFixture(
             configuration: RelayConfiguration(idleTimeout: .milliseconds(300)),
-            loop: { var c = EventLoop.Configuration(); c.timerTick = .milliseconds(20); return c }()
+            loop: {
+                var c = EventLoop.Configuration(); c.timerTick = .milliseconds(20); return c
+            }()
         )
         let start = Deadline.now
         var byte: UInt8 = 42
@@ -325,7 +330,8 @@ struct RelayConnectionTests {
         #expect(fixture.events.all.map(\.end) == [.cancelled])
     }
 
-    @Test("idle relays hold no buffers and no pipes, also after traffic", arguments: [RelayTransfer.splice, .automatic])
+    @Test(
+        "idle relays hold no buffers and no pipes, also after traffic", arguments: [RelayTransfer.splice, .automatic])
     func idleHoldsNothing(transfer: RelayTransfer) throws {
         let thread = try EventLoopThread.start()
         defer { thread.stopAndJoin() }

@@ -25,8 +25,9 @@ struct CredentialPlanTests {
 
     @Test func rootDefaultsToNobody() throws {
         let (c, l) = configuration([ProxyHandler(target: exec), ProxyHandler(target: exec)])
-        guard case .perCredential(let groups) = try CredentialPlan.make(
-            try TCPProxyOptions.parse([]), c, listeners: l, isRoot: true)
+        guard
+            case .perCredential(let groups) = try CredentialPlan.make(
+                try TCPProxyOptions.parse([]), c, listeners: l, isRoot: true)
         else { Issue.record("expected a worker"); return }
         #expect(groups == [.nobody: [10, 11]])
     }
@@ -36,16 +37,18 @@ struct CredentialPlanTests {
             ProxyHandler(target: exec, uid: 100, gid: 200), ProxyHandler(target: exec),
             ProxyHandler(target: exec, uid: 100, gid: 200),
         ])
-        guard case .perCredential(let groups) = try CredentialPlan.make(
-            try TCPProxyOptions.parse([]), c, listeners: l, isRoot: true)
+        guard
+            case .perCredential(let groups) = try CredentialPlan.make(
+                try TCPProxyOptions.parse([]), c, listeners: l, isRoot: true)
         else { Issue.record("expected workers"); return }
         #expect(groups == [Credential(uid: 100, gid: 200): [10, 12], .nobody: [11]])
     }
 
     @Test func usernameOptionWins() throws {
         let (c, l) = configuration([ProxyHandler(target: exec, uid: 100), ProxyHandler(target: exec, uid: 7)])
-        guard case .single(let who) = try CredentialPlan.make(
-            try TCPProxyOptions.parse(["-u", "root"]), c, listeners: l, isRoot: true)
+        guard
+            case .single(let who) = try CredentialPlan.make(
+                try TCPProxyOptions.parse(["-u", "root"]), c, listeners: l, isRoot: true)
         else { Issue.record("expected one credential"); return }
         #expect(who == Credential(uid: 0, gid: 0))
     }

@@ -23,7 +23,8 @@ struct ProxyPlanTests {
         #expect(a.services[0].port == 25 && a.services[0].listen == .address(.loopbackV4))
         #expect(a.services[0].handlers[0].target == .forward(host: "relay.example", port: 2525))
         #expect(a.services[0].handlers[0].timeout == 60)
-        let b = try ProxyPlan.configuration(try TCPProxyOptions.parse(["--bind", "79", "/bin/date", "-u"]), serviceNames: names)
+        let b = try ProxyPlan.configuration(
+            try TCPProxyOptions.parse(["--bind", "79", "/bin/date", "-u"]), serviceNames: names)
         #expect(b.services[0].listen == .any && b.services[0].handlers[0].target == .exec(argv: ["/bin/date", "-u"]))
     }
 
@@ -49,11 +50,16 @@ struct ProxyPlanTests {
     }
 
     @Test func badPorts() throws {
-        #expect(throws: ProxyPlan.Problem("--local-port: \"nosuch\" is neither a port number (1-65535) nor a service in test-services")) {
-            try ProxyPlan.configuration(try TCPProxyOptions.parse(["-p", "nosuch", "-r", "h", "-o", "1"]), serviceNames: names)
+        #expect(
+            throws: ProxyPlan.Problem(
+                "--local-port: \"nosuch\" is neither a port number (1-65535) nor a service in test-services")
+        ) {
+            try ProxyPlan.configuration(
+                try TCPProxyOptions.parse(["-p", "nosuch", "-r", "h", "-o", "1"]), serviceNames: names)
         }
         #expect(throws: ProxyPlan.Problem.self) {
-            try ProxyPlan.configuration(try TCPProxyOptions.parse(["-c", "/nonexistent/tcpproxy.conf"]), serviceNames: names)
+            try ProxyPlan.configuration(
+                try TCPProxyOptions.parse(["-c", "/nonexistent/tcpproxy.conf"]), serviceNames: names)
         }
     }
 
@@ -78,7 +84,8 @@ struct AddressArithmeticTests {
     }
 
     @Test func ipv6RangeCarries() {
-        let range = AddressRange(start: IPAddress("2001:db8::ffff:ffff:ffff:fffe")!, end: IPAddress("2001:db8:0:1::1")!)!
+        let range = AddressRange(
+            start: IPAddress("2001:db8::ffff:ffff:ffff:fffe")!, end: IPAddress("2001:db8:0:1::1")!)!
         #expect(AddressArithmetic.count(range) == 4)
         #expect(AddressArithmetic.address(in: range, at: 2).description == "2001:db8:0:1::")
     }

@@ -131,13 +131,14 @@ struct ProxyProtocolTests {
     // MARK: Version 2
 
     @Test func v2IPv4() {
-        let expected: [UInt8] = signature + [
-            0x21, 0x11, 0x00, 0x0C,
-            192, 0, 2, 7,
-            10, 0, 0, 5,
-            0x9C, 0x40,  // 40000
-            0x1F, 0x90,  // 8080
-        ]
+        let expected: [UInt8] =
+            signature + [
+                0x21, 0x11, 0x00, 0x0C,
+                192, 0, 2, 7,
+                10, 0, 0, 5,
+                0x9C, 0x40,  // 40000
+                0x1F, 0x90,  // 8080
+            ]
         let client = endpoint("192.0.2.7", 40000)
         let server = endpoint("10.0.0.5", 8080)
         #expect(ProxyProtocolHeader.v2(client: client, server: server) == expected)
@@ -150,13 +151,14 @@ struct ProxyProtocolTests {
     }
 
     @Test func v2IPv6() {
-        let expected: [UInt8] = signature + [
-            0x21, 0x21, 0x00, 0x24,
-            0x20, 0x01, 0x0D, 0xB8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01,
-            0x20, 0x01, 0x0D, 0xB8, 0, 0, 0, 0x01, 0, 0, 0, 0, 0, 0, 0, 0x02,
-            0x9C, 0x40,  // 40000
-            0x01, 0xBB,  // 443
-        ]
+        let expected: [UInt8] =
+            signature + [
+                0x21, 0x21, 0x00, 0x24,
+                0x20, 0x01, 0x0D, 0xB8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01,
+                0x20, 0x01, 0x0D, 0xB8, 0, 0, 0, 0x01, 0, 0, 0, 0, 0, 0, 0, 0x02,
+                0x9C, 0x40,  // 40000
+                0x01, 0xBB,  // 443
+            ]
         let client = endpoint("2001:db8::1", 40000, scope: 7)
         let server = endpoint("2001:db8:0:1::2", 443)
         #expect(ProxyProtocolHeader.v2(client: client, server: server) == expected)
@@ -165,13 +167,14 @@ struct ProxyProtocolTests {
     }
 
     @Test func v2Mixed() {
-        let expected: [UInt8] = signature + [
-            0x21, 0x21, 0x00, 0x24,
-            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 192, 0, 2, 7,
-            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01,
-            0x00, 0x50,  // 80
-            0xFF, 0xFF,  // 65535
-        ]
+        let expected: [UInt8] =
+            signature + [
+                0x21, 0x21, 0x00, 0x24,
+                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 192, 0, 2, 7,
+                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01,
+                0x00, 0x50,  // 80
+                0xFF, 0xFF,  // 65535
+            ]
         #expect(ProxyProtocolHeader.v2(client: endpoint("192.0.2.7", 80), server: endpoint("::1", 65535)) == expected)
         #expect(
             ProxyProtocolHeader.v2(client: endpoint("::ffff:192.0.2.7", 80), server: endpoint("::1", 65535))

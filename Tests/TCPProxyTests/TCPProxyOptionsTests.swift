@@ -83,7 +83,10 @@ struct TCPProxyOptionsTests {
         (["--bind", "80"], "--bind needs a server: tcpproxy --bind [interface:]port host[:port]|/path/to/handler"),
         (["-p", "80", "-r", "x"], "-p/--local-port needs -r/--remote-addr and -o/--remote-port"),
         (["host:1", "extra"], "unexpected argument \"extra\" after the server host:1"),
-        (["-p", "1", "-r", "h", "-o", "2", "srv"], "give either -p/--local-port with -r and -o, or a server argument, not both"),
+        (
+            ["-p", "1", "-r", "h", "-o", "2", "srv"],
+            "give either -p/--local-port with -r and -o, or a server argument, not both"
+        ),
     ])
     func errors(words: [String], message: String) {
         #expect(throws: TCPProxyOptions.UsageError(message)) { try TCPProxyOptions.parse(words) }

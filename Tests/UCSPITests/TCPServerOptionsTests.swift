@@ -24,7 +24,8 @@ struct TCPServerOptionsTests {
     @Test func everyOption() throws {
         let o = try parse([
             "-1", "-X", "-p", "-h", "-r", "-o", "-D", "-v", "-4", "-6", "-c", "100", "-x", "r.cdb", "-B", "hi",
-            "-g", "7", "-u", "8", "-b", "64", "-l", "lname", "-t", "3", "-I", "eth0", "127.0.0.1", "smtp", "prog", "arg",
+            "-g", "7", "-u", "8", "-b", "64", "-l", "lname", "-t", "3", "-I", "eth0", "127.0.0.1", "smtp", "prog",
+            "arg",
         ])
         #expect(o.printPort && o.allowMissingRules && o.paranoid && o.remoteHost && o.remoteInfo)
         #expect(!o.killIPOptions && !o.delay && o.verbosity == 2 && o.ipv4Only && o.forceIPv6)
@@ -111,7 +112,8 @@ struct TCPRulesCheckReportTests {
 
     @Test func variablesThenAllow() {
         let rule = MatchedRuleInput(key: "127.", data: Array("+A=x\0+B=\0".utf8))
-        #expect(text(rule) == "rule 127.:\nset environment variable A=x\nset environment variable B=\nallow connection\n")
+        #expect(
+            text(rule) == "rule 127.:\nset environment variable A=x\nset environment variable B=\nallow connection\n")
     }
 
     @Test func denyStopsTheListing() {

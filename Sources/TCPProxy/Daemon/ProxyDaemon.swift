@@ -183,7 +183,9 @@ final class ProxyDaemon {
     /// The pid an admin knows (the pid file's): recordings are named after it.
     let daemonPID: Int32
 
-    init(options: TCPProxyOptions, log: ProxyLog, table: ServiceTable, builder: TableBuilder, daemonPID: Int32 = getpid()) {
+    init(
+        options: TCPProxyOptions, log: ProxyLog, table: ServiceTable, builder: TableBuilder, daemonPID: Int32 = getpid()
+    ) {
         self.daemonPID = daemonPID
         self.options = options
         self.log = log
@@ -289,7 +291,8 @@ final class ProxyDaemon {
                 case .forward(let host, let port, _, _, _):
                     let resolved = table.targets[listener.service][i]
                     let address = resolved.map { " (\($0.address))" } ?? ""
-                    target = "remote \(host)\(address) port \(port.map(String.init) ?? "\(service.port)")"
+                    target =
+                        "remote \(host)\(address) port \(port.map(String.init) ?? "\(service.port)")"
                         + (resolved?.source.map { " source \($0)" } ?? "")
                         + (resolved?.rotate.map { " rotate \($0)" } ?? "")
                 }

@@ -85,7 +85,8 @@ final class ProxyMaster {
         var groups: [Credential: [Int32]] = [:]
         for listener in table.listeners {
             let handler = table.configuration.services[listener.service].handlers[listener.handler]
-            groups[try CredentialPlan.credential(of: handler, table.configuration.path), default: []].append(listener.fd)
+            groups[try CredentialPlan.credential(of: handler, table.configuration.path), default: []].append(
+                listener.fd)
         }
         return groups
     }
@@ -125,7 +126,9 @@ final class ProxyMaster {
                 log.notice("worker \(pid) finished its connections and exited")
             } else if let worker = workers.removeValue(forKey: pid) {
                 if worker.ack >= 0 { close(worker.ack) }
-                log.error("worker \(pid) (\(worker.credential)) exited unexpectedly (\(ChildProgram.describe(status))); starting it again")
+                log.error(
+                    "worker \(pid) (\(worker.credential)) exited unexpectedly (\(ChildProgram.describe(status))); starting it again"
+                )
                 spawn(worker.credential, fds: worker.fds)
             }
         }

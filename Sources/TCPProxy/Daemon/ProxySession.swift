@@ -91,8 +91,9 @@ final class ProxySession: RelayDelegate, RelayRecorder {
                 return finish()
             }
         }
-        guard let index = chosenHandler ?? service.handlers.firstIndex(where: { $0.interface == local.address.unmapped })
-            ?? service.handlers.firstIndex(where: { $0.interface == nil })
+        guard
+            let index = chosenHandler ?? service.handlers.firstIndex(where: { $0.interface == local.address.unmapped })
+                ?? service.handlers.firstIndex(where: { $0.interface == nil })
         else {
             log.notice("\(who): no service for this address, closed")
             return finish()
@@ -225,7 +226,8 @@ final class ProxySession: RelayDelegate, RelayRecorder {
                 loop: worker.loop, argv: argv, environment: programEnvironment(), stdin: client, stdout: client,
                 onErrorLine: nil,
                 onExit: { [log, who, started, weak worker] pid, status in
-                    log.notice("\(who) to \(argv[0]) ended: \(ChildProgram.describe(status)), \(Self.seconds(since: started))")
+                    log.notice(
+                        "\(who) to \(argv[0]) ended: \(ChildProgram.describe(status)), \(Self.seconds(since: started))")
                     worker?.release(pid)
                 })
             worker.adopt(child)
