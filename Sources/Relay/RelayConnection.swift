@@ -227,6 +227,7 @@ public final class RelayConnection: EventHandler {
                 try loop.add(server.fd, interest: RelayConnection.interest, for: registration, tag: 1)
             }
         } catch {
+            connecting = false  // the loop's failure (ENOMEM, the epoll watch limit), not the connect's
             finish(.failed(.server, error))
             return
         }
