@@ -31,10 +31,13 @@ let package = Package(
         .target(name: "GatewayKit", dependencies: ["CBastion"]),
         // The ucspi-tcp trio: command implementations behind thin executables.
         .target(name: "UCSPI", dependencies: ["CDB", "AccessRules", "GatewayKit", "CBastion"]),
-        // Byte relay between two sockets: epoll loop, splice, back-pressure, half-close, timeouts.
-        .target(name: "Relay", dependencies: ["GatewayKit", "CBastion"]),
+        // The event loop and what any session on it uses: timers, acceptors, connectors, DNS and
+        // ident queries, child programs, buffered sockets. Knows nothing of relays or daemons.
+        .target(name: "Loop", dependencies: ["GatewayKit", "CBastion"]),
+        // Byte relay between two sockets on a loop: splice, back-pressure, half-close, timeouts.
+        .target(name: "Relay", dependencies: ["Loop", "GatewayKit", "CBastion"]),
         // tcpproxy: both configuration dialects, service selection, the daemon.
-        .target(name: "TCPProxy", dependencies: ["Relay", "GatewayKit", "AccessRules", "CDB"]),
+        .target(name: "TCPProxy", dependencies: ["Loop", "Relay", "GatewayKit", "AccessRules", "CDB"]),
         .executableTarget(name: "tcprules", dependencies: ["UCSPI"], linkerSettings: staticTool),
         .executableTarget(name: "tcprulescheck", dependencies: ["UCSPI"], linkerSettings: staticTool),
         .executableTarget(name: "tcpserver", dependencies: ["UCSPI"], linkerSettings: staticTool),
@@ -42,8 +45,8 @@ let package = Package(
         .testTarget(name: "CDBTests", dependencies: ["CDB"]),
         .testTarget(name: "AccessRulesTests", dependencies: ["AccessRules", "CDB"]),
         .testTarget(name: "GatewayKitTests", dependencies: ["GatewayKit"]),
-        .testTarget(name: "RelayTests", dependencies: ["Relay", "GatewayKit"]),
-        .testTarget(name: "TCPProxyTests", dependencies: ["TCPProxy", "GatewayKit"]),
+        .testTarget(name: "RelayTests", dependencies: ["Loop", "Relay", "GatewayKit"]),
+        .testTarget(name: "TCPProxyTests", dependencies: ["TCPProxy", "Loop", "GatewayKit"]),
         .testTarget(name: "UCSPITests", dependencies: ["UCSPI", "GatewayKit", "AccessRules"]),
     ],
     swiftLanguageModes: [.v6]

@@ -20,7 +20,7 @@ public struct Deadline: Comparable, Sendable {
 
     /// `duration` from now (a negative duration counts as zero).
     public static func after(_ duration: Duration) -> Deadline {
-        Deadline(nanoseconds: now.nanoseconds &+ Deadline.nanoseconds(of: duration))
+        Deadline(nanoseconds: now.nanoseconds &+ duration.nanosecondsClamped)
     }
 
     /// True once the deadline has been reached.
@@ -33,14 +33,6 @@ public struct Deadline: Comparable, Sendable {
     }
 
     public static func < (lhs: Deadline, rhs: Deadline) -> Bool { lhs.nanoseconds < rhs.nanoseconds }
-
-    static func nanoseconds(of duration: Duration) -> UInt64 {
-        let (seconds, attoseconds) = duration.components
-        if seconds < 0 || (seconds == 0 && attoseconds <= 0) { return 0 }
-        let (whole, overflow) = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000)
-        if overflow { return UInt64.max / 2 }
-        return whole + UInt64(max(attoseconds, 0) / 1_000_000_000)
-    }
 
     /// Milliseconds for poll(): the time left rounded up, at most Int32.max.
     var pollMilliseconds: Int32 {
@@ -137,5 +129,17 @@ enum BoundedSocket {
             out += chunk
         }
         return out
+    }
+}
+
+extension Duration {
+    /// The duration in whole nanoseconds; negative durations count as zero, huge ones are
+    /// clamped to about 146 years (so that adding one to a clock reading cannot overflow).
+    public var nanosecondsClamped: UInt64 {
+        let (seconds, attoseconds) = components
+        if seconds < 0 || (seconds == 0 && attoseconds <= 0) { return 0 }
+        let (whole, overflow) = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000)
+        if overflow { return UInt64.max / 4 }
+        return min(whole + UInt64(max(attoseconds, 0) / 1_000_000_000), UInt64.max / 4)
     }
 }

@@ -61,4 +61,11 @@ public enum WaitStatus {
     public static func signaled(_ status: Int32) -> Int32? {
         bastion_wifsignaled(status) != 0 ? bastion_wtermsig(status) : nil
     }
+
+    /// Exit status text for logs: `exit 0`, `signal 9`.
+    public static func describe(_ status: Int32) -> String {
+        if let code = exited(status) { return "exit \(code)" }
+        if let signal = signaled(status) { return "signal \(signal)" }
+        return "status \(status)"
+    }
 }

@@ -2,6 +2,68 @@
 import Glibc
 #endif
 import CBastion
+import Loop
+
+/// What the relays of one event loop share: the scratch buffer every copy reads into, the
+/// pools of relay buffers and splice pipes (so idle relays hold neither), and the counters
+/// behind ``EventLoop/relayStatistics``. One per loop, made on the first relay's start
+/// (``EventLoop/resource(_:)``), freed with the loop.
+final class RelayResources: LoopResource {
+    /// Empty relay buffers kept for reuse (beyond this they are freed).
+    static let pooledBuffers = 64
+    /// Empty pipes kept for reuse (beyond this they are closed).
+    static let pooledPipes = 64
+    /// Most pipes open at once (in use plus pooled, two descriptors each); when reached,
+    /// relays copy through user space instead of splicing.
+    static let maximumPipes = 8192
+
+    var buffers = BufferPool(limit: RelayResources.pooledBuffers)
+    var pipes = PipePool(limit: RelayResources.pooledPipes, maximum: RelayResources.maximumPipes)
+    /// Relays running now.
+    var relays = 0
+    /// Relays started since the loop was created.
+    var relaysStarted: UInt64 = 0
+    /// Bytes read but not yet written by all relays (user-space buffers plus pipes).
+    var bufferedBytes = 0
+
+    init(loop: EventLoop) {}
+
+    deinit { loopDidClose() }
+
+    func loopDidClose() {
+        buffers.releaseAll()
+        pipes.releaseAll()
+    }
+}
+
+/// Counters of what a loop's relays hold, for tests and status reports.
+public struct RelayStatistics: Sendable, Equatable {
+    /// Relays running now.
+    public var relays = 0
+    /// Relays started since the loop was created.
+    public var relaysStarted: UInt64 = 0
+    /// Bytes read but not yet written by all relays (user-space buffers plus pipes).
+    public var bufferedBytes = 0
+    /// Relay buffers holding data now.
+    public var buffersInUse = 0
+    /// Empty relay buffers kept for reuse.
+    public var buffersPooled = 0
+    /// Pipes attached to relays now.
+    public var pipesInUse = 0
+    /// Empty pipes kept for reuse.
+    public var pipesPooled = 0
+}
+
+extension EventLoop {
+    /// What this loop's relays hold now.
+    public var relayStatistics: RelayStatistics {
+        let r = resource(RelayResources.self)
+        return RelayStatistics(
+            relays: r.relays, relaysStarted: r.relaysStarted, bufferedBytes: r.bufferedBytes,
+            buffersInUse: r.buffers.inUse, buffersPooled: r.buffers.pooled, pipesInUse: r.pipes.inUse,
+            pipesPooled: r.pipes.pooled)
+    }
+}
 
 /// Relay buffers of one size, kept for reuse once empty. A relay takes a buffer only when a
 /// write could not take everything it read, and gives it back as soon as it is drained, so

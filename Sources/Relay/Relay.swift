@@ -1,12 +1,7 @@
-// The relay engine: what tcpproxy (and later sockd and the application gateways) run
-// connections on. No SwiftNIO, no Swift concurrency, nothing allocated per event.
+// The relay engine: two sockets joined on one event loop (module Loop), what tcpproxy (and
+// later sockd and the application gateways) hand a connection to once nothing more needs to
+// be seen of it. Nothing allocated per event.
 //
-// EventLoop          one epoll instance per thread (a daemon runs one per core, each with
-//                    its own SO_REUSEPORT listener), a slot table of handlers (epoll data =
-//                    slot, generation and a tag, so stale events are dropped and one handler
-//                    can own several descriptors), a timer wheel with one O(1) timer per
-//                    handler, deferred calls for fairness, and an eventfd through which
-//                    other threads (EventLoop.Remote, EventLoopThread) queue tasks or stop it.
 // RelayConnection    two sockets, edge-triggered, registered once for reading and writing:
 //                    back-pressure by not reading (no epoll_ctl per chunk), half-close passed
 //                    on with shutdown(SHUT_WR), idle timeout by time stamp plus one timer.
@@ -16,9 +11,6 @@
 //                    splice bulk). Idle relays hold no buffer and no pipe. `connecting`
 //                    makes the server connection too: one registration, optimistic writes,
 //                    nothing read from it or shut down on it until the connect is done.
-// Connector          non-blocking connect with optional source address and timeout.
-// Acceptor           accept until EAGAIN (bounded per turn); EMFILE/ENFILE pause it.
-// DescriptorWatch    a closure on a descriptor, for the daemon's own (signalfd...).
+// RelayResources     the pools and counters the relays of one loop share (a LoopResource).
 //
-// Threading: everything but EventLoop.Remote and EventLoopThread belongs to one loop's
-// thread. Signals: creating a loop ignores SIGPIPE (splice into a reset socket raises it).
+// Threading: a relay belongs to its loop's thread.

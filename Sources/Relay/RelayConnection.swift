@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import GatewayKit
+import Loop
 
 /// Relays bytes both ways between two connected non-blocking TCP sockets, on one
 /// `EventLoop`, until both directions are finished; then closes both sockets and tells its
@@ -78,9 +79,11 @@ public final class RelayConnection: EventHandler {
     /// Unowned without reference counting: a relay is used only on its loop's thread while the
     /// loop exists (the loop holds running relays; `deinit` does not touch the loop).
     private unowned(unsafe) let loop: EventLoop
+    /// The pools and counters of the loop's relays.
+    private unowned(unsafe) let shared: RelayResources
     private let delegate: (any RelayDelegate)?
     private let recorder: (any RelayRecorder)?
-    private var registration = EventLoop.Registration(slot: 0, generation: 0)
+    private var registration = EventLoop.Registration.none
     private var client: Side
     private var server: Side
     private var upstream = Flow()
@@ -125,6 +128,7 @@ public final class RelayConnection: EventHandler {
         recorder: (any RelayRecorder)? = nil
     ) {
         self.loop = loop
+        shared = loop.resource(RelayResources.self)
         self.delegate = delegate
         self.recorder = recorder
         self.client = Side(fd: client, role: .client)
@@ -210,8 +214,8 @@ public final class RelayConnection: EventHandler {
         registration = loop.register(self)
         startedAt = loop.nowNanoseconds
         lastActivity = startedAt
-        loop.counters.relays += 1
-        loop.counters.relaysStarted += 1
+        shared.relays += 1
+        shared.relaysStarted += 1
         prepare(client.fd)
         prepare(server.fd)
         do {
@@ -509,7 +513,7 @@ public final class RelayConnection: EventHandler {
                 let n = Sys.splice(source.fd, pipe.writeFD, Int(pipe.capacity))
                 if n > 0 {
                     flow.inPipe = Int32(n)
-                    loop.counters.bufferedBytes += n
+                    shared.bufferedBytes += n
                     lastActivity = loop.nowNanoseconds
                     // Small chunks again: `.automatic` copies the next one.
                     if n < Int(bufferSize) { flow.bulk = false }
@@ -535,7 +539,7 @@ public final class RelayConnection: EventHandler {
             // 3b. Copy: read into the loop's scratch buffer and write on at once; only what
             // the writer does not take is kept, in a buffer from the loop's pool.
             let size = Int(bufferSize)
-            let scratch = loop.buffers.scratch(size)
+            let scratch = shared.buffers.scratch(size)
             let n = Sys.recv(source.fd, scratch, size)
             if n > 0 {
                 lastActivity = loop.nowNanoseconds
@@ -605,23 +609,23 @@ public final class RelayConnection: EventHandler {
         if connecting { established() }  // only bytes to the server move while connecting
         flow.bytes &+= UInt64(count)
         lastActivity = loop.nowNanoseconds
-        if held { loop.counters.bufferedBytes -= count }
+        if held { shared.bufferedBytes -= count }
     }
 
     /// Copies what the writer did not take into a pooled buffer (empty scratch is reused).
     private func keep(_ bytes: UnsafeMutableRawPointer, _ count: Int, _ flow: inout Flow) {
-        let buffer = loop.buffers.take(Int(bufferSize))
+        let buffer = shared.buffers.take(Int(bufferSize))
         buffer.copyMemory(from: bytes, byteCount: count)
         flow.buffer = buffer
         flow.start = 0
         flow.end = Int32(count)
-        loop.counters.bufferedBytes += count
+        shared.bufferedBytes += count
     }
 
     private func releaseBuffer(_ flow: inout Flow) {
         guard let buffer = flow.buffer else { return }
-        loop.counters.bufferedBytes -= Int(flow.end - flow.start)
-        loop.buffers.give(buffer, size: Int(bufferSize))
+        shared.bufferedBytes -= Int(flow.end - flow.start)
+        shared.buffers.give(buffer, size: Int(bufferSize))
         flow.buffer = nil
         flow.start = 0
         flow.end = 0
@@ -629,14 +633,14 @@ public final class RelayConnection: EventHandler {
 
     private func takePipe(_ flow: inout Flow) -> Bool {
         if flow.pipe != nil { return true }
-        flow.pipe = loop.pipes.take(capacity: pipeSize)
+        flow.pipe = shared.pipes.take(capacity: pipeSize)
         return flow.pipe != nil
     }
 
     private func releasePipe(_ flow: inout Flow) {
         guard let pipe = flow.pipe else { return }
-        loop.counters.bufferedBytes -= Int(flow.inPipe)
-        loop.pipes.give(pipe, empty: flow.inPipe == 0)
+        shared.bufferedBytes -= Int(flow.inPipe)
+        shared.pipes.give(pipe, empty: flow.inPipe == 0)
         flow.pipe = nil
         flow.inPipe = 0
     }
@@ -662,7 +666,7 @@ public final class RelayConnection: EventHandler {
         let ended = EventLoop.clock()
         if wasRunning {
             loop.unregister(registration)
-            loop.counters.relays -= 1
+            shared.relays -= 1
         } else {
             startedAt = ended
         }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import GatewayKit
+import Loop
 import Relay
 import Synchronization
 import Testing
@@ -165,7 +166,7 @@ struct ConnectingRelayTests {
             let recorded = all.reduce(0) { n, e in if case .read(.clientToServer, let c) = e { n + c } else { n } }
             #expect(recorded == up.count)
         }
-        #expect(thread.sync { $0.statistics.relays } == 0)
+        #expect(thread.sync { $0.relayStatistics.relays } == 0)
     }
 
     @Test("a connect noticed in the round that also passes on the client's end of file is told first")
@@ -267,8 +268,8 @@ struct ConnectingRelayTests {
             #expect(request.withUnsafeBytes { send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } == 5000)
             // The relay holds the whole request (its optimistic write found the connect pending).
             let seen = Deadline.after(.seconds(2))
-            while !seen.hasPassed && thread.sync({ $0.statistics.bufferedBytes }) < requestSize { usleep(2000) }
-            #expect(thread.sync { $0.statistics.bufferedBytes } == requestSize)
+            while !seen.hasPassed && thread.sync({ $0.relayStatistics.bufferedBytes }) < requestSize { usleep(2000) }
+            #expect(thread.sync { $0.relayStatistics.bufferedBytes } == requestSize)
         }
         // The end of file reaches the relay at once; the connect completes only with the SYN's
         // retransmission, about a second after the queue is freed below. A shutdown of the

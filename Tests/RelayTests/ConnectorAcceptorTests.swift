@@ -2,7 +2,8 @@
 import Glibc
 #endif
 import GatewayKit
-@testable import Relay
+@testable import Loop
+import Relay
 import Synchronization
 import Testing
 

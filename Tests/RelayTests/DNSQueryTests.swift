@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import GatewayKit
+import Loop
 import Relay
 import Testing
 

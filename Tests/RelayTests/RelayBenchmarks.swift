@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import GatewayKit
+import Loop
 import Relay
 import Synchronization
 import Testing
@@ -342,7 +343,7 @@ struct RelayBenchmarks {
             }
             return residentBytes()
         }
-        let stats = thread.sync { $0.statistics }
+        let stats = thread.sync { $0.relayStatistics }
         print("idle relays: \(stats.relays), buffers in use \(stats.buffersInUse), pipes in use \(stats.pipesInUse)")
         print("relay object: \(objectSize.withLock { $0 }) bytes (malloc_usable_size)")
         print("resident growth: \((after - before) / count) bytes per idle relay (\(count) relays)")

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import GatewayKit
+import Loop
 import Relay
 import Testing
 
@@ -25,7 +26,7 @@ struct RelayConnectionTests {
         #expect(summary.end == .completed)
         #expect(summary.bytesClientToServer == UInt64(up.count))
         #expect(summary.bytesServerToClient == UInt64(down.count))
-        let stats = fixture.statistics
+        let stats = fixture.relayStatistics
         #expect(stats.relays == 0 && stats.bufferedBytes == 0 && stats.buffersInUse == 0 && stats.pipesInUse == 0)
         // Splicing used pipes (now pooled); copying never made one.
         #expect((stats.pipesPooled > 0) == (transfer != .copy))
@@ -147,7 +148,7 @@ struct RelayConnectionTests {
         }
         #expect(written < 256 << 20, "the writer never stalled")
         #expect(stalledSince != nil)
-        let stats = fixture.statistics
+        let stats = fixture.relayStatistics
         #expect(stats.relays == 1)
         #expect(stats.bufferedBytes <= (transfer == .copy ? bufferSize : pipeSize))
         #expect(stats.buffersInUse <= 1)
@@ -215,7 +216,7 @@ struct RelayConnectionTests {
         #expect(drive(&server))
         #expect(server[0].received.count <= data.count)
         expectSame(server[0].received, Array(data[0..<server[0].received.count]))
-        let stats = fixture.statistics
+        let stats = fixture.relayStatistics
         #expect(stats.relays == 0 && stats.bufferedBytes == 0 && stats.buffersInUse == 0 && stats.pipesInUse == 0)
     }
 
@@ -249,7 +250,7 @@ struct RelayConnectionTests {
         expectSame(recording.clientToServer, up)
         expectSame(recording.serverToClient, down)
         #expect(recording.chunks >= (up.count + down.count) / (10 * 1024))
-        #expect(fixture.statistics.pipesPooled == 0, "a recorded relay must not splice")
+        #expect(fixture.relayStatistics.pipesPooled == 0, "a recorded relay must not splice")
     }
 
     @Test("tiny buffers and pipes still move everything, in order", arguments: [RelayTransfer.copy, .splice])
@@ -294,7 +295,7 @@ struct RelayConnectionTests {
         peers[0].outgoing += Array("world!".utf8)
         #expect(drive(&peers) { $0[1].eof })
         #expect(events.wait().map(\.end) == [.cancelled])
-        let stats = thread.sync { $0.statistics }
+        let stats = thread.sync { $0.relayStatistics }
         #expect(stats.relays == 0 && stats.bufferedBytes == 0 && stats.buffersInUse == 0)
     }
 
@@ -355,7 +356,7 @@ struct RelayConnectionTests {
                 ).start()
             }
         }
-        var stats = thread.sync { $0.statistics }
+        var stats = thread.sync { $0.relayStatistics }
         #expect(stats.relays == count)
         #expect(stats.buffersInUse == 0 && stats.pipesInUse == 0 && stats.pipesPooled == 0 && stats.bufferedBytes == 0)
         #expect(stats.buffersPooled == 0)
@@ -374,7 +375,7 @@ struct RelayConnectionTests {
         // pipe goes back to the pool on the next EAGAIN), so give it up to two seconds.
         let settle = Deadline.after(.seconds(2))
         repeat {
-            stats = thread.sync { $0.statistics }
+            stats = thread.sync { $0.relayStatistics }
             if stats.buffersInUse == 0 && stats.pipesInUse == 0 && stats.bufferedBytes == 0 { break }
             usleep(5000)
         } while !settle.hasPassed

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import GatewayKit
+import Loop
 import Relay
 import Synchronization
 import Testing
@@ -251,7 +252,7 @@ final class RelayFixture {
         }
     }
 
-    var statistics: EventLoop.Statistics { thread.sync { $0.statistics } }
+    var relayStatistics: RelayStatistics { thread.sync { $0.relayStatistics } }
 
     /// Waits for the relay's summary.
     func summary(seconds: Double = 4) -> RelaySummary? { events.wait(seconds: seconds).first }

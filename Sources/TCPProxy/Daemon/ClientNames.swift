@@ -1,4 +1,5 @@
 import GatewayKit
+import Loop
 import Relay
 
 /// Where PROXY_CLIENTNAME comes from: the client's name as the original's gethostbyaddr found

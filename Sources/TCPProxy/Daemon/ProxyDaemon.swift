@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import GatewayKit
+import Loop
 import Relay
 
 /// Why the daemon could not start or reload, with a message naming what and where.

@@ -127,7 +127,7 @@ final class ProxyMaster {
             } else if let worker = workers.removeValue(forKey: pid) {
                 if worker.ack >= 0 { close(worker.ack) }
                 log.error(
-                    "worker \(pid) (\(worker.credential)) exited unexpectedly (\(ChildProgram.describe(status))); starting it again"
+                    "worker \(pid) (\(worker.credential)) exited unexpectedly (\(WaitStatus.describe(status))); starting it again"
                 )
                 spawn(worker.credential, fds: worker.fds)
             }

@@ -4,6 +4,7 @@ import Glibc
 import AccessRules
 import CDB
 import GatewayKit
+import Loop
 import Relay
 
 /// One client connection, from accept to the end of its relay or the start of its handler:
@@ -197,10 +198,10 @@ final class ProxySession: RelayDelegate, RelayRecorder {
     }
 
     func accessControlDone(_ pid: Int32, _ status: Int32) {
-        trace("access control program \(pid) ended: \(ChildProgram.describe(status))")
+        trace("access control program \(pid) ended: \(WaitStatus.describe(status))")
         acp = nil
         guard WaitStatus.exited(status) == 0 else {
-            log.notice("\(who): denied by access control program (\(ChildProgram.describe(status)))")
+            log.notice("\(who): denied by access control program (\(WaitStatus.describe(status)))")
             return finish()
         }
         serve()
@@ -227,7 +228,7 @@ final class ProxySession: RelayDelegate, RelayRecorder {
                 onErrorLine: nil,
                 onExit: { [log, who, started, weak worker] pid, status in
                     log.notice(
-                        "\(who) to \(argv[0]) ended: \(ChildProgram.describe(status)), \(Self.seconds(since: started))")
+                        "\(who) to \(argv[0]) ended: \(WaitStatus.describe(status)), \(Self.seconds(since: started))")
                     worker?.release(pid)
                 })
             worker.adopt(child)

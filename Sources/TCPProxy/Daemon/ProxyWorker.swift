@@ -3,27 +3,8 @@ import Glibc
 #endif
 import CBastion
 import GatewayKit
+import Loop
 import Relay
-
-/// Connection numbers for the log: 1, 2, 3, ... shared by every loop and, when root runs a
-/// worker process per user, by every worker. The counter lives in a page mapped MAP_SHARED
-/// by the master before its first fork (`prepare`), so the workers, those started after a
-/// SIGHUP too, draw from one sequence and no two log lines of a daemon share a number.
-enum ConnectionNumbers {
-    /// The counter: shared memory, or (when mmap fails) this process's own.
-    nonisolated(unsafe) private static let counter: UnsafeMutablePointer<UInt64> = {
-        if let shared = bastion_shared_counter() { return shared }
-        let own = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
-        own.initialize(to: 0)
-        return own
-    }()
-
-    /// Maps the counter now: call before forking the processes that must share it.
-    static func prepare() { _ = counter }
-
-    /// The next number (an atomic add, no system call).
-    static func next() -> UInt64 { bastion_counter_next(counter) }
-}
 
 /// The state of one event loop of the daemon: its acceptors for the current service table,
 /// the sessions it serves and the programs it started. Touched only on its loop's thread.
@@ -177,39 +158,4 @@ final class ProxyWorker: AcceptorDelegate {
     }
 
     var openConnections: Int { sessions.values.filter { $0.relay != nil }.count }
-}
-
-/// A timer on a loop that calls `action` when due (set again to move it).
-final class LoopTimer: EventHandler {
-    private unowned let loop: EventLoop
-    private let action: () -> Void
-    private var registration: EventLoop.Registration?
-
-    init(loop: EventLoop, action: @escaping () -> Void) {
-        self.loop = loop
-        self.action = action
-    }
-
-    private var armed = false
-
-    /// Sets the timer, unless it is already set (an earlier deadline is kept).
-    func setUnlessArmed(after duration: Duration) {
-        guard !armed else { return }
-        let registration = self.registration ?? loop.register(self)
-        self.registration = registration
-        armed = true
-        loop.setTimer(registration, after: duration)
-    }
-
-    func handle(events: IOEvents, tag: UInt8) {}
-
-    func handleTimer() {
-        armed = false
-        action()
-    }
-
-    func handleLoopClose() {
-        if let registration { loop.unregister(registration) }
-        registration = nil
-    }
 }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import GatewayKit
+import Loop
 import Relay
 
 /// `tcpproxy`: the command. Usage and configuration errors exit 1 with a message naming what

@@ -3,15 +3,20 @@ import Glibc
 #endif
 import CBastion
 import GatewayKit
-import Relay
 
-/// A program tcpproxy runs for a connection: an access control program (its standard output
+/// A program a daemon runs for a connection: an access control program (its standard output
 /// goes to the client, its standard error to the log) or a request handler (the connection
 /// is its standard input and output). Started with posix_spawn from an event loop thread and
 /// waited for through a pidfd, so no signal handling is involved and no other thread reaps it.
-final class ChildProgram {
-    let pid: Int32
+/// Without pidfds (a kernel older than 5.3) a ``LoopTimer`` asks `waitpid(WNOHANG)` every
+/// 100 ms instead: the loop never waits for a program.
+///
+/// `onExit` is called once, on the loop's thread, never before `init` returns.
+public final class ChildProgram {
+    /// The program's process id.
+    public let pid: Int32
     private var exitWatch: DescriptorWatch?
+    private var exitPoll: LoopTimer?
     private var errorWatch: DescriptorWatch?
     private var errorPipe: Int32 = -1
     private var pending: [UInt8] = []
@@ -19,7 +24,7 @@ final class ChildProgram {
     /// Starts `argv` with `environment`. `stdin`/`stdout` become fds 0 and 1 (-1: /dev/null);
     /// when `logErrors` is set, fd 2 is a pipe whose lines go to `onErrorLine`; otherwise fd 2
     /// is the daemon's own.
-    init(
+    public init(
         loop: EventLoop, argv: [String], environment: [[UInt8]], stdin: Int32, stdout: Int32,
         onErrorLine: ((String) -> Void)?, onExit: @escaping (_ pid: Int32, _ status: Int32) -> Void
     ) throws(SystemError) {
@@ -70,20 +75,30 @@ final class ChildProgram {
         errorPipe = pipeEnds[0]
         let pidfd = bastion_pidfd_open(child)
         if pidfd < 0 {
-            // No pidfd (very old kernel): wait synchronously; the program has just started.
-            var status: Int32 = 0
-            waitpid(child, &status, 0)
-            onExit(child, status)
-            return
-        }
-        exitWatch = try DescriptorWatch(loop: loop, fd: pidfd) { [unowned self] _ in
-            var status: Int32 = 0
-            guard waitpid(self.pid, &status, WNOHANG) == self.pid else { return }
-            self.drainErrors(onErrorLine, final: true)
-            self.exitWatch?.cancel()
-            self.exitWatch = nil
-            close(pidfd)
-            onExit(self.pid, status)
+            // No pidfd: ask again every 100 ms (a handler holding the loop would stall every
+            // connection on it for as long as the program runs).
+            let poll = LoopTimer(loop: loop) {}
+            poll.action = { [unowned self, unowned poll] in
+                var status: Int32 = 0
+                guard waitpid(self.pid, &status, WNOHANG) == self.pid else {
+                    return poll.setUnlessArmed(after: .milliseconds(100))
+                }
+                self.drainErrors(onErrorLine, final: true)
+                self.exitPoll = nil
+                onExit(self.pid, status)
+            }
+            exitPoll = poll
+            poll.setUnlessArmed(after: .milliseconds(100))
+        } else {
+            exitWatch = try DescriptorWatch(loop: loop, fd: pidfd) { [unowned self] _ in
+                var status: Int32 = 0
+                guard waitpid(self.pid, &status, WNOHANG) == self.pid else { return }
+                self.drainErrors(onErrorLine, final: true)
+                self.exitWatch?.cancel()
+                self.exitWatch = nil
+                close(pidfd)
+                onExit(self.pid, status)
+            }
         }
         if let onErrorLine, errorPipe >= 0 {
             errorWatch = try DescriptorWatch(loop: loop, fd: errorPipe) { [unowned self] _ in
@@ -116,12 +131,5 @@ final class ChildProgram {
             onLine(String(decoding: pending, as: UTF8.self))
             pending = []
         }
-    }
-
-    /// Exit status text for logs: `exit 0`, `signal 9`.
-    static func describe(_ status: Int32) -> String {
-        if let code = WaitStatus.exited(status) { return "exit \(code)" }
-        if let signal = WaitStatus.signaled(status) { return "signal \(signal)" }
-        return "status \(status)"
     }
 }

@@ -35,51 +35,51 @@ public struct IOEvents: OptionSet, Sendable, Hashable {
     public static let exclusive = IOEvents(rawValue: 1 << 28)
 }
 
-// MARK: - System calls the relay uses
+// MARK: - System calls on the hot path (Loop, and Relay through `package` access)
 
 /// Thin, allocation-free wrappers over the calls on the hot path. Each returns the raw
 /// result and leaves errno as the call set it; callers look at errno only after -1.
-enum Sys {
-    static let spliceFlags = BASTION_SPLICE_F_MOVE | BASTION_SPLICE_F_NONBLOCK
+package enum Sys {
+    package static let spliceFlags = BASTION_SPLICE_F_MOVE | BASTION_SPLICE_F_NONBLOCK
 
     /// `IP_BIND_ADDRESS_NO_PORT` (linux/in.h): bind picks the port only at connect time, so
     /// that many connections from one source address can share ports between destinations.
-    static let ipBindAddressNoPort: Int32 = 24
+    package static let ipBindAddressNoPort: Int32 = 24
 
     @inline(__always)
-    static func splice(_ from: Int32, _ to: Int32, _ count: Int) -> Int {
+    package static func splice(_ from: Int32, _ to: Int32, _ count: Int) -> Int {
         bastion_splice(from, to, count, spliceFlags)
     }
 
     @inline(__always)
-    static func recv(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int) -> Int {
+    package static func recv(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int) -> Int {
         Glibc.recv(fd, buffer, count, Int32(MSG_DONTWAIT))
     }
 
     @inline(__always)
-    static func send(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int, more: Bool = false) -> Int {
+    package static func send(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int, more: Bool = false) -> Int {
         Glibc.send(fd, buffer, count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT) | (more ? Int32(MSG_MORE) : 0))
     }
 
     /// Sends what MSG_MORE held back (setting TCP_NODELAY pushes pending segments).
-    static func push(_ fd: Int32) {
+    package static func push(_ fd: Int32) {
         _ = setIntOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
     }
 
     /// The pending error of a socket (SO_ERROR), clearing it; 0 when there is none.
-    static func socketError(_ fd: Int32) -> Int32 {
+    package static func socketError(_ fd: Int32) -> Int32 {
         var value: Int32 = 0
         var length = socklen_t(MemoryLayout<Int32>.size)
         if getsockopt(fd, SOL_SOCKET, SO_ERROR, &value, &length) != 0 { return errno }
         return value
     }
 
-    static func setIntOption(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: Int32) -> Bool {
+    package static func setIntOption(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: Int32) -> Bool {
         var v = value
         return setsockopt(fd, level, name, &v, socklen_t(MemoryLayout<Int32>.size)) == 0
     }
 
     /// True for the errno values that mean "try again later" on a non-blocking descriptor.
     @inline(__always)
-    static func wouldBlock(_ e: Int32) -> Bool { e == EAGAIN || e == EWOULDBLOCK }
+    package static func wouldBlock(_ e: Int32) -> Bool { e == EAGAIN || e == EWOULDBLOCK }
 }

@@ -37,8 +37,9 @@ extension EventHandler {
 /// `remote` (wake up, run a task on the loop, stop). A daemon runs one loop per core, each
 /// with its own SO_REUSEPORT listener, so connections never move between threads.
 ///
-/// The loop also owns what its relays share: a scratch buffer for copying, a pool of relay
-/// buffers and a pool of pipes for splice, so that idle connections hold neither.
+/// What the handlers of one kind share per loop (the relay engine's buffer and pipe pools,
+/// say) is a ``LoopResource``, made on first use and closed with the loop: the loop itself
+/// knows nothing of relays or of any daemon.
 ///
 /// Creating a loop sets SIGPIPE to be ignored for the whole process: splice(2) into a socket
 /// the peer has reset raises SIGPIPE and, unlike send(2), has no flag to prevent it.
@@ -48,6 +49,10 @@ public final class EventLoop {
     public struct Registration: Hashable, Sendable {
         let slot: UInt32
         let generation: UInt32
+
+        /// A registration that names no handler (generation 0 is never handed out), for a
+        /// handler's stored property before it registers.
+        public static let none = Registration(slot: 0, generation: 0)
     }
 
     /// Settings of a loop.
@@ -58,38 +63,17 @@ public final class EventLoop {
         public var timerBuckets: Int = 1024
         /// Events taken from epoll per wait.
         public var eventsPerWait: Int = 256
-        /// Empty relay buffers kept for reuse (beyond this they are freed).
-        public var pooledBuffers: Int = 64
-        /// Empty pipes kept for reuse (beyond this they are closed).
-        public var pooledPipes: Int = 64
-        /// Most pipes open at once (in use plus pooled, two descriptors each); when reached,
-        /// relays copy through user space instead of splicing.
-        public var maximumPipes: Int = 8192
 
         /// The defaults.
         public init() {}
     }
 
-    /// Counters of what the loop's handlers and pools hold, for tests and status reports.
+    /// Counters of what the loop holds, for tests and status reports.
     public struct Statistics: Sendable, Equatable {
         /// Registered handlers (relays, acceptors, connectors, watches).
         public var handlers = 0
         /// Timers set.
         public var timers = 0
-        /// Relays running now.
-        public var relays = 0
-        /// Relays started since the loop was created.
-        public var relaysStarted: UInt64 = 0
-        /// Bytes read but not yet written by all relays (user-space buffers plus pipes).
-        public var bufferedBytes = 0
-        /// Relay buffers holding data now.
-        public var buffersInUse = 0
-        /// Empty relay buffers kept for reuse.
-        public var buffersPooled = 0
-        /// Pipes attached to relays now.
-        public var pipesInUse = 0
-        /// Empty pipes kept for reuse.
-        public var pipesPooled = 0
     }
 
     let epollFD: Int32
@@ -115,12 +99,10 @@ public final class EventLoop {
     private(set) var isClosed = false
 
     /// Cached CLOCK_MONOTONIC time in nanoseconds, refreshed after every wait.
-    private(set) var nowNanoseconds: UInt64
+    public private(set) var nowNanoseconds: UInt64
 
-    // Shared by the relays of this loop.
-    var buffers: BufferPool
-    var pipes: PipePool
-    var counters = Statistics()
+    /// What kinds of handlers share on this loop, by type (see ``resource(_:)``).
+    private var resources: [ObjectIdentifier: any LoopResource] = [:]
 
     /// Epoll data that marks the remote wake-up descriptor.
     private static let wakeData = UInt64.max
@@ -153,15 +135,12 @@ public final class EventLoop {
         let now = EventLoop.clock()
         nowNanoseconds = now
         wheel = TimerWheel(tick: configuration.timerTick, bucketCount: configuration.timerBuckets, now: now)
-        buffers = BufferPool(limit: configuration.pooledBuffers)
-        pipes = PipePool(limit: configuration.pooledPipes, maximum: configuration.maximumPipes)
     }
 
     deinit {
         // Handlers still registered are released with the slot table; they close their own
-        // descriptors. Call close() first to have them report their end.
-        buffers.releaseAll()
-        pipes.releaseAll()
+        // descriptors. Call close() first to have them report their end. Resources free
+        // what they hold when released.
         events.deallocate()
         Glibc.close(epollFD)
     }
@@ -171,11 +150,22 @@ public final class EventLoop {
     /// The time of the last wake-up: cheap to read, and what relays stamp activity with.
     public var now: Deadline { Deadline(nanoseconds: nowNanoseconds) }
 
+    /// The monotonic clock itself (``Deadline/now``: one clock for the whole package), read
+    /// afresh, for the rare stamp that must not be the cached ``now``.
     @inline(__always)
-    static func clock() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+    public static func clock() -> UInt64 { Deadline.now.nanoseconds }
+
+    // MARK: - Resources
+
+    /// The loop's one instance of `type`, made on first use: what handlers of one kind share
+    /// on a loop (pools, scratch buffers, counters). Look it up once per handler, not per
+    /// event. It lives as long as the loop and is told when the loop closes.
+    public func resource<R: LoopResource>(_ type: R.Type) -> R {
+        let key = ObjectIdentifier(type)
+        if let found = resources[key] { return unsafeDowncast(found, to: R.self) }
+        let made = R(loop: self)
+        resources[key] = made
+        return made
     }
 
     // MARK: - Registration
@@ -376,23 +366,22 @@ public final class EventLoop {
         for i in slots.indices where slots[i].handler != nil {
             unregister(Registration(slot: UInt32(i), generation: slots[i].generation))
         }
-        buffers.releaseAll()
-        pipes.releaseAll()
+        for resource in resources.values { resource.loopDidClose() }
     }
 
     // MARK: - Statistics
 
     /// What the loop holds now.
-    public var statistics: Statistics {
-        var s = counters
-        s.handlers = registered
-        s.timers = wheel.count
-        s.buffersInUse = buffers.inUse
-        s.buffersPooled = buffers.pooled
-        s.pipesInUse = pipes.inUse
-        s.pipesPooled = pipes.pooled
-        return s
-    }
+    public var statistics: Statistics { Statistics(handlers: registered, timers: wheel.count) }
+}
+
+/// State that handlers of one kind share on one loop (``EventLoop/resource(_:)``), such as
+/// the relay engine's buffer and pipe pools. Used on the loop's thread only.
+public protocol LoopResource: AnyObject {
+    /// Made by the loop on first use.
+    init(loop: EventLoop)
+    /// The loop has closed (every handler has been told): free what is pooled.
+    func loopDidClose()
 }
 
 // MARK: - Watching a descriptor with a closure

@@ -112,15 +112,3 @@ struct TimerWheel {
         return next > now ? next - now : 0
     }
 }
-
-extension Duration {
-    /// The duration in whole nanoseconds; negative durations count as zero, huge ones are
-    /// clamped to about 146 years.
-    var nanosecondsClamped: UInt64 {
-        let (seconds, attoseconds) = components
-        if seconds < 0 || (seconds == 0 && attoseconds <= 0) { return 0 }
-        let (whole, overflow) = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000)
-        if overflow { return UInt64.max / 4 }
-        return min(whole + UInt64(max(attoseconds, 0) / 1_000_000_000), UInt64.max / 4)
-    }
-}
