@@ -94,6 +94,11 @@ public struct RuleDecision: Equatable, Sendable {
     public struct Variable: Equatable, Sendable {
         public var name: [UInt8]
         public var value: [UInt8]
+
+        public init(name: [UInt8], value: [UInt8]) {
+            self.name = name
+            self.value = value
+        }
     }
 
     public init(_ data: [UInt8]) {

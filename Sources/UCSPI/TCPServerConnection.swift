@@ -2,7 +2,6 @@
 import Glibc
 #endif
 import AccessRules
-import CDB
 import GatewayKit
 
 /// What tcpserver's child does for one connection, in the original's order: log, banner,
@@ -131,20 +130,18 @@ struct TCPServerConnection {
             func unreadable(_ e: Int32) -> Failure {
                 Failure(message: Array("unable to read ".utf8) + path + Array(": \(SystemError.message(e))".utf8))
             }
-            var file: CDBFile? = nil
-            do { file = try CDBFile(path: path) } catch {
-                if error.errno != ENOENT || !options.allowMissingRules { throw unreadable(error.errno) }
-            }
-            if let file {
-                let client = RuleClient(ip: Array(remoteIP.utf8), host: remoteHost, info: remoteInfo)
-                let found: MatchedRule?
-                do { found = try RuleLookup.find(client, in: file.reader) } catch {
-                    throw unreadable(error == .empty ? EINVAL : EPROTO)
-                }
-                if let decision = found?.decision {
-                    deny = decision.deny
-                    for variable in decision.environment { env.set(variable.name, variable.value) }
-                }
+            let client = RuleClient(ip: Array(remoteIP.utf8), host: remoteHost, info: remoteInfo)
+            switch RulesCheck.check(client, in: path) {
+            case .missing:
+                if !options.allowMissingRules { throw unreadable(ENOENT) }
+            case .noRule:
+                break
+            case .denied:
+                deny = true
+            case .allowed(_, let variables):
+                for variable in variables { env.set(variable.name, variable.value) }
+            case .unreadable(let e):
+                throw unreadable(e)
             }
         }
         return Prepared(
