@@ -27,7 +27,8 @@ struct RulesCheckTests {
                 == .allowed(
                     rule: bytes("10.0."),
                     variables: [
-                        .init(name: bytes("GREETING"), value: bytes("hi")), .init(name: bytes("SET"), value: bytes("x")),
+                        .init(name: bytes("GREETING"), value: bytes("hi")),
+                        .init(name: bytes("SET"), value: bytes("x")),
                     ]))
         #expect(RulesCheck.check(RuleClient(ip: "192.0.2.1"), in: path) == .noRule)
         #expect(
