@@ -36,8 +36,10 @@ let package = Package(
         .target(name: "Loop", dependencies: ["GatewayKit", "CBastion"]),
         // Byte relay between two sockets on a loop: splice, back-pressure, half-close, timeouts.
         .target(name: "Relay", dependencies: ["Loop", "GatewayKit", "CBastion"]),
+        // What every daemon's sessions stand on: the session machine contract and its driver.
+        .target(name: "Gateway", dependencies: ["Loop", "Relay", "GatewayKit", "AccessRules"]),
         // tcpproxy: both configuration dialects, service selection, the daemon.
-        .target(name: "TCPProxy", dependencies: ["Loop", "Relay", "GatewayKit", "AccessRules", "CDB"]),
+        .target(name: "TCPProxy", dependencies: ["Gateway", "Loop", "Relay", "GatewayKit", "AccessRules", "CDB"]),
         .executableTarget(name: "tcprules", dependencies: ["UCSPI"], linkerSettings: staticTool),
         .executableTarget(name: "tcprulescheck", dependencies: ["UCSPI"], linkerSettings: staticTool),
         .executableTarget(name: "tcpserver", dependencies: ["UCSPI"], linkerSettings: staticTool),
@@ -46,7 +48,7 @@ let package = Package(
         .testTarget(name: "AccessRulesTests", dependencies: ["AccessRules", "CDB"]),
         .testTarget(name: "GatewayKitTests", dependencies: ["GatewayKit"]),
         .testTarget(name: "RelayTests", dependencies: ["Loop", "Relay", "GatewayKit"]),
-        .testTarget(name: "TCPProxyTests", dependencies: ["TCPProxy", "Loop", "GatewayKit"]),
+        .testTarget(name: "TCPProxyTests", dependencies: ["TCPProxy", "Gateway", "Loop", "GatewayKit", "AccessRules"]),
         .testTarget(name: "UCSPITests", dependencies: ["UCSPI", "GatewayKit", "AccessRules"]),
     ],
     swiftLanguageModes: [.v6]

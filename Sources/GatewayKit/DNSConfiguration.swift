@@ -16,7 +16,7 @@ public struct DNSServer: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var description: String {
-        address.family == .v4 ? "\(address):\(port)" : "[\(address)]:\(port)"
+        Endpoint.text(address, port)
     }
 }
 

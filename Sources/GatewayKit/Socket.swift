@@ -4,7 +4,7 @@ import Glibc
 import CBastion
 
 /// One end of a TCP connection: address, port and (IPv6) scope id.
-public struct Endpoint: Equatable, Sendable {
+public struct Endpoint: Equatable, Sendable, CustomStringConvertible {
     public var address: IPAddress
     public var port: UInt16
     public var scopeID: UInt32
@@ -13,6 +13,16 @@ public struct Endpoint: Equatable, Sendable {
         self.address = address
         self.port = port
         self.scopeID = scopeID
+    }
+
+    /// `192.0.2.1:80`, `[2001:db8::1]:80`: the form of every log line, the address unmapped
+    /// (a v4-mapped IPv6 client is shown as the IPv4 address it is).
+    public var description: String { Endpoint.text(address, port) }
+
+    /// `address:port`, with an IPv6 address in brackets (unmapped first).
+    public static func text(_ address: IPAddress, _ port: UInt16) -> String {
+        let a = address.unmapped
+        return a.family == .v6 ? "[\(a)]:\(port)" : "\(a):\(port)"
     }
 }
 

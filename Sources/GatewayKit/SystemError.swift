@@ -14,6 +14,14 @@ public struct SystemError: Error, Equatable, CustomStringConvertible, Sendable {
 
     public var description: String { SystemError.message(errno) }
 
+    /// The errno values that mean "out of descriptors or kernel memory for now": the one set
+    /// behind every pause (accepting, connecting, tcpserver's parent), so that a shortage is
+    /// waited out rather than reported as the connection's failure.
+    public static func isShortage(_ e: Int32) -> Bool { e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM }
+
+    /// This error is a shortage of descriptors or memory (``isShortage(_:)``).
+    public var isDescriptorShortage: Bool { SystemError.isShortage(errno) }
+
     /// djb's text for an errno; "unknown error" for the rest.
     public static func message(_ e: Int32) -> String {
         switch e {

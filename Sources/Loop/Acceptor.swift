@@ -163,7 +163,7 @@ public final class Acceptor: EventHandler {
                 EOPNOTSUPP, ENETUNREACH:
                 // The connection failed before we took it (Linux passes its errors on).
                 continue
-            case EMFILE, ENFILE, ENOBUFS, ENOMEM:
+            case _ where SystemError.isShortage(e):
                 paused = true
                 loop.setTimer(registration, after: pause)
                 delegate.acceptor(self, pausedBy: SystemError(errno: e))

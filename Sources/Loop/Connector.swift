@@ -103,7 +103,7 @@ public final class Connector: EventHandler {
         }
         guard r != 0 && errno != EINPROGRESS && errno != EINTR else { return (fd, 0) }
         let e = errno
-        if e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM || e == EADDRNOTAVAIL || e == EAFNOSUPPORT {
+        if SystemError.isShortage(e) || e == EADDRNOTAVAIL || e == EAFNOSUPPORT {
             Glibc.close(fd)
             throw SystemError(errno: e)
         }

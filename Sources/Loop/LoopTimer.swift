@@ -23,6 +23,13 @@ public final class LoopTimer: EventHandler {
         loop.setTimer(registration, after: duration)
     }
 
+    /// Unsets the timer (it may be set again).
+    public func cancel() {
+        guard armed, let registration else { return }
+        armed = false
+        loop.cancelTimer(registration)
+    }
+
     public func handle(events: IOEvents, tag: UInt8) {}
 
     public func handleTimer() {

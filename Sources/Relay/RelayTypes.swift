@@ -118,6 +118,16 @@ public struct RelaySummary: Sendable, Equatable {
     /// Why it ended.
     public var end: RelayEnd
 
+    public init(
+        bytesClientToServer: UInt64, bytesServerToClient: UInt64, started: Deadline, ended: Deadline, end: RelayEnd
+    ) {
+        self.bytesClientToServer = bytesClientToServer
+        self.bytesServerToClient = bytesServerToClient
+        self.started = started
+        self.ended = ended
+        self.end = end
+    }
+
     /// How long the relay ran.
     public var duration: Duration { .nanoseconds(Int64(clamping: ended.nanoseconds &- started.nanoseconds)) }
 }

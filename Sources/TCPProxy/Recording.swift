@@ -1,7 +1,9 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Gateway
 import GatewayKit
+import Relay
 import Synchronization
 
 /// Which way a recorded chunk went.
@@ -276,5 +278,16 @@ public enum RecordingFormat {
 
     private static func threeDigits(_ n: Int) -> String {
         n < 10 ? "00\(n)" : n < 100 ? "0\(n)" : "\(n)"
+    }
+}
+
+extension ConnectionRecorder: SessionRecorder {
+    public func record(_ bytes: UnsafeRawBufferPointer, direction: RelayDirection) {
+        record(direction: direction == .clientToServer ? .clientToServer : .serverToClient, bytes: bytes)
+    }
+
+    public func finish(_ summary: RelaySummary, seconds: Double) {
+        finish(
+            clientToServer: summary.bytesClientToServer, serverToClient: summary.bytesServerToClient, seconds: seconds)
     }
 }

@@ -181,12 +181,8 @@ final class TCPServer {
             do {
                 (t, peer) = try Socket.accept(listener)
             } catch {
-                switch error.errno {
-                case EMFILE, ENFILE, ENOBUFS, ENOMEM:
-                    return .after(.milliseconds(100))
-                default:
-                    return nil  // EAGAIN, or a connection that failed before we took it
-                }
+                // EAGAIN, or a connection that failed before we took it: nothing to wait for.
+                return error.isDescriptorShortage ? .after(.milliseconds(100)) : nil
             }
             children += 1
             status()

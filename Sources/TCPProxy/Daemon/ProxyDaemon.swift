@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Gateway
 import GatewayKit
 import Loop
 import Relay
@@ -112,7 +113,12 @@ struct TableBuilder {
             }
             targets.append(row)
         }
-        let names = clientNames && configuration.runsPrograms ? try ClientNameSource.load() : nil
+        var names: ClientNameSource?
+        if clientNames && configuration.runsPrograms {
+            do { names = try ClientNameSource.load() } catch {
+                throw ProxyStartError("client names (PROXY_CLIENTNAME): \(error)")
+            }
+        }
         return ServiceTable(
             configuration: configuration, listeners: [], targets: targets, bufferSize: bufferSize, clientNames: names)
     }

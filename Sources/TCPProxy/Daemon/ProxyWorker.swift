@@ -2,13 +2,16 @@
 import Glibc
 #endif
 import CBastion
+import Gateway
 import GatewayKit
 import Loop
 import Relay
 
 /// The state of one event loop of the daemon: its acceptors for the current service table,
 /// the sessions it serves and the programs it started. Touched only on its loop's thread.
-final class ProxyWorker: AcceptorDelegate {
+/// Each session is a ``ProxySessionMachine`` run by a ``SessionDriver``; the worker is their
+/// ``SessionHost``.
+final class ProxyWorker: AcceptorDelegate, SessionHost {
     let loop: EventLoop
     let log: ProxyLog
     let inherited: [[UInt8]]
@@ -16,7 +19,7 @@ final class ProxyWorker: AcceptorDelegate {
     private(set) var table: ServiceTable?
     private var acceptors: [Acceptor] = []
     private var listenerHandlers: [Int32: (service: Int, handler: Int)] = [:]
-    var sessions: [UInt64: ProxySession] = [:]
+    var sessions: [UInt64: SessionDriver] = [:]
     private var children: [Int32: ChildProgram] = [:]
 
     /// The daemon's pid (the master's when there are worker processes).
@@ -63,19 +66,26 @@ final class ProxyWorker: AcceptorDelegate {
             close(fd)
             return
         }
-        let session = ProxySession(
-            worker: self, table: table, service: target.service, handler: target.handler, client: fd, peer: endpoint,
-            id: ConnectionNumbers.next())
-        sessions[session.id] = session
-        session.start()
+        start(client: fd, peer: endpoint, table: table, service: target.service, handler: target.handler)
     }
 
     /// Serves one connection that did not come through an acceptor (inetd mode).
     func serve(client: Int32, peer: Endpoint, table: ServiceTable, service: Int) {
-        let session = ProxySession(
-            worker: self, table: table, service: service, handler: nil, client: client, peer: peer,
-            id: ConnectionNumbers.next())
-        sessions[session.id] = session
+        start(client: client, peer: peer, table: table, service: service, handler: nil)
+    }
+
+    private func start(client: Int32, peer: Endpoint, table: ServiceTable, service: Int, handler: Int?) {
+        let id = ConnectionNumbers.next()
+        let setup = ProxySessionSetup(
+            configurationPath: table.configuration.path, service: table.configuration.services[service],
+            chosenHandler: handler, targets: table.targets[service], id: id, peer: peer, logLevel: log.maximumLevel,
+            baseEnvironment: clearEnvironment ? [] : inherited, namesAvailable: table.clientNames != nil,
+            relayBufferSize: table.relayBufferSize,
+            nextSource: { range in table.nextRotatedSource(service: service, handler: handler ?? 0, range: range) })
+        let session = SessionDriver(
+            host: self, machine: ProxySessionMachine(setup), client: client, peer: peer, id: id,
+            names: table.clientNames)
+        sessions[id] = session
         session.start()
     }
 
@@ -106,10 +116,10 @@ final class ProxyWorker: AcceptorDelegate {
 
     /// Sessions whose connect found no descriptor: tried again after a pause, while accepting
     /// pauses too (clients wait in the listen queue rather than being accepted and closed).
-    private var waitingForDescriptors: [ProxySession] = []
+    private var waitingForDescriptors: [SessionDriver] = []
     private lazy var descriptorRetry = LoopTimer(loop: loop) { [unowned self] in self.retryWaitingSessions() }
 
-    func waitForDescriptors(_ session: ProxySession, error: SystemError) {
+    func waitForDescriptors(_ session: SessionDriver, error: SystemError) {
         waitingForDescriptors.append(session)
         // Accepting waits until the waiting sessions are served, so that the descriptors
         // that free up go to them first.
@@ -121,7 +131,7 @@ final class ProxyWorker: AcceptorDelegate {
     private func retryWaitingSessions() {
         let sessions = waitingForDescriptors
         waitingForDescriptors = []
-        for session in sessions { session.serve() }  // may wait again
+        for session in sessions { session.descriptorPauseOver() }  // may wait again
         if waitingForDescriptors.isEmpty {
             for acceptor in acceptors { acceptor.release() }
         }
@@ -136,7 +146,11 @@ final class ProxyWorker: AcceptorDelegate {
         log.error("accept failed: \(error)")
     }
 
-    func ended(_ session: ProxySession) {
+    // MARK: - SessionHost
+
+    func log(_ level: LogLevel, _ line: String) { log.log(level, line) }
+
+    func sessionEnded(_ session: SessionDriver) {
         sessions[session.id] = nil
     }
 
@@ -150,10 +164,24 @@ final class ProxyWorker: AcceptorDelegate {
         children[pid] = nil
     }
 
+    func recorder(for request: RecordingRequest, session: SessionDriver) -> Result<
+        any SessionRecorder, RecordingFailure
+    > {
+        do {
+            return .success(
+                try ConnectionRecorder(
+                    basename: request.basename, pid: daemonPID, connection: session.id, client: session.peer,
+                    server: request.server))
+        } catch {
+            let path = RecordingFormat.fileName(basename: request.basename, pid: daemonPID)
+            return .failure(RecordingFailure(path: path, error: error))
+        }
+    }
+
     /// SIGUSR2: one line per open connection.
     func logConnections() {
-        for session in sessions.values.sorted(by: { $0.id < $1.id }) where session.relay != nil {
-            log.notice(session.statusLine)
+        for session in sessions.values.sorted(by: { $0.id < $1.id }) {
+            if let line = session.statusLine { log.notice(line) }
         }
     }
 

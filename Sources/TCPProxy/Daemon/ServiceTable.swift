@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Gateway
 import GatewayKit
 import Synchronization
 
@@ -25,7 +26,7 @@ public struct ListenerKey: Hashable, Sendable, CustomStringConvertible {
     public let v6Only: Bool
 
     public var description: String {
-        address.family == .v6 ? "[\(address)]:\(port)" : "\(address):\(port)"
+        Endpoint.text(address, port)
     }
 }
 

@@ -125,7 +125,7 @@ public enum TCPProxyCommand {
                         && configuration.services[$0].handler(forLocalAddress: local.address) != nil
                 })
             else {
-                log.error("no service in \(configuration.path) for \(ProxySession.text(local))")
+                log.error("no service in \(configuration.path) for \(local)")
                 exit(1)
             }
             serviceIndex = found

@@ -1,0 +1,305 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import AccessRules
+import GatewayKit
+import Loop
+import Relay
+
+/// Records the chunks a session's relay moves (tcpproxy's `writefile`): made by the daemon
+/// when the machine asks (``RelayPlan/recording``), fed on the loop's thread.
+public protocol SessionRecorder: AnyObject {
+    /// The file recorded to.
+    var path: String { get }
+    /// One chunk read from `direction`'s source, valid only during the call.
+    func record(_ bytes: UnsafeRawBufferPointer, direction: RelayDirection)
+    /// The relay has ended, `seconds` after the session began.
+    func finish(_ summary: RelaySummary, seconds: Double)
+}
+
+/// The daemon's side of its sessions on one loop: the log, the programs that outlive a
+/// session, recordings, and the pause when descriptors run out. Called on the loop's thread.
+public protocol SessionHost: AnyObject {
+    /// The loop the sessions run on.
+    var loop: EventLoop { get }
+    /// Writes a line to the daemon's log.
+    func log(_ level: LogLevel, _ line: String)
+    /// Keeps a program that has taken over a connection until it exits.
+    func adopt(_ program: ChildProgram)
+    /// An adopted program has exited.
+    func release(_ pid: Int32)
+    /// Opens the recording the machine asked for: the recorder, or the file's path and why
+    /// it cannot be opened.
+    func recorder(for request: RecordingRequest, session: SessionDriver) -> Result<
+        any SessionRecorder, RecordingFailure
+    >
+    /// `session` found no descriptor: call ``SessionDriver/descriptorPauseOver()`` after a pause.
+    func waitForDescriptors(_ session: SessionDriver, error: SystemError)
+    /// The session is over; forget it.
+    func sessionEnded(_ session: SessionDriver)
+}
+
+/// A recording file that could not be opened.
+public struct RecordingFailure: Error, Sendable {
+    public var path: String
+    public var error: SystemError
+    public init(path: String, error: SystemError) {
+        self.path = path
+        self.error = error
+    }
+}
+
+/// Runs one ``SessionMachine`` on an event loop: feeds it events one at a time, in order, and
+/// carries out its actions with the loop's tools (rules, name queries, programs, the relay,
+/// timers). It owns the client socket until the machine hands it to a relay or a program,
+/// and closes whatever is still open when the machine says ``SessionAction/close``.
+///
+/// An event that arises while the machine's actions are being carried out (an answer known
+/// at once, a relay that fails as it starts) is queued and fed after them, never nested.
+public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder {
+    /// The connection's number in the daemon's log.
+    public let id: UInt64
+    /// The client's address.
+    public let peer: Endpoint
+    /// When the session began (the recording's duration counts from here).
+    public let started = Deadline.now
+
+    private unowned let host: any SessionHost
+    private var machine: any SessionMachine
+    private let names: ClientNameSource?
+    /// The client socket while it is the driver's; -1 once a relay or a program has it.
+    private var client: Int32
+    private var cachedLocal: Endpoint?
+    /// The relay, while it runs.
+    public private(set) var relay: RelayConnection?
+    private var plan: RelayPlan?
+    private var program: ChildProgram?
+    private var nameQuery: DNSQuery?
+    private var timer: LoopTimer?
+    private var recorder: (any SessionRecorder)?
+    private var queue: [SessionEvent] = []
+    private var dispatching = false
+    private var closed = false
+
+    /// A session for the accepted socket `client` (non-blocking) from `peer`, run by `machine`.
+    /// `names` is where ``SessionAction/lookUpName(_:)`` looks. Nothing happens before `start`.
+    public init(
+        host: any SessionHost, machine: any SessionMachine, client: Int32, peer: Endpoint, id: UInt64,
+        names: ClientNameSource?, local: Endpoint? = nil
+    ) {
+        self.host = host
+        self.machine = machine
+        self.client = client
+        self.peer = peer
+        self.id = id
+        self.names = names
+        self.cachedLocal = local
+    }
+
+    /// Feeds ``SessionEvent/started``.
+    public func start() { feed(.started) }
+
+    /// The pause of ``SessionAction/waitForDescriptors(_:)`` is over.
+    public func descriptorPauseOver() { feed(.timerFired) }
+
+    /// The machine's status line (SIGUSR2), while the session relays.
+    public var statusLine: String? {
+        guard let relay else { return nil }
+        return machine.statusLine(
+            bytesFromClient: relay.bytesClientToServer, bytesToClient: relay.bytesServerToClient, now: host.loop.now)
+    }
+
+    // MARK: - SessionContext
+
+    public var now: Deadline { host.loop.now }
+
+    public func localEndpoint() throws(SystemError) -> Endpoint {
+        if let cachedLocal { return cachedLocal }
+        guard client >= 0 else { throw SystemError(errno: EBADF) }
+        let found = try Socket.localEndpoint(client)
+        cachedLocal = found
+        return found
+    }
+
+    // MARK: - Events and actions
+
+    private func feed(_ event: SessionEvent) {
+        queue.append(event)
+        guard !dispatching else { return }
+        dispatching = true
+        var actions: [SessionAction] = []
+        while !queue.isEmpty && !closed {
+            let next = queue.removeFirst()
+            actions.removeAll(keepingCapacity: true)
+            machine.handle(next, context: self, into: &actions)
+            for action in actions where !closed { perform(action) }
+        }
+        queue.removeAll()
+        dispatching = false
+    }
+
+    private func perform(_ action: SessionAction) {
+        switch action {
+        case .log(let level, let line):
+            host.log(level, line)
+        case .checkRules(let path, let client):
+            feed(.rulesChecked(RulesCheck.check(client, in: path)))
+        case .lookUpName(let address):
+            lookUpName(address)
+        case .run(let program, let stdout):
+            run(program, stdout: stdout)
+        case .handOver(let program, let endLine):
+            handOver(program, endLine: endLine)
+        case .relay(let plan):
+            startRelay(plan)
+        case .waitForDescriptors(let error):
+            host.waitForDescriptors(self, error: error)
+        case .setTimer(let duration):
+            let timer = self.timer ?? LoopTimer(loop: host.loop) { [unowned self] in self.feed(.timerFired) }
+            self.timer = timer
+            timer.cancel()
+            timer.setUnlessArmed(after: duration)
+        case .close:
+            close()
+        }
+    }
+
+    private func lookUpName(_ address: IPAddress) {
+        guard let names else { return feed(.nameFound(.dns(nil))) }
+        if let name = names.hosts[address] { return feed(.nameFound(.hosts(name))) }
+        nameQuery = DNSQuery.start(
+            loop: host.loop, question: ClientNameSource.question(for: address), servers: names.servers,
+            timeouts: ClientNameSource.timeouts, limit: ClientNameSource.limit
+        ) { [weak self] result in
+            guard let self else { return }
+            self.nameQuery = nil
+            switch result {
+            case .success(let response): self.feed(.nameFound(.dns(ClientNameSource.name(in: response))))
+            case .failure(let error): self.feed(.nameFound(.failed(error)))
+            }
+        }
+    }
+
+    private func run(_ program: SessionProgram, stdout: Bool) {
+        do {
+            let child = try ChildProgram(
+                loop: host.loop, argv: program.argv, environment: program.environment, stdin: -1,
+                stdout: stdout ? client : -1,
+                onErrorLine: { [weak self] line in self?.feed(.programSaid(line)) },
+                onExit: { [weak self] pid, status in
+                    self?.program = nil
+                    self?.feed(.programExited(pid: pid, status: status))
+                })
+            self.program = child
+            feed(.programStarted(pid: child.pid))
+        } catch {
+            feed(.programFailed(error))
+        }
+    }
+
+    private func handOver(_ program: SessionProgram, endLine: String) {
+        do {
+            let host = self.host
+            let started = self.started
+            let child = try ChildProgram(
+                loop: host.loop, argv: program.argv, environment: program.environment, stdin: client, stdout: client,
+                onErrorLine: nil,
+                onExit: { [weak host] pid, status in
+                    host?.log(.notice, "\(endLine): \(WaitStatus.describe(status)), \(Self.seconds(since: started))")
+                    host?.release(pid)
+                })
+            host.adopt(child)
+            feed(.handedOver(pid: child.pid))
+        } catch {
+            feed(.handOverFailed(error))
+        }
+    }
+
+    private func startRelay(_ plan: RelayPlan) {
+        do {
+            let relay = try RelayConnection.connecting(
+                loop: host.loop, client: client, to: plan.destination, from: plan.source, serverNoDelay: true,
+                preamble: plan.preamble, configuration: plan.configuration, delegate: self,
+                recorder: plan.recording == nil ? nil : self)
+            client = -1  // the relay's now
+            self.plan = plan
+            self.relay = relay
+            relay.start()
+        } catch {
+            feed(.relayFailed(error))
+        }
+    }
+
+    private func close() {
+        closed = true
+        nameQuery?.cancel()
+        nameQuery = nil
+        timer?.cancel()
+        timer = nil
+        if client >= 0 {
+            Glibc.close(client)
+            client = -1
+        }
+        host.sessionEnded(self)
+    }
+
+    // MARK: - The relay's reports
+
+    public func relayDidConnect(_ relay: RelayConnection) {
+        guard let plan else { return }
+        var local: Endpoint?
+        if plan.traced {
+            // Where it connected from; getpeername would fail on a socket that has already
+            // closed both ways (the server may be that quick), getsockname does not.
+            local = try? Socket.localEndpoint(relay.serverDescriptor)
+        }
+        var recording: RecordingOutcome?
+        if let request = plan.recording {
+            switch host.recorder(for: request, session: self) {
+            case .success(let made):
+                recorder = made
+                recording = RecordingOutcome(path: made.path, error: nil)
+            case .failure(let failure):
+                recording = RecordingOutcome(path: failure.path, error: failure.error)
+            }
+        }
+        feed(.connected(local: local, recording: recording))
+    }
+
+    public func relay(_ relay: RelayConnection, read bytes: UnsafeRawBufferPointer, direction: RelayDirection) {
+        recorder?.record(bytes, direction: direction)
+    }
+
+    public func relay(_ relay: RelayConnection, finished direction: RelayDirection, bytes: UInt64) {
+        guard plan?.traced == true else { return }
+        feed(.finished(direction, bytes: bytes))
+    }
+
+    public func relayDidEnd(_ relay: RelayConnection, summary: RelaySummary) {
+        self.relay = nil
+        recorder?.finish(summary, seconds: Double(Deadline.now.nanoseconds &- started.nanoseconds) / 1e9)
+        recorder = nil
+        feed(.relayEnded(summary))
+    }
+
+    // MARK: - Words for logs
+
+    /// `1.234 s` since `start`, as every end-of-connection line says.
+    public static func seconds(since start: Deadline, now: Deadline = .now) -> String {
+        let ms = (now.nanoseconds &- start.nanoseconds) / 1_000_000
+        return "\(ms / 1000).\(String(ms % 1000 + 1000).dropFirst()) s"
+    }
+}
+
+/// Whether the recording asked for is being written.
+public struct RecordingOutcome: Equatable, Sendable {
+    /// The recording file.
+    public var path: String
+    /// Why it could not be opened; nil when it is being written.
+    public var error: SystemError?
+
+    public init(path: String, error: SystemError?) {
+        self.path = path
+        self.error = error
+    }
+}
