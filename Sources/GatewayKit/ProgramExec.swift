@@ -11,37 +11,43 @@ public enum ProgramExec {
         _ argv: [[UInt8]], environment: [[UInt8]], path: [UInt8]? = Environment.bytes("PATH")
     ) -> SystemError {
         guard let program = argv.first else { return SystemError(errno: ENOENT) }
-        let candidates: [[UInt8]]
-        if program.contains(UInt8(ascii: "/")) {
-            candidates = [program]
-        } else {
-            let dirs = (path ?? Array("/bin:/usr/bin".utf8)).split(
-                separator: UInt8(ascii: ":"), omittingEmptySubsequences: false)
-            candidates = dirs.map { $0.isEmpty ? program : Array($0) + [UInt8(ascii: "/")] + program }
-        }
         let cArgs = argv.map(cString) + [nil]
         let cEnv = environment.map(cString) + [nil]
-        var saved: Int32 = ENOENT
-        for candidate in candidates {
+        var errors = PathErrors()
+        for candidate in candidates(for: program, path: path) {
             candidate.withCString { _ = execve($0, cArgs, cEnv) }
-            let e = errno
-            if e != ENOENT && saved == ENOENT { saved = e }
+            errors.note(errno)
         }
-        return SystemError(errno: saved)
+        return errors.error
+    }
+
+    /// The files pathexec tries for `program`, in order: the name itself when it has a `/`,
+    /// else each directory of `path` (default `/bin:/usr/bin`; an empty entry is the current
+    /// directory) with the name appended. Every way Bastion starts a program uses this list.
+    public static func candidates(for program: [UInt8], path: [UInt8]? = Environment.bytes("PATH")) -> [[UInt8]] {
+        if program.contains(UInt8(ascii: "/")) { return [program] }
+        return (path ?? Array("/bin:/usr/bin".utf8)).split(
+            separator: UInt8(ascii: ":"), omittingEmptySubsequences: false
+        ).map { $0.isEmpty ? program : Array($0) + [UInt8(ascii: "/")] + program }
+    }
+
+    /// pathexec's choice of the errno to report after every candidate failed: the first one
+    /// that is not ENOENT (a program found but not executable says EACCES, not "file does not
+    /// exist" from a later directory), else ENOENT.
+    public struct PathErrors: Sendable {
+        private var saved: Int32 = ENOENT
+        public init() {}
+        /// One candidate failed with `e`.
+        public mutating func note(_ e: Int32) { if e != ENOENT && saved == ENOENT { saved = e } }
+        /// The error to report.
+        public var error: SystemError { SystemError(errno: saved) }
     }
 
     /// Whether `program` names an executable file (directly, or found in PATH), so that an
     /// exec is expected to work; a daemon checks this before its fast path, which cannot
     /// report exec failures the way the original does.
     public static func canRun(_ program: [UInt8], path: [UInt8]? = Environment.bytes("PATH")) -> Bool {
-        if program.contains(UInt8(ascii: "/")) { return program.withCString { access($0, X_OK) == 0 } }
-        for dir in (path ?? Array("/bin:/usr/bin".utf8)).split(
-            separator: UInt8(ascii: ":"), omittingEmptySubsequences: false)
-        {
-            let candidate = dir.isEmpty ? program : Array(dir) + [UInt8(ascii: "/")] + program
-            if candidate.withCString({ access($0, X_OK) == 0 }) { return true }
-        }
-        return false
+        candidates(for: program, path: path).contains { $0.withCString { access($0, X_OK) == 0 } }
     }
 
     /// A heap copy of `bytes` with a NUL, for execve (never freed: exec replaces us or we exit).
@@ -86,14 +92,7 @@ public enum ProgramSpawn {
         path: [UInt8]? = Environment.bytes("PATH")
     ) -> Int32? {
         guard let program = argv.first else { return nil }
-        var candidates: [[UInt8]]
-        if program.contains(UInt8(ascii: "/")) {
-            candidates = [program]
-        } else {
-            candidates = (path ?? Array("/bin:/usr/bin".utf8)).split(
-                separator: UInt8(ascii: ":"), omittingEmptySubsequences: false
-            ).map { $0.isEmpty ? program : Array($0) + [UInt8(ascii: "/")] + program }
-        }
+        let candidates = ProgramExec.candidates(for: program, path: path)
         let cArgs = argv.map(ProgramExec.cString) + [nil]
         let cEnv = environment.map(ProgramExec.cString) + [nil]
         let cCandidates = candidates.map(ProgramExec.cString)

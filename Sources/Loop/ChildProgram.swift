@@ -11,7 +11,9 @@ import GatewayKit
 /// Without pidfds (a kernel older than 5.3) a ``LoopTimer`` asks `waitpid(WNOHANG)` every
 /// 100 ms instead: the loop never waits for a program.
 ///
-/// `onExit` is called once, on the loop's thread, never before `init` returns.
+/// `onExit` is called once, on the loop's thread, never before `init` returns. The watch on
+/// the program's exit keeps this object alive until then, so an owner may let go of it early
+/// and the program is still waited for (no zombie is left).
 public final class ChildProgram {
     /// The program's process id.
     public let pid: Int32
@@ -23,9 +25,10 @@ public final class ChildProgram {
 
     /// Starts `argv` with `environment`. `stdin`/`stdout` become fds 0 and 1 (-1: /dev/null);
     /// when `logErrors` is set, fd 2 is a pipe whose lines go to `onErrorLine`; otherwise fd 2
-    /// is the daemon's own.
+    /// is the daemon's own. A name without `/` is looked up in `path` (the daemon's PATH).
     public init(
         loop: EventLoop, argv: [String], environment: [[UInt8]], stdin: Int32, stdout: Int32,
+        path: [UInt8]? = Environment.bytes("PATH"),
         onErrorLine: ((String) -> Void)?, onExit: @escaping (_ pid: Int32, _ status: Int32) -> Void
     ) throws(SystemError) {
         var actions = posix_spawn_file_actions_t()
@@ -58,6 +61,8 @@ public final class ChildProgram {
         posix_spawnattr_setsigdefault(&attributes, &defaults)
         posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
 
+        // pathexec's search and errno precedence, with posix_spawn per candidate (posix_spawnp
+        // would report the last directory's error, not the most telling one).
         let cArgs = argv.map { strdup($0) } + [nil]
         let cEnv = environment.map { entry -> UnsafeMutablePointer<CChar>? in entry.withCString { strdup($0) } } + [nil]
         defer {
@@ -65,11 +70,20 @@ public final class ChildProgram {
             for p in cEnv { free(p) }
         }
         var child: pid_t = 0
-        let r = posix_spawnp(&child, argv[0], &actions, &attributes, cArgs, cEnv)
+        var errors = ProgramExec.PathErrors()
+        var started = false
+        for candidate in ProgramExec.candidates(for: Array((argv.first ?? "").utf8), path: path) {
+            let r = candidate.withCString { posix_spawn(&child, $0, &actions, &attributes, cArgs, cEnv) }
+            if r == 0 {
+                started = true
+                break
+            }
+            errors.note(r)
+        }
         if pipeEnds[1] >= 0 { close(pipeEnds[1]) }
-        if r != 0 {
+        if !started {
             if pipeEnds[0] >= 0 { close(pipeEnds[0]) }
-            throw SystemError(errno: r)
+            throw errors.error
         }
         pid = child
         errorPipe = pipeEnds[0]
@@ -78,7 +92,7 @@ public final class ChildProgram {
             // No pidfd: ask again every 100 ms (a handler holding the loop would stall every
             // connection on it for as long as the program runs).
             let poll = LoopTimer(loop: loop) {}
-            poll.action = { [unowned self, unowned poll] in
+            poll.action = { [self, unowned poll] in
                 var status: Int32 = 0
                 guard waitpid(self.pid, &status, WNOHANG) == self.pid else {
                     return poll.setUnlessArmed(after: .milliseconds(100))
@@ -90,7 +104,7 @@ public final class ChildProgram {
             exitPoll = poll
             poll.setUnlessArmed(after: .milliseconds(100))
         } else {
-            exitWatch = try DescriptorWatch(loop: loop, fd: pidfd) { [unowned self] _ in
+            exitWatch = try DescriptorWatch(loop: loop, fd: pidfd) { [self] _ in
                 var status: Int32 = 0
                 guard waitpid(self.pid, &status, WNOHANG) == self.pid else { return }
                 self.drainErrors(onErrorLine, final: true)
@@ -101,8 +115,8 @@ public final class ChildProgram {
             }
         }
         if let onErrorLine, errorPipe >= 0 {
-            errorWatch = try DescriptorWatch(loop: loop, fd: errorPipe) { [unowned self] _ in
-                self.drainErrors(onErrorLine, final: false)
+            errorWatch = try DescriptorWatch(loop: loop, fd: errorPipe) { [weak self] _ in
+                self?.drainErrors(onErrorLine, final: false)
             }
         }
     }
