@@ -83,6 +83,8 @@ public final class RelayConnection: EventHandler {
     private unowned(unsafe) let shared: RelayResources
     private let delegate: (any RelayDelegate)?
     private let recorder: (any RelayRecorder)?
+    /// Sides that are not plain sockets (nil for a plain relay: the fast path).
+    private let transports: RelayTransports?
     private var registration = EventLoop.Registration.none
     private var client: Side
     private var server: Side
@@ -125,9 +127,11 @@ public final class RelayConnection: EventHandler {
         server: Int32,
         configuration: RelayConfiguration = RelayConfiguration(),
         delegate: (any RelayDelegate)? = nil,
-        recorder: (any RelayRecorder)? = nil
+        recorder: (any RelayRecorder)? = nil,
+        transports: RelayTransports? = nil
     ) {
         self.loop = loop
+        self.transports = transports
         shared = loop.resource(RelayResources.self)
         self.delegate = delegate
         self.recorder = recorder
@@ -136,7 +140,7 @@ public final class RelayConnection: EventHandler {
         idleNanoseconds = configuration.idleTimeout.nanosecondsClamped
         bufferSize = Int32(clamping: max(configuration.bufferSize, 1))
         pipeSize = Int32(clamping: max(configuration.pipeSize, 0))
-        transfer = recorder == nil ? configuration.transfer : .copy
+        transfer = recorder == nil && transports == nil ? configuration.transfer : .copy
         noDelay = configuration.noDelay
         assumeNonBlocking = configuration.assumeNonBlocking
     }
@@ -158,7 +162,8 @@ public final class RelayConnection: EventHandler {
         preamble: [UInt8] = [],
         configuration: RelayConfiguration = RelayConfiguration(),
         delegate: (any RelayDelegate)? = nil,
-        recorder: (any RelayRecorder)? = nil
+        recorder: (any RelayRecorder)? = nil,
+        transports: RelayTransports? = nil
     ) throws(SystemError) -> RelayConnection {
         let (fd, error) = try Connector.openSocket(to: destination, from: source, noDelay: serverNoDelay)
         if error != 0 {
@@ -167,7 +172,7 @@ public final class RelayConnection: EventHandler {
         }
         let relay = RelayConnection(
             loop: loop, client: client, server: fd, configuration: configuration, delegate: delegate,
-            recorder: recorder)
+            recorder: recorder, transports: transports)
         relay.connecting = true
         relay.waitForConnection = recorder != nil
         let nanoseconds = connectTimeout.nanosecondsClamped
@@ -284,6 +289,16 @@ public final class RelayConnection: EventHandler {
         } else {
             RelayConnection.note(events, &server)
         }
+        if let transports, transports.transport(tag == 0 ? .client : .server) != nil {
+            // A transport may need either readiness to progress: try both.
+            if tag == 0 {
+                client.readable = true
+                client.writable = true
+            } else {
+                server.readable = true
+                server.writable = true
+            }
+        }
         service()
         // A pending error (a reset) that no read or write surfaced, for instance on a side
         // that has nothing more to send and nothing to receive yet. Data the peer sent before
@@ -370,7 +385,7 @@ public final class RelayConnection: EventHandler {
         while true {
             guard server.writable else { return .waiting }
             let n = preamble.withUnsafeBytes { p in
-                Sys.send(server.fd, p.baseAddress! + preambleSent, p.count - preambleSent)
+                send(server, p.baseAddress! + preambleSent, p.count - preambleSent)
             }
             if n > 0 {
                 if connecting { established() }
@@ -458,7 +473,7 @@ public final class RelayConnection: EventHandler {
                 }
             } else if flow.end > flow.start, let buffer = flow.buffer {
                 guard destination.writable else { return .waiting }
-                let n = Sys.send(destination.fd, buffer + Int(flow.start), Int(flow.end - flow.start))
+                let n = send(destination, buffer + Int(flow.start), Int(flow.end - flow.start))
                 if n > 0 {
                     flow.corked = false
                     flow.start += Int32(n)
@@ -494,7 +509,13 @@ public final class RelayConnection: EventHandler {
                     // Half-close the destination, unless the other direction is over too: then
                     // both sockets are closed right away, which sends the FIN anyway.
                     let otherDone = direction == .clientToServer ? downstream.done : upstream.done
-                    if !otherDone { _ = shutdown(destination.fd, Int32(SHUT_WR)) }
+                    if !otherDone {
+                        if let transport = transports?.transport(destination.role) {
+                            transport.shutdownWrite()
+                        } else {
+                            _ = shutdown(destination.fd, Int32(SHUT_WR))
+                        }
+                    }
                     flow.corked = false  // the FIN (or the close) takes the held bytes along
                     releasePipe(&flow)
                     delegate?.relay(self, finished: direction, bytes: flow.bytes)
@@ -540,7 +561,7 @@ public final class RelayConnection: EventHandler {
             // the writer does not take is kept, in a buffer from the loop's pool.
             let size = Int(bufferSize)
             let scratch = shared.buffers.scratch(size)
-            let n = Sys.recv(source.fd, scratch, size)
+            let n = receive(source, scratch, size)
             if n > 0 {
                 lastActivity = loop.nowNanoseconds
                 if let recorder {
@@ -549,10 +570,11 @@ public final class RelayConnection: EventHandler {
                 }
                 if n == size {
                     flow.bulk = true
-                } else if !source.readHangup {
+                } else if !source.readHangup && transports?.transport(source.role) == nil {
                     // A short read drained the socket; new data will raise a new edge. (After a
                     // hang-up, read on: the end may be a FIN, a reset with its error, or data
-                    // behind an urgent mark, and only the next read tells which.)
+                    // behind an urgent mark, and only the next read tells which. A transport's
+                    // short read proves nothing: it is read until it says EAGAIN.)
                     source.readable = false
                 }
                 // After the source's FIN (RDHUP) a short read most likely took the last bytes:
@@ -562,7 +584,7 @@ public final class RelayConnection: EventHandler {
                 flow.corked = more  // a send without MSG_MORE pushes what was held too
                 var written = 0
                 while true {
-                    let m = Sys.send(destination.fd, scratch + written, n - written, more: more)
+                    let m = send(destination, scratch + written, n - written, more: more)
                     if m > 0 {
                         written += m
                         delivered(m, &flow, held: false)
@@ -600,7 +622,27 @@ public final class RelayConnection: EventHandler {
     private func uncork(_ flow: inout Flow, _ destination: Side) {
         guard flow.corked else { return }
         flow.corked = false
-        Sys.push(destination.fd)
+        if transports?.transport(destination.role) == nil { Sys.push(destination.fd) }
+    }
+
+    // MARK: - The transport seam
+
+    /// recv(2) on a plain socket, the transport's read otherwise.
+    @inline(__always)
+    private func receive(_ side: Side, _ buffer: UnsafeMutableRawPointer, _ count: Int) -> Int {
+        if let transports, let transport = transports.transport(side.role) {
+            return transport.read(into: buffer, count: count)
+        }
+        return Sys.recv(side.fd, buffer, count)
+    }
+
+    /// send(2) on a plain socket, the transport's write otherwise.
+    @inline(__always)
+    private func send(_ side: Side, _ buffer: UnsafeRawPointer, _ count: Int, more: Bool = false) -> Int {
+        if let transports, let transport = transports.transport(side.role) {
+            return transport.write(from: buffer, count: count, more: more)
+        }
+        return Sys.send(side.fd, buffer, count, more: more)
     }
 
     /// Counts bytes written to the destination; `held` when they came from a buffer or pipe.
@@ -657,6 +699,8 @@ public final class RelayConnection: EventHandler {
         }
         let wasRunning = state == .running
         state = .finished
+        transports?.client?.close()
+        transports?.server?.close()
         Glibc.close(client.fd)
         Glibc.close(server.fd)
         releaseBuffer(&upstream)

@@ -235,7 +235,8 @@ final class RelayFixture {
         server serverFamily: IPAddress.Family = .v4,
         configuration: RelayConfiguration = RelayConfiguration(),
         recorder: Recording? = nil,
-        loop loopConfiguration: EventLoop.Configuration = EventLoop.Configuration()
+        loop loopConfiguration: EventLoop.Configuration = EventLoop.Configuration(),
+        transports: @escaping @Sendable (_ client: Int32, _ server: Int32) -> RelayTransports? = { _, _ in nil }
     ) throws {
         let (client, relayClient) = try Loopback.pair(clientFamily)
         let (relayServer, server) = try Loopback.pair(serverFamily)
@@ -246,7 +247,8 @@ final class RelayFixture {
         thread.sync { loop in
             let relay = RelayConnection(
                 loop: loop, client: relayClient, server: relayServer, configuration: configuration,
-                delegate: events, recorder: recorder
+                delegate: events, recorder: recorder,
+                transports: transports(relayClient, relayServer)
             )
             relay.start()
         }
