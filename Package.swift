@@ -48,6 +48,7 @@ let package = Package(
         .testTarget(name: "AccessRulesTests", dependencies: ["AccessRules", "CDB"]),
         .testTarget(name: "GatewayKitTests", dependencies: ["GatewayKit"]),
         .testTarget(name: "RelayTests", dependencies: ["Loop", "Relay", "GatewayKit"]),
+        .testTarget(name: "GatewayTests", dependencies: ["Gateway", "Loop", "Relay", "GatewayKit", "AccessRules"]),
         .testTarget(name: "TCPProxyTests", dependencies: ["TCPProxy", "Gateway", "Loop", "GatewayKit", "AccessRules"]),
         .testTarget(name: "UCSPITests", dependencies: ["UCSPI", "GatewayKit", "AccessRules"]),
     ],

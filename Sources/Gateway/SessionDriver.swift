@@ -181,23 +181,33 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder {
     }
 
     private func run(_ program: SessionProgram, stdout: Bool) {
+        // A program gets the client socket blocking, as every program expects its standard
+        // descriptors (a non-blocking one makes a write fail with EAGAIN); the flag is the open
+        // file's, shared with us, so the socket is made non-blocking again once it has exited.
+        let client = stdout ? self.client : -1
+        if client >= 0 { Socket.setNonBlocking(client, false) }
         do {
             let child = try ChildProgram(
-                loop: host.loop, argv: program.argv, environment: program.environment, stdin: -1,
-                stdout: stdout ? client : -1,
+                loop: host.loop, argv: program.argv, environment: program.environment, stdin: -1, stdout: client,
                 onErrorLine: { [weak self] line in self?.feed(.programSaid(line)) },
                 onExit: { [weak self] pid, status in
-                    self?.program = nil
-                    self?.feed(.programExited(pid: pid, status: status))
+                    guard let self else { return }
+                    self.program = nil
+                    if client >= 0 && self.client == client { Socket.setNonBlocking(client, true) }
+                    self.feed(.programExited(pid: pid, status: status))
                 })
             self.program = child
             feed(.programStarted(pid: child.pid))
         } catch {
+            if client >= 0 { Socket.setNonBlocking(client, true) }
             feed(.programFailed(error))
         }
     }
 
     private func handOver(_ program: SessionProgram, endLine: String) {
+        // The program's standard input and output block, as programs expect (a handler such as
+        // cat that reads before the client has sent fails with EAGAIN otherwise).
+        Socket.setNonBlocking(client, false)
         do {
             let host = self.host
             let started = self.started
@@ -211,6 +221,7 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder {
             host.adopt(child)
             feed(.handedOver(pid: child.pid))
         } catch {
+            Socket.setNonBlocking(client, true)
             feed(.handOverFailed(error))
         }
     }

@@ -1,3 +1,4 @@
+import Gateway
 import GatewayKit
 import Testing
 
@@ -55,7 +56,7 @@ struct CredentialPlanTests {
 
     @Test func unknownUserIsAnError() throws {
         let (c, l) = configuration([ProxyHandler(target: exec, user: "no-such-user-here", line: 4)])
-        #expect(throws: ProxyStartError.self) {
+        #expect(throws: StartError.self) {
             try CredentialPlan.make(try TCPProxyOptions.parse([]), c, listeners: l, isRoot: true)
         }
     }

@@ -86,6 +86,43 @@ def test_handler_program_over_ipv6_and_client_address(lab):
     assert v["PROXY_CLIENT"] == "127.0.0.23", v
 
 
+# Says whether its standard input and output block, then echoes what the client sends.
+BLOCKING = r"""#!/bin/sh
+python3 -c 'import fcntl, os; print("blocking" if not (fcntl.fcntl(0, fcntl.F_GETFL) | fcntl.fcntl(1, fcntl.F_GETFL)) & os.O_NONBLOCK else "non-blocking", flush=True)'
+exec cat
+"""
+
+
+def test_handler_and_acp_get_the_client_socket_blocking(lab):
+    """Programs expect blocking standard descriptors: a handler such as cat that reads before
+    the client has sent failed with EAGAIN ("Resource temporarily unavailable") when it got
+    tcpproxy's own non-blocking socket. The access control program's output goes to the
+    client through a blocking descriptor too, and the relay after it still works."""
+    handler = lab.script("blocking.sh", BLOCKING)
+    port = free_port()
+    proxy = lab.tcpproxy("--bind", f"127.0.0.1:{port}", handler)
+    with connect("127.0.0.1", port) as s:
+        assert read_line(s) == b"blocking\n", proxy.text()
+        # cat is reading by now, or soon: either way it must wait for these bytes.
+        s.sendall(b"after the handler started\n")
+        s.shutdown(socket.SHUT_WR)
+        data, end = read_all(s)
+    assert (data, end) == (b"after the handler started\n", "eof"), proxy.text()
+    proxy.wait_for(r"blocking\.sh ended: exit 0")
+
+    acp = lab.script("acp.sh", BLOCKING.replace("exec cat", "exit 0"))
+    backend = lab.backend(tagger("B"))
+    port = free_port()
+    proxy = lab.tcpproxy("-a", acp, "-l", "127.0.0.1", "-p", str(port), "-r", "127.0.0.1", "-o", str(backend.port))
+    with connect("127.0.0.1", port) as s:
+        assert read_line(s) == b"blocking\n", proxy.text()
+        assert read_line(s).startswith(b"B 127.0.0.1 "), proxy.text()
+        s.sendall(b"relayed\n")
+        s.shutdown(socket.SHUT_WR)
+        data, end = read_all(s)
+    assert (data, end) == (b"relayed\n", "eof"), proxy.text()
+
+
 def test_varprefix_option_changes_prefix(lab):
     script = lab.script("handler.sh", HANDLER)
     port = free_port()

@@ -11,11 +11,11 @@ import Relay
 /// the sessions it serves and the programs it started. Touched only on its loop's thread.
 /// Each session is a ``ProxySessionMachine`` run by a ``SessionDriver``; the worker is their
 /// ``SessionHost``.
-final class ProxyWorker: AcceptorDelegate, SessionHost {
+final class ProxyWorker: AcceptorDelegate, SessionHost, LoopWorker {
     let loop: EventLoop
     let log: ProxyLog
-    let inherited: [[UInt8]]
-    let clearEnvironment: Bool
+    /// The environment programs start from.
+    let baseEnvironment: [[UInt8]]
     private(set) var table: ServiceTable?
     private var acceptors: [Acceptor] = []
     private var listenerHandlers: [Int32: (service: Int, handler: Int)] = [:]
@@ -25,12 +25,11 @@ final class ProxyWorker: AcceptorDelegate, SessionHost {
     /// The daemon's pid (the master's when there are worker processes).
     let daemonPID: Int32
 
-    init(loop: EventLoop, log: ProxyLog, inherited: [[UInt8]], clearEnvironment: Bool, daemonPID: Int32) {
+    init(loop: EventLoop, log: ProxyLog, baseEnvironment: [[UInt8]], daemonPID: Int32) {
         self.daemonPID = daemonPID
         self.loop = loop
         self.log = log
-        self.inherited = inherited
-        self.clearEnvironment = clearEnvironment
+        self.baseEnvironment = baseEnvironment
     }
 
     /// Starts serving `table`'s listeners (and stops serving the previous table's). Sessions
@@ -79,7 +78,7 @@ final class ProxyWorker: AcceptorDelegate, SessionHost {
         let setup = ProxySessionSetup(
             configurationPath: table.configuration.path, service: table.configuration.services[service],
             chosenHandler: handler, targets: table.targets[service], id: id, peer: peer, logLevel: log.maximumLevel,
-            baseEnvironment: clearEnvironment ? [] : inherited, namesAvailable: table.clientNames != nil,
+            baseEnvironment: baseEnvironment, namesAvailable: table.clientNames != nil,
             relayBufferSize: table.relayBufferSize,
             nextSource: { range in table.nextRotatedSource(service: service, handler: handler ?? 0, range: range) })
         let session = SessionDriver(
@@ -178,12 +177,16 @@ final class ProxyWorker: AcceptorDelegate, SessionHost {
         }
     }
 
-    /// SIGUSR2: one line per open connection.
-    func logConnections() {
+    /// SIGUSR2: one line per open connection; how many are open.
+    func logConnections() -> Int {
+        var open = 0
         for session in sessions.values.sorted(by: { $0.id < $1.id }) {
-            if let line = session.statusLine { log.notice(line) }
+            guard let line = session.statusLine else { continue }
+            log.notice(line)
+            open += 1
         }
+        return open
     }
 
-    var openConnections: Int { sessions.values.filter { $0.relay != nil }.count }
+    var sessionCount: Int { sessions.count }
 }

@@ -18,18 +18,6 @@ public struct ProxyListener: Sendable {
     public let handler: Int
 }
 
-/// What identifies a listening socket across reloads: same key, same socket.
-public struct ListenerKey: Hashable, Sendable, CustomStringConvertible {
-    public let address: IPAddress
-    public let port: UInt16
-    /// IPv6 wildcard that does not take IPv4 (resolv ipv6).
-    public let v6Only: Bool
-
-    public var description: String {
-        Endpoint.text(address, port)
-    }
-}
-
 /// A forward target with its addresses resolved when the configuration was loaded.
 public struct ResolvedTarget: Sendable {
     public let host: String
@@ -42,7 +30,7 @@ public struct ResolvedTarget: Sendable {
 
 /// One loaded configuration, shared read-only by every event loop: the services, their
 /// listeners and resolved targets, and the state that must be shared (rotation counters).
-public final class ServiceTable: Sendable {
+public final class ServiceTable: ServingTable {
     public let configuration: ProxyConfiguration
     public let listeners: [ProxyListener]
     /// Per service, per handler: the resolved forward target (nil for exec handlers).
@@ -63,6 +51,10 @@ public final class ServiceTable: Sendable {
         self.clientNames = clientNames
         rotation = targets.map { $0.map { _ in RotationCounter() } }
     }
+
+    public var listenerSockets: [Listener] { listeners.map { Listener(key: $0.key, fd: $0.fd) } }
+
+    public var configurationPath: String { configuration.path }
 
     /// The same configuration serving only the listeners in `fds` (a worker process's share).
     public func restricted(to fds: Set<Int32>) -> ServiceTable {

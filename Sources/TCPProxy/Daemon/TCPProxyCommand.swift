@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Gateway
 import GatewayKit
 import Loop
 import Relay
@@ -24,7 +25,7 @@ public enum TCPProxyCommand {
             try? FD.writeAll(1, ProxyHelp.text)
             exit(0)
         }
-        let mode = ProxyPlan.mode(options, stdinIsSocket: stdinIsSocket())
+        let mode = ProxyPlan.mode(options, stdinIsSocket: Inetd.stdinIsSocket())
         let configuration: ProxyConfiguration
         do { configuration = try ProxyPlan.configuration(options) } catch { fail(error.description) }
         // Warnings (a repeated setting) go to standard error, before the daemon detaches, so whoever
@@ -73,19 +74,20 @@ public enum TCPProxyCommand {
             do { try Daemon.writePidFile(pidFile) } catch { fail("unable to write pid file \(pidFile): \(error)") }
         }
         for listener in table.listeners { log.notice("listening on \(listener.key)") }
+        let service = TCPProxyService(options: options, log: log, builder: builder)
         switch plan {
         case .perCredential:
             log.notice("tcpproxy started (pid \(getpid()), a worker process per user, \(configuration.path))")
-            ProxyMaster(options: options, log: log, table: table, builder: builder, signals: signals).run()
+            MasterProcess(service: service, table: table, signals: signals).run()
         case .single(let credential):
-            do { try CredentialPlan.become(credential, chroot: options.chroot) } catch { fail(error.description) }
+            do { try Credential.become(credential, chroot: options.chroot) } catch { fail(error.description) }
         case .unchanged:
-            do { try CredentialPlan.become(nil, chroot: options.chroot) } catch { fail(error.description) }
+            do { try Credential.become(nil, chroot: options.chroot) } catch { fail(error.description) }
         }
-        let daemon = ProxyDaemon(options: options, log: log, table: table, builder: builder)
-        do { try daemon.startLoops(count: ProxyDaemon.loopCount) } catch { fail(error.description) }
-        log.notice("tcpproxy started (pid \(getpid()), \(daemon.loopsRunning) event loops, \(configuration.path))")
-        daemon.runSignals(signals)
+        let loops = LoopGroup(service: service, table: table)
+        do { try loops.start() } catch { fail(error.description) }
+        log.notice("tcpproxy started (pid \(getpid()), \(loops.loopsRunning) event loops, \(configuration.path))")
+        loops.runSignals(signals)
     }
 
     /// True when a log target already shows warnings on standard error (then configuration
@@ -95,26 +97,13 @@ public enum TCPProxyCommand {
         return options.logTargets.contains { $0.kind == .stderr && $0.level >= .warning }
     }
 
-    /// True when standard input is a connected stream socket (inetd, tcpserver, systemd).
-    static func stdinIsSocket() -> Bool {
-        var type: Int32 = 0
-        var length = socklen_t(MemoryLayout<Int32>.size)
-        guard getsockopt(0, SOL_SOCKET, SO_TYPE, &type, &length) == 0, type == Int32(SOCK_STREAM.rawValue) else {
-            return false
-        }
-        return (try? Socket.remoteEndpoint(0)) != nil
-    }
-
     /// inetd mode: serve the connection on standard input with the service for its local
     /// port and address, then exit.
     static func serveInetd(_ options: TCPProxyOptions, _ configuration: ProxyConfiguration, _ log: ProxyLog) -> Never {
         signal(SIGPIPE, SIG_IGN)
         let local: Endpoint
         let peer: Endpoint
-        do {
-            local = try Socket.localEndpoint(0)
-            peer = try Socket.remoteEndpoint(0)
-        } catch { fail("standard input is not a connected socket: \(error)") }
+        do { (peer, local) = try Inetd.endpoints() } catch { fail(error.description) }
         let serviceIndex: Int
         if configuration.services.count == 1 && configuration.services[0].port == 0 {
             serviceIndex = 0
@@ -142,20 +131,12 @@ public enum TCPProxyCommand {
         }
         let loop: EventLoop
         do { loop = try EventLoop() } catch { fail("unable to start an event loop: \(error)") }
-        let client = dup(0)
-        let null = open("/dev/null", O_RDWR)
-        if null >= 0 {
-            dup2(null, 0)
-            dup2(null, 1)
-            if null > 1 { close(null) }
-        }
-        Socket.setNonBlocking(client, true)
-        Socket.setNoDelay(client)
+        let client = Inetd.takeClient()
         let worker = ProxyWorker(
-            loop: loop, log: log, inherited: Environment.current(), clearEnvironment: options.clearEnvironment,
+            loop: loop, log: log, baseEnvironment: options.clearEnvironment ? [] : Environment.current(),
             daemonPID: getpid())
         worker.serve(client: client, peer: peer, table: table, service: 0)
-        while !worker.isIdle { loop.runOnce(timeout: .milliseconds(500)) }
+        Inetd.run(loop) { worker.isIdle }
         exit(0)
     }
 }
