@@ -7,8 +7,9 @@ import PackageDescription
 // it links the same code without the GNU linkers' warnings about glibc calls in static code.
 let staticTool: [LinkerSetting] = [.unsafeFlags(["-static-executable", "-use-ld=lld"])]
 
-// The hot paths (cdb writing, rule parsing) are generic across modules; full cross-module
-// optimisation lets the tools specialise them instead of going through generic metadata.
+// The hot paths (cdb writing, rule parsing, the generic session worker that accepts) are
+// generic across modules; full cross-module optimisation lets the tools specialise them
+// instead of going through generic metadata.
 let crossModule: [SwiftSetting] = [.unsafeFlags(["-cross-module-optimization"])]
 
 let package = Package(
@@ -37,7 +38,7 @@ let package = Package(
         // Byte relay between two sockets on a loop: splice, back-pressure, half-close, timeouts.
         .target(name: "Relay", dependencies: ["Loop", "GatewayKit", "CBastion"]),
         // What every daemon's sessions stand on: the session machine contract and its driver.
-        .target(name: "Gateway", dependencies: ["Loop", "Relay", "GatewayKit", "AccessRules"]),
+        .target(name: "Gateway", dependencies: ["Loop", "Relay", "GatewayKit", "AccessRules"], swiftSettings: crossModule),
         // tcpproxy: both configuration dialects, service selection, the daemon.
         .target(name: "TCPProxy", dependencies: ["Gateway", "Loop", "Relay", "GatewayKit", "AccessRules", "CDB"]),
         .executableTarget(name: "tcprules", dependencies: ["UCSPI"], linkerSettings: staticTool),

@@ -14,6 +14,7 @@ from collections import defaultdict
 
 NAMES = {
     "ours": "ours (tcpproxy)",
+    "before": "ours before the change",
     "haproxy": "HAProxy",
     "haproxy-splice": "HAProxy splice-auto",
     "nginx": "nginx stream",
@@ -21,7 +22,7 @@ NAMES = {
     "socat": "socat fork",
     "direct": "direct (no proxy)",
 }
-PEERS = ["haproxy", "haproxy-splice", "nginx", "rinetd", "socat"]
+PEERS = ["before", "haproxy", "haproxy-splice", "nginx", "rinetd", "socat"]
 HAPROXIES = ["haproxy", "haproxy-splice"]
 
 
@@ -135,6 +136,9 @@ def main():
     p(f"| ours | {meta['V_OURS']}: `tcpproxy -D -L stderr:2 -l 127.0.0.1 -p L -r 127.0.0.1 -o B"
       + ("" if meta.get("BUFFER", "default") == "default" else f" -b {meta['BUFFER']}")
       + f"` (errors-only log): {meta.get('SHAPE_ours', '?')} at start |")
+    if "V_BEFORE" in meta:
+        p(f"| ours before the change | {meta['V_BEFORE']}, run the same way; "
+          + f"{meta.get('SHAPE_before', '?')} at start |")
     p(f"| HAProxy | {meta['V_HAPROXY']}, `mode tcp`, `nbthread 2`, `maxconn 4096` (memory section: "
       f"{meta.get('HAPROXY_MEMORY', '?')}), timeouts 5 s connect / 10 min idle; the splice-auto instance adds "
       f"`option splice-auto`: {meta['HAPROXY_SPLICE']}; {meta.get('SHAPE_haproxy', '?')} |")

@@ -141,7 +141,7 @@ final class TCPProxyService: GatewayService {
     var chroot: String? { options.chroot }
 
     func makeWorker(loop: EventLoop, daemonPID: Int32) -> ProxyWorker {
-        ProxyWorker(loop: loop, log: log, baseEnvironment: baseEnvironment, daemonPID: daemonPID)
+        ProxySessions.worker(loop: loop, log: log, baseEnvironment: baseEnvironment, daemonPID: daemonPID)
     }
 
     func reloadedTable(current: ServiceTable) -> ServiceTable? {

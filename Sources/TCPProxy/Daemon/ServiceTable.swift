@@ -33,6 +33,8 @@ public struct ResolvedTarget: Sendable {
 public final class ServiceTable: ServingTable {
     public let configuration: ProxyConfiguration
     public let listeners: [ProxyListener]
+    /// The listeners by socket, for the accepting loops.
+    public let listenerByDescriptor: [Int32: ProxyListener]
     /// Per service, per handler: the resolved forward target (nil for exec handlers).
     public let targets: [[ResolvedTarget?]]
     public let relayBufferSize: Int
@@ -46,6 +48,7 @@ public final class ServiceTable: ServingTable {
     ) {
         self.configuration = configuration
         self.listeners = listeners
+        listenerByDescriptor = Dictionary(listeners.map { ($0.fd, $0) }, uniquingKeysWith: { first, _ in first })
         self.targets = targets
         self.relayBufferSize = bufferSize
         self.clientNames = clientNames

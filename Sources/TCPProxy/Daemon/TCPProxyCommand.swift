@@ -132,10 +132,13 @@ public enum TCPProxyCommand {
         let loop: EventLoop
         do { loop = try EventLoop() } catch { fail("unable to start an event loop: \(error)") }
         let client = Inetd.takeClient()
-        let worker = ProxyWorker(
+        let worker = ProxySessions.worker(
             loop: loop, log: log, baseEnvironment: options.clearEnvironment ? [] : Environment.current(),
             daemonPID: getpid())
-        worker.serve(client: client, peer: peer, table: table, service: 0)
+        worker.serve(
+            worker.factory.session(
+                for: client, peer: peer, table: table, service: 0, handler: nil, id: ConnectionNumbers.next(),
+                worker: worker))
         Inetd.run(loop) { worker.isIdle }
         exit(0)
     }
