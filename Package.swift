@@ -41,6 +41,9 @@ let package = Package(
         .target(name: "Gateway", dependencies: ["Loop", "Relay", "GatewayKit", "AccessRules"], swiftSettings: crossModule),
         // tcpproxy: both configuration dialects, service selection, the daemon.
         .target(name: "TCPProxy", dependencies: ["Gateway", "Loop", "Relay", "GatewayKit", "AccessRules", "CDB"]),
+        // The fuzz harnesses: every parser of outside input behind one call each, shared by the
+        // libFuzzer driver (scripts/fuzz) and the unit tests' replay of the corpora.
+        .target(name: "FuzzHarnesses", dependencies: ["AccessRules", "CDB", "Gateway", "GatewayKit", "TCPProxy", "UCSPI"]),
         .executableTarget(name: "tcprules", dependencies: ["UCSPI"], linkerSettings: staticTool),
         .executableTarget(name: "tcprulescheck", dependencies: ["UCSPI"], linkerSettings: staticTool),
         .executableTarget(name: "tcpserver", dependencies: ["UCSPI"], linkerSettings: staticTool),
@@ -49,9 +52,23 @@ let package = Package(
         .testTarget(name: "AccessRulesTests", dependencies: ["AccessRules", "CDB"]),
         .testTarget(name: "GatewayKitTests", dependencies: ["GatewayKit"]),
         .testTarget(name: "RelayTests", dependencies: ["Loop", "Relay", "GatewayKit"]),
+        .testTarget(name: "FuzzReplayTests", dependencies: ["FuzzHarnesses", "GatewayKit"]),
         .testTarget(name: "GatewayTests", dependencies: ["Gateway", "Loop", "Relay", "GatewayKit", "AccessRules"]),
         .testTarget(name: "TCPProxyTests", dependencies: ["TCPProxy", "Gateway", "Loop", "GatewayKit", "AccessRules"]),
         .testTarget(name: "UCSPITests", dependencies: ["UCSPI", "GatewayKit", "AccessRules"]),
     ],
     swiftLanguageModes: [.v6]
 )
+
+// scripts/fuzz builds the libFuzzer driver with BASTION_FUZZ=1 (and -sanitize=fuzzer,address,
+// in a scratch folder of its own): without libFuzzer's runtime it would not link, so the
+// ordinary build leaves it out.
+if Context.environment["BASTION_FUZZ"] == "1" {
+    package.targets += [
+        .target(name: "CFuzzer", path: "Fuzz/CFuzzer"),
+        .executableTarget(
+            name: "bastion-fuzz", dependencies: ["CFuzzer", "FuzzHarnesses", "GatewayKit"], path: "Fuzz/bastion-fuzz",
+            linkerSettings: [.unsafeFlags(["-use-ld=lld"])]),
+    ]
+    package.products += [.executable(name: "bastion-fuzz", targets: ["bastion-fuzz"])]
+}

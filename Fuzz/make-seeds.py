@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Writes the fuzz harnesses' seed corpora (Fuzz/corpus/HARNESS/seed-*) and dictionaries
+(Fuzz/dict/HARNESS.dict) from the tests' own cases and the manual pages' examples. Run it
+after adding a case; the output is committed. scripts/fuzz adds what libFuzzer finds to a
+scratch copy, never to these folders (new regression inputs go to Fuzz/regressions/ by hand,
+with the fix).
+
+  Fuzz/make-seeds.py
+"""
+import hashlib
+import os
+import struct
+import subprocess
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(ROOT)
+
+
+def write(harness, data):
+    d = os.path.join(ROOT, "corpus", harness)
+    os.makedirs(d, exist_ok=True)
+    name = "seed-" + hashlib.sha1(data).hexdigest()[:16]
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+def dictionary(harness, words):
+    with open(os.path.join(ROOT, "dict", harness + ".dict"), "w") as f:
+        f.write(f"# {harness}: keywords and punctuation of the format (libFuzzer -dict)\n")
+        for w in sorted(set(words)):
+            escaped = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else f"\\x{ord(c):02x}" for c in w)
+            f.write(f'"{escaped}"\n')
+
+
+def argv(*args):
+    return b"\0".join(a.encode() for a in args)
+
+
+# --- tcprules (the manual's examples and the tests' forms) ------------------------------------
+RULES = [
+    "18.23.0.32:deny",
+    "127.:allow,RELAYCLIENT=\"\"",
+    "=.example.com:allow,RELAYCLIENT=\"\"",
+    "=host.example.com:deny",
+    "joe@18.23.0.32:allow",
+    "18.23.0.32:allow,NAME=\"joe\"",
+    "10.0.0.1-100:allow",
+    "1.2.3-4.:deny",
+    ":allow",
+    ":deny",
+    "::1:allow",
+    "2001:db8::/32:deny",
+    "=:allow",
+    "# a comment",
+    "10.:allow,X=/a/,Y='b',Z=%c%",
+    "1.2.3.4:allow,A=\"x\",B=\"y\",deny",
+]
+for line in RULES:
+    write("tcprules-line", line.encode())
+with open(os.path.join(REPO, "examples", "rules.txt"), "rb") as f:
+    example = f.read()
+write("tcprules-compile", example)
+for chunk in (b"\x01", b"\x07", b"\x3c"):
+    write("tcprules-compile", chunk + "\n".join(RULES).encode() + b"\n")
+dictionary("tcprules-line", [":", "allow", "deny", "=", ",", "\"", "'", "-", ".", "@", "=.", "::", "/", "#", "\n"])
+dictionary("tcprules-compile", [":", "allow", "deny", "=", ",", "\"", "-", ".", "@", "=.", "::", "\n", "\r\n"])
+
+# --- cdb: databases compiled by tcprules, with a key prefix --------------------------------------
+TCPRULES = os.environ.get("TCPRULES", os.path.join(REPO, ".build", "release", "tcprules"))
+if os.access(TCPRULES, os.X_OK):
+    import tempfile
+    with tempfile.TemporaryDirectory() as t:
+        cdb, tmp = os.path.join(t, "r.cdb"), os.path.join(t, "r.tmp")
+        # The lines that compile (the IPv6 and odd forms above are for the line parser).
+        good = [r for r in RULES
+                if subprocess.run([TCPRULES, cdb, tmp], input=r.encode() + b"\n", capture_output=True).returncode == 0]
+        subprocess.run([TCPRULES, cdb, tmp], input="\n".join(good).encode() + b"\n", check=True)
+        with open(cdb, "rb") as f:
+            db = f.read()
+    for key in (b"10.0.0.1", b"18.23.0.32", b"=host.example.com"):
+        prefix = bytes([len(key) * 256 // (len(key) + len(db) + 1)])
+        write("cdb-lookup", prefix + key + db)
+dictionary("cdb-lookup", ["\x00\x00\x00\x00", "\xff\xff\xff\xff", "\x00\x08\x00\x00", "=", ".", "@"])
+
+# --- command lines -----------------------------------------------------------------------------
+for a in [
+    argv("-v", "-x", "rules.cdb", "0", "110", "cat"),
+    argv("-q", "-c", "40", "-HRl", "localhost", "127.0.0.1", "8000", "echo", "hi"),
+    argv("-6", "-b", "50", "-t", "3", "-B", "banner", "::1", "0", "prog"),
+    argv("-u", "65534", "-g", "65534", "-1", "-X", "-x", "x.cdb", "0", "smtp", "qmail-smtpd"),
+    argv("-D", "-o", "-O", "-p", "-P", "-h", "-r", "-U", "-I", "lo", "::", "0", "sh"),
+]:
+    write("tcpserver-args", a)
+dictionary("tcpserver-args", ["-" + c for c in "cxXBgubltqQvhHpPrRoOdD14I6U"] + ["\x00", "0", "::", "110"])
+
+for a in [
+    argv("-D", "-L", "stderr:5", "-l", "127.0.0.1", "-p", "8080", "-r", "127.0.0.1", "-o", "80"),
+    argv("-f", "/etc/tcpproxy.conf", "-z"),
+    argv("--bind", "127.0.0.1:8080", "/bin/cat", "-a", "/bin/acp", "-v", "TP_"),
+    argv("-c", "/etc/tcpproxy.conf", "-u", "nobody", "-g", "nogroup", "-C", "/var/empty", "-P", "/run/p.pid"),
+    argv("--proxy-protocol", "v2", "--timeout", "30", "--rules", "r.cdb", "--bind", "[::1]:8080", "server:80"),
+    argv("-d", "-y", "-b", "65536", "-s", "127.0.0.2", "-t", "ipv6", "-R", "ipv4", "-zz"),
+]:
+    write("tcpproxy-args", a)
+dictionary("tcpproxy-args", ["-" + c for c in "ugCPLltproRsbcfavwhDUdyz"] + [
+    "--username", "--groupname", "--chroot", "--write-pid", "--log", "--local-addr", "--local-resolv",
+    "--local-port", "--remote-addr", "--remote-resolv", "--remote-port", "--source-addr", "--buffer-size",
+    "--config", "--acp", "--varprefix", "--writefile", "--help", "--nodaemonize", "--debug", "--debug-trace",
+    "--clear-environment", "--list", "--bind", "--logname", "--timeout", "--rules", "--proxy-protocol",
+    "--standalone", "--no-client-names", "\x00", "=", "stderr:5", "syslog:3", "ipv4", "ipv6", "v1", "v2"])
+
+# --- tcpproxy configurations: the examples, halves split by the first byte ---------------------
+confs = []
+for name in ("tcpproxy-zekoll.conf", "tcpproxy-spreadspace.conf"):
+    with open(os.path.join(REPO, "examples", name), "rb") as f:
+        confs.append(f.read())
+confs += [
+    b"port 25\nserver any-relay\ninterface 192.168.1.1\nserver inside-relay\nport 110\nexec /usr/local/sbin/pop3.proxy\n",
+    b"acp /bin/acp default\nport 8080\nserver 127.0.0.1:80\nrotate 127.0.0.10-127.0.0.20\ndebug /tmp/trace\n"
+    b"rules /etc/r.cdb\nproxy-protocol v1\nsetenv A=b\nuid 1\ngid 2\nuser nobody\ntimeout 30\nlogname x\n",
+    b"listen * 8080 { remote: any 80; };\nlisten 127.0.0.1 8080 { remote: loopback 80; resolv: ipv4; };\n"
+    b"listen ::1 8081 { remote: named 80; remote-resolv: ipv6; source: ::1; rules: r.cdb; proxy-protocol: v2; };\n",
+    b"standalone no\nport http\nserver www.example:http-alt\n",
+]
+for c in confs:
+    write("tcpproxy-config", bytes([128]) + c + c)
+    write("tcpproxy-config", bytes([255]) + c)
+dictionary("tcpproxy-config", [
+    "port", "server", "interface", "exec", "acp", "setenv", "timeout", "uid", "gid", "user", "logname",
+    "writefile", "debug", "rules", "proxy-protocol", "rotate", "standalone", "listen", "yes", "no", "target",
+    "listen", "remote", "resolv", "remote-resolv", "source", "{", "}", ";", ":", "*", "::", "ipv4", "ipv6",
+    "v1", "v2", "#", "\n", "\"", "[", "]", "-"])
+
+# --- DNS: a PTR answer and an A answer, a truncated one, and a compression loop ---------------
+def name(n):
+    return b"".join(bytes([len(p)]) + p.encode() for p in n.split(".") if p) + b"\0"
+
+def message(qname, qtype, answers, flags=0x8180):
+    head = struct.pack(">HHHHHH", 0x1234, flags, 1, len(answers), 0, 0)
+    q = name(qname) + struct.pack(">HH", qtype, 1)
+    body = b""
+    for rtype, rdata in answers:
+        body += b"\xc0\x0c" + struct.pack(">HHIH", rtype, 1, 300, len(rdata)) + rdata
+    return head + q + body
+
+write("dns-message", message("1.0.0.127.in-addr.arpa", 12, [(12, name("localhost"))]))
+write("dns-message", message("host.example", 1, [(1, bytes([127, 0, 0, 1])), (1, bytes([127, 0, 0, 2]))]))
+write("dns-message", message("host.example", 28, [(28, bytes(15) + b"\x01")]))
+write("dns-message", message("x.example", 1, [], flags=0x8383))
+write("dns-message", struct.pack(">HHHHHH", 1, 0x8180, 1, 1, 0, 0) + b"\xc0\x0c" + b"\0\x0c\0\x01")
+dictionary("dns-message", ["\xc0\x0c", "\x00\x0c\x00\x01", "\x00\x01\x00\x01", "\x00\x1c\x00\x01", "\x81\x80",
+                           "\x07in-addr\x04arpa\x00", "\x03ip6\x04arpa\x00"])
+
+# --- ident (RFC 1413's examples) ----------------------------------------------------------------
+for r in [b"6193, 23 : USERID : UNIX : stjohns\r\n", b"6195, 23 : ERROR : NO-USER\r\n",
+          b"6191, 23 : USERID : OTHER : \x00\xff weird\r\n", b"1,2:USERID:UNIX,US-ASCII:joe\n", b"x" * 300]:
+    write("ident-reply", r)
+dictionary("ident-reply", [":", ",", "USERID", "ERROR", "UNIX", "OTHER", "NO-USER", "\r\n", "US-ASCII"])
+
+# --- system files ---------------------------------------------------------------------------------
+for t in [
+    b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n# comment\n10.0.0.1 host.example host\n",
+    b"pop3\t\t110/tcp\t\tpop-3\nsmtp 25/tcp mail\n",
+    b"root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+    b"root:x:0:\nnogroup:x:65534:\n",
+    b"nameserver 127.0.0.53\nnameserver ::1\noptions edns0\nsearch example\n",
+]:
+    write("system-files", t)
+dictionary("system-files", ["localhost", "nobody", "nogroup", "nameserver", ":", "/tcp", "#", "\n", "\t", "::1"])
+
+# --- log targets ----------------------------------------------------------------------------------
+for t in ["syslog:3,tcpproxy,daemon", "syslog:5", "file:4,/var/log/tcpproxy.log", "stdout:5", "stderr:2",
+          "syslog:3,,local7", "file:0,x"]:
+    write("log-target", t.encode())
+dictionary("log-target", ["syslog", "file", "stdout", "stderr", ":", ",", "daemon", "local0", "mail", "auth"])

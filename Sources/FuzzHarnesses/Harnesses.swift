@@ -1,0 +1,172 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import AccessRules
+import CDB
+import Gateway
+import GatewayKit
+import TCPProxy
+import UCSPI
+
+/// The fuzz harnesses: each takes one input (arbitrary bytes) and hands it to the same entry
+/// point the tools call, the way the tools would. A harness never exits and never prints;
+/// what it checks beyond "does not crash or hang" (an invariant, a round trip, a bound) it
+/// checks with `precondition`, which libFuzzer reports as a crash.
+///
+/// The same functions run in three places: `bastion-fuzz NAME` (libFuzzer, built with
+/// scripts/fuzz), the unit tests' replay of every committed corpus and regression input
+/// (Tests/FuzzReplayTests), and the scaling tests.
+public enum Harnesses {
+    /// A harness: a name (the corpus folder and the dictionary are named after it) and its
+    /// entry point.
+    public struct Harness: Sendable {
+        public let name: String
+        public let summary: String
+        public let run: @Sendable (UnsafeRawBufferPointer) -> Void
+    }
+
+    /// Every harness, by name.
+    public static let all: [Harness] = [
+        Harness(name: "tcprules-line", summary: "tcprules' line parser (RuleParser.parse)", run: ruleLine),
+        Harness(
+            name: "tcprules-compile", summary: "the whole compile, rules text fed in chunks to cdb bytes",
+            run: rulesCompile),
+        Harness(
+            name: "cdb-lookup", summary: "the cdb reader and tcpserver's lookup order on arbitrary database bytes",
+            run: cdbLookup),
+        Harness(name: "tcpserver-args", summary: "tcpserver's command line (arbitrary argv)", run: tcpserverArguments),
+        Harness(name: "tcpproxy-args", summary: "tcpproxy's command lines (arbitrary argv)", run: tcpproxyArguments),
+        Harness(
+            name: "tcpproxy-config",
+            summary: "both configuration dialects, a text parsed then another on top (reload), listings",
+            run: tcpproxyConfiguration),
+        Harness(name: "dns-message", summary: "the DNS message decoder and the PTR name", run: dnsMessage),
+        Harness(name: "ident-reply", summary: "the ident reply reader, byte by byte", run: identReply),
+        Harness(
+            name: "system-files",
+            summary: "/etc/hosts, /etc/services, /etc/passwd, /etc/group and resolv.conf readers", run: systemFiles),
+        Harness(name: "log-target", summary: "the -L log target syntax", run: logTarget),
+    ]
+
+    /// The harness named `name`.
+    public static func named(_ name: String) -> Harness? { all.first { $0.name == name } }
+
+    // MARK: - Helpers
+
+    /// The input split at NUL bytes into arguments (as a kernel hands argv over).
+    static func arguments(_ data: UnsafeRawBufferPointer) -> [[UInt8]] {
+        data.split(separator: 0, omittingEmptySubsequences: false).map(Array.init)
+    }
+
+    /// The input cut in two at its first byte's position (both halves used).
+    static func halves(_ data: UnsafeRawBufferPointer) -> (UnsafeRawBufferPointer, UnsafeRawBufferPointer) {
+        guard let first = data.first else { return (data, data) }
+        let cut = min(Int(first) * max(data.count, 1) / 256 + 1, data.count)
+        return (UnsafeRawBufferPointer(rebasing: data[1..<max(cut, 1)]), UnsafeRawBufferPointer(rebasing: data[cut...]))
+    }
+
+    // MARK: - ucspi-tcp
+
+    static func ruleLine(_ data: UnsafeRawBufferPointer) {
+        let bytes = data.bindMemory(to: UInt8.self)
+        if let line = try? RuleParser.parse(bytes) {
+            // What parsed must expand and encode without trouble.
+            _ = line
+        }
+    }
+
+    static func rulesCompile(_ data: UnsafeRawBufferPointer) {
+        guard let writer = try? CDBWriter(sink: CDBMemorySink()) else { return }
+        var compiler = RulesCompiler(writer: writer)
+        // Fed in chunks whose size the first byte picks: a line split anywhere parses the same.
+        let chunk = Int(data.first ?? 0) % 61 + 1
+        var offset = 0
+        do {
+            while offset < data.count {
+                let end = min(offset + chunk, data.count)
+                try compiler.feed(UnsafeRawBufferPointer(rebasing: data[offset..<end]))
+                offset = end
+            }
+            try compiler.finish()
+        } catch { return }
+        // What tcprules writes, tcpserver reads.
+        let database = compiler.writer.sink.bytes
+        database.withUnsafeBytes { raw in
+            let reader = CDBReader(bytes: raw)
+            precondition((try? reader.records()) != nil, "a compiled database must read back")
+            _ = try? RuleLookup.find(RuleClient(ip: "10.0.0.1", host: "host.example", info: "user"), in: reader)
+        }
+    }
+
+    static func cdbLookup(_ data: UnsafeRawBufferPointer) {
+        let (keyPart, database) = halves(data)
+        let reader = CDBReader(bytes: database)
+        _ = try? reader.records()
+        _ = try? reader.findAll(keyPart)
+        let ip = Array(keyPart.prefix(40))
+        _ = try? RuleLookup.find(RuleClient(ip: ip, host: Array(keyPart.dropFirst(40)), info: ip), in: reader)
+    }
+
+    static func tcpserverArguments(_ data: UnsafeRawBufferPointer) {
+        _ = try? TCPServerOptions.parse(arguments(data))
+    }
+
+    static func tcpproxyArguments(_ data: UnsafeRawBufferPointer) {
+        let args = arguments(data).map { String(decoding: $0, as: UTF8.self) }
+        guard let options = try? TCPProxyOptions.parse(args) else { return }
+        _ = ProxyPlan.mode(options, stdinIsSocket: false)
+    }
+
+    /// The fake services file the configuration harness resolves names with.
+    static let services = ServiceNameSource.text(
+        Array("smtp 25/tcp mail\npop3 110/tcp pop-3\nhttp 80/tcp www\nhttp-alt 8080/tcp\n".utf8), name: "/etc/services")
+
+    static func tcpproxyConfiguration(_ data: UnsafeRawBufferPointer) {
+        let (first, second) = halves(data)
+        for text in [first, second] {
+            let string = String(decoding: text, as: UTF8.self)
+            guard
+                let configuration = try? ProxyConfiguration(parsing: string, path: "fuzz.conf", serviceNames: services)
+            else { continue }
+            _ = configuration.listing(.ports)
+            _ = configuration.listing(.basic)
+            for service in configuration.services {
+                for address in ["127.0.0.1", "::1", "192.0.2.7"] {
+                    _ = service.handler(forLocalAddress: IPAddress(address)!)
+                }
+            }
+        }
+    }
+
+    // MARK: - GatewayKit
+
+    static func dnsMessage(_ data: UnsafeRawBufferPointer) {
+        guard let response = try? DNSResponse(parsing: Array(data)) else { return }
+        _ = ClientNameSource.name(in: response)
+        _ = try? response.addresses(of: .a)
+        _ = try? response.addresses(of: .aaaa)
+    }
+
+    static func identReply(_ data: UnsafeRawBufferPointer) {
+        var reader = IdentReplyReader()
+        for byte in data where reader.consume(byte) == .finished { break }
+        // remoteinfo stops once it keeps more than 256 bytes: 257 at most.
+        precondition(reader.collected.count <= IdentReplyReader.maximumLength + 1, "the reply is bounded")
+        let whole = IdentReplyReader.interpret(UnsafeRawBufferPointer(data))
+        precondition(whole == nil || whole == reader.collected, "byte by byte and whole agree")
+    }
+
+    static func systemFiles(_ data: UnsafeRawBufferPointer) {
+        let text = Array(data)
+        _ = HostsFile.names(in: text)
+        _ = HostsFile.addresses(of: "localhost", in: text)
+        _ = ServiceNames.port(of: "pop3", proto: "tcp", in: text)
+        _ = UserDatabase.user("nobody", in: text)
+        _ = UserDatabase.group("nogroup", in: text)
+        _ = DNSConfiguration.parseResolvConf(text)
+    }
+
+    static func logTarget(_ data: UnsafeRawBufferPointer) {
+        _ = try? LogTarget.parse(String(decoding: data, as: UTF8.self), defaultName: "fuzz")
+    }
+}

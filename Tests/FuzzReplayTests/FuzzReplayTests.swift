@@ -1,0 +1,49 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import FuzzHarnesses
+import GatewayKit
+import Testing
+
+// Every committed fuzz input (the seed corpora and the regressions found by fuzzing) through
+// its harness, in the ordinary test command: a finding that was fixed can never come back.
+// scripts/fuzz --replay does the same under AddressSanitizer; scripts/fuzz SECONDS searches.
+
+/// The repository's Fuzz/ folder.
+let fuzzRoot: String = {
+    var path = #filePath
+    for _ in 0..<3 { path = String(path[..<path.lastIndex(of: "/")!]) }
+    return path + "/Fuzz"
+}()
+
+/// The files in `folder` (none when it does not exist).
+func files(in folder: String) -> [String] {
+    guard let dir = opendir(folder) else { return [] }
+    defer { closedir(dir) }
+    var names: [String] = []
+    while let entry = readdir(dir) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if !name.hasPrefix(".") { names.append(folder + "/" + name) }
+    }
+    return names.sorted()
+}
+
+@Suite("Fuzz corpora and regressions replayed")
+struct FuzzReplayTests {
+    @Test(arguments: Harnesses.all.map(\.name))
+    func replay(harness name: String) throws {
+        let harness = try #require(Harnesses.named(name))
+        let inputs = files(in: "\(fuzzRoot)/corpus/\(name)") + files(in: "\(fuzzRoot)/regressions/\(name)")
+        #expect(!inputs.isEmpty, "every harness has a seed corpus")
+        for path in inputs {
+            let bytes = try FD.readWholeFile(path)
+            bytes.withUnsafeBytes { harness.run($0) }
+        }
+    }
+
+    @Test func everyHarnessHasADictionaryOrSaysWhyNot() {
+        for harness in Harnesses.all {
+            #expect(access("\(fuzzRoot)/dict/\(harness.name).dict", R_OK) == 0, "\(harness.name) has no dictionary")
+        }
+    }
+}
