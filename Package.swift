@@ -5,7 +5,11 @@ import PackageDescription
 // dynamically linked Swift program needs to load its runtime libraries, which matters for
 // tcprulescheck run per lookup and for tcpserver forking per connection. lld is used because
 // it links the same code without the GNU linkers' warnings about glibc calls in static code.
-let staticTool: [LinkerSetting] = [.unsafeFlags(["-static-executable", "-use-ld=lld"])]
+//
+// Sanitizer builds (scripts/test --sanitize address|thread sets BASTION_SANITIZE) link
+// dynamically: AddressSanitizer and ThreadSanitizer need a dynamic executable.
+let sanitizing = Context.environment["BASTION_SANITIZE"] != nil
+let staticTool: [LinkerSetting] = [.unsafeFlags(sanitizing ? ["-use-ld=lld"] : ["-static-executable", "-use-ld=lld"])]
 
 // The hot paths (cdb writing, rule parsing, the generic session worker that accepts) are
 // generic across modules; full cross-module optimisation lets the tools specialise them
