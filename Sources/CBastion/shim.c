@@ -32,6 +32,10 @@ int bastion_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
     return accept4(fd, addr, len, flags);
 }
 
+int bastion_dup3(int oldfd, int newfd, int flags) {
+    return dup3(oldfd, newfd, flags);
+}
+
 // MARK: - Relay: splice and pipes
 
 #include <fcntl.h>

@@ -77,8 +77,11 @@ public enum Daemon {
     }
 
     /// Detaches from the terminal: fork (the parent exits 0), setsid, chdir /, and standard
-    /// input, output and error to /dev/null.
+    /// input, output and error to /dev/null. Lines already logged are written first (for at
+    /// most a second): the parent leaves with `_exit`, and the child does not write its
+    /// parent's queued lines.
     public static func detach() throws(SystemError) {
+        DaemonLog.flushAll(timeout: .seconds(1))
         let pid = fork()
         if pid < 0 { throw SystemError.current }
         if pid > 0 { _exit(0) }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CBastion
 
 /// Message levels of spreadspace's tcpproxy `-L target:level`: 0 disables a target, 5 is debug.
 public enum LogLevel: Int, Comparable, Sendable, CaseIterable {
@@ -114,36 +115,42 @@ public struct LogTarget: Equatable, Sendable {
     }
 }
 
-/// Formats and delivers log lines to several targets. Files are opened for appending and
-/// reopened by `reopen()` (after log rotation, on SIGHUP). Syslog lines go straight to
-/// /dev/log as RFC 3164 datagrams, so each target keeps its own name and facility.
+extension LogTarget {
+    /// The bytes this target gets for `text` at `level`: an RFC 3164 datagram for syslog (with
+    /// the calling process's pid), `STAMP [LEVEL] text` and a newline for the others. `stamp`
+    /// is made on first use and shared by the targets of one line.
+    public func line(_ level: LogLevel, _ text: String, stamp: inout String?) -> [UInt8] {
+        if case .syslog(let name, let facility) = kind {
+            return LogFormat.syslogDatagram(
+                priority: facility | level.syslogSeverity, name: name, pid: getpid(), message: text)
+        }
+        if stamp == nil { stamp = LogFormat.timestamp() }
+        return Array("\(stamp!) [\(level.name)] \(text)\n".utf8)
+    }
+}
+
+/// Formats and delivers log lines to several targets, synchronously: every call writes (and
+/// may block on a stalled target). For a single thread that may wait, such as a tool or a
+/// test; daemons use `DaemonLog`, which never blocks its caller.
 public final class Logger {
     public private(set) var targets: [LogTarget]
-    private var files: [Int32]
-    private var syslogSocket: Int32 = -1
+    private var sinks: [LogSink]
 
     public init(targets: [LogTarget]) {
         self.targets = targets
-        files = Array(repeating: -1, count: targets.count)
-        reopen()
+        sinks = targets.map { LogSink(target: $0) }
     }
 
     deinit {
-        for fd in files where fd >= 0 { close(fd) }
-        if syslogSocket >= 0 { close(syslogSocket) }
+        for i in sinks.indices { sinks[i].close() }
     }
 
     /// The most detailed level any target wants; callers may skip building messages above it.
     public var maximumLevel: LogLevel { targets.map(\.level).max() ?? .off }
 
-    /// (Re)opens every file target; a file that cannot be opened is reported on stderr.
+    /// Reopens every file target; a file that cannot be opened is reported on stderr.
     public func reopen() {
-        for (i, target) in targets.enumerated() {
-            guard case .file(let path) = target.kind else { continue }
-            if files[i] >= 0 { close(files[i]) }
-            files[i] = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
-            if files[i] < 0 { Stderr.line("unable to open log file \(path): \(SystemError.current)") }
-        }
+        for i in sinks.indices { sinks[i].reopen() }
     }
 
     /// Logs `message` at `level` to every target that wants it.
@@ -151,34 +158,129 @@ public final class Logger {
         guard level != .off, level <= maximumLevel else { return }
         let text = message()
         var stamp: String?
-        for (i, target) in targets.enumerated() where level <= target.level {
-            switch target.kind {
-            case .syslog(let name, let facility):
-                sendSyslog(name: name, priority: facility | level.syslogSeverity, text)
-            case .file, .stdout, .stderr:
-                if stamp == nil { stamp = LogFormat.timestamp() }
-                let line = "\(stamp!) [\(level.name)] \(text)\n"
-                let fd: Int32
-                switch target.kind {
-                case .file: fd = files[i]
-                case .stdout: fd = 1
-                default: fd = 2
-                }
-                if fd >= 0 { try? FD.writeAll(fd, line) }
-            }
+        for i in sinks.indices where level <= targets[i].level {
+            var bytes = targets[i].line(level, text, stamp: &stamp)[...]
+            while !bytes.isEmpty, case .wrote(let n) = sinks[i].write(bytes) { bytes = bytes.dropFirst(n) }
+        }
+    }
+}
+
+/// One target's descriptor and how bytes reach it: a log file opened for appending, standard
+/// output or error, or a datagram socket connected to /dev/log. Used by one thread at a time.
+///
+/// The descriptor keeps its number once it has one: reopening a file and reconnecting to
+/// syslog replace the open file under the same number (dup3). So a process forked at any
+/// moment inherits a number that is open and still this target's, never one that was
+/// closed and perhaps reused for a client's socket.
+struct LogSink {
+    /// What became of a write.
+    enum Outcome: Equatable {
+        /// This many bytes (at least one) were written.
+        case wrote(Int)
+        /// Nothing was written and the target asks to be tried later (full disk, full
+        /// buffers, a non-blocking descriptor that would block).
+        case later
+        /// The target cannot take these bytes (no syslog socket, no log file open, any other
+        /// error): give them up.
+        case refused
+    }
+
+    let target: LogTarget
+    private(set) var fd: Int32 = -1
+
+    /// Opens a file target, connects a syslog target (now, so that a chroot later does not
+    /// hide /dev/log); a file that cannot be opened is reported on stderr.
+    init(target: LogTarget) {
+        self.target = target
+        switch target.kind {
+        case .file: reopen()
+        case .syslog: fd = LogFormat.connectDevLog()
+        case .stdout: fd = 1
+        case .stderr: fd = 2
         }
     }
 
-    private func sendSyslog(name: String, priority: Int32, _ text: String) {
-        let datagram = LogFormat.syslogDatagram(priority: priority, name: name, pid: getpid(), message: text)
-        for attempt in 0..<2 {
-            if syslogSocket < 0 { syslogSocket = LogFormat.connectDevLog() }
-            guard syslogSocket >= 0 else { return }
-            let sent = datagram.withUnsafeBytes { send(syslogSocket, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if sent >= 0 { return }
-            close(syslogSocket)
-            syslogSocket = -1
-            if attempt == 1 { return }
+    /// At most this many bytes go out in one write: one datagram for syslog; PIPE_BUF for
+    /// standard output and error, whose writes are atomic up to that size, so the lines of
+    /// processes sharing a pipe never interleave; 64 KiB for an O_APPEND file.
+    var batchLimit: Int {
+        switch target.kind {
+        case .syslog: return 0
+        case .stdout, .stderr: return Int(PIPE_BUF)
+        case .file: return 65536
+        }
+    }
+
+    /// (Re)opens a file target (after log rotation). When the file cannot be opened the old
+    /// one stays in use, and the reason goes to stderr.
+    mutating func reopen() {
+        guard case .file(let path) = target.kind else { return }
+        let new = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
+        guard new >= 0 else {
+            Stderr.line("unable to open log file \(path): \(SystemError.current)")
+            return
+        }
+        replace(with: new)
+    }
+
+    /// Closes a descriptor of its own (not standard output or error).
+    mutating func close() {
+        switch target.kind {
+        case .file, .syslog:
+            if fd >= 0 { FD.close(fd) }
+            fd = -1
+        case .stdout, .stderr: break
+        }
+    }
+
+    /// One write (one datagram for syslog) of `bytes`, which must not be empty.
+    mutating func write(_ bytes: ArraySlice<UInt8>) -> Outcome {
+        guard case .syslog = target.kind else { return Self.outcome(bytes.withUnsafeBytes { Self.write(fd, $0) }) }
+        var outcome = Outcome.refused
+        if fd >= 0 { outcome = Self.outcome(bytes.withUnsafeBytes { Self.send(fd, $0) }) }
+        guard outcome == .refused else { return outcome }
+        // The syslog daemon may have restarted (ECONNREFUSED) or come up: connect once more.
+        let new = LogFormat.connectDevLog()
+        guard new >= 0 else { return .refused }
+        replace(with: new)
+        return Self.outcome(bytes.withUnsafeBytes { Self.send(fd, $0) })
+    }
+
+    /// Puts `new` under our descriptor's number (or makes it our descriptor).
+    private mutating func replace(with new: Int32) {
+        if fd < 0 {
+            fd = new
+            return
+        }
+        _ = bastion_dup3(new, fd, O_CLOEXEC)  // should it fail, the old file stays in use
+        FD.close(new)
+    }
+
+    private static func write(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Int {
+        guard fd >= 0 else {
+            errno = EBADF
+            return -1
+        }
+        while true {
+            let n = Glibc.write(fd, bytes.baseAddress, bytes.count)
+            if n >= 0 || errno != EINTR { return n }
+        }
+    }
+
+    private static func send(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Int {
+        while true {
+            let n = Glibc.send(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL))
+            if n >= 0 || errno != EINTR { return n }
+        }
+    }
+
+    /// A write's result (bytes, or -1 with errno) as an outcome.
+    private static func outcome(_ n: Int) -> Outcome {
+        if n > 0 { return .wrote(n) }
+        if n == 0 { return .later }
+        switch errno {
+        case EAGAIN, EWOULDBLOCK, ENOSPC, EDQUOT, ENOBUFS, ENOMEM: return .later
+        default: return .refused
         }
     }
 }

@@ -25,6 +25,9 @@ int bastion_wtermsig(int status);
 /// accept4(2), which glibc declares only under _GNU_SOURCE.
 int bastion_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
 
+/// dup3(2) (dup2 with O_CLOEXEC in the same step), which glibc declares only under _GNU_SOURCE.
+int bastion_dup3(int oldfd, int newfd, int flags);
+
 // MARK: - Relay: epoll, eventfd, splice and pipes
 
 #include <stdint.h>

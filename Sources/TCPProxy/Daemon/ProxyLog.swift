@@ -1,4 +1,5 @@
 import GatewayKit
 
-/// tcpproxy's log is the shared daemon log.
+/// The daemon's log, shared by every thread: GatewayKit's `DaemonLog` (a queue and a writer
+/// thread per target, so logging never blocks an event loop).
 public typealias ProxyLog = DaemonLog
