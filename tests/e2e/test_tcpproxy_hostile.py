@@ -103,6 +103,35 @@ def roomy_descriptors(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
 
 
+def connect_all(port: int, count: int, timeout: float = 30) -> list[socket.socket]:
+    """`count` non-blocking connections to `port`, returned once every connect is done."""
+    sockets = []
+    for _ in range(count):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        sockets.append(s)
+    waiting = set(sockets)
+    selector = selectors.DefaultSelector()
+    for s in sockets:
+        selector.register(s, selectors.EVENT_WRITE)
+    deadline = time.monotonic() + timeout
+    while waiting:
+        assert time.monotonic() < deadline, f"{len(waiting)} of {count} connects not done"
+        for key, _ in selector.select(0.5):
+            s = key.fileobj
+            assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+            selector.unregister(s)
+            waiting.discard(s)
+    selector.close()
+    return sockets
+
+
+def send_byte(s: socket.socket, byte: int) -> None:
+    """One byte on a connected socket whose buffer has room (a slow client's whole write)."""
+    assert s.send(bytes([byte])) == 1
+
+
 def well_behaved(port: int, count: int, deadline_each: float = 3.0) -> list[float]:
     """`count` request-response exchanges in turn; each must finish within `deadline_each`."""
     times = []
@@ -136,21 +165,13 @@ def test_slow_clients_keep_no_one_waiting(lab):
         proxy, port = start_proxy(lab, echo.port)
         well_behaved(port, 3)
         baseline = group_rss_kib(proxy.pid)
-        slow = []
-        for _ in range(2000):
-            s = socket.socket()
-            s.setblocking(False)
-            s.connect_ex(("127.0.0.1", port))
-            slow.append(s)
+        slow = connect_all(port, 2000)
         received = {s: bytearray() for s in slow}
         rounds = 4
         for r in range(rounds):
             start = time.monotonic()
             for s in slow:
-                try:
-                    s.send(bytes([65 + r]))
-                except (BlockingIOError, OSError):
-                    pass
+                send_byte(s, 65 + r)
             times = well_behaved(port, 5)
             assert max(times) < 3.0, times
             for s in slow:

@@ -1,0 +1,197 @@
+"""Our tcpserver end to end: hostile peers. Slow clients (a byte a second), connections reset
+before and during the program's run, and a flood of connections faster than it serves them.
+Each ends with tcpserver alive, its own memory bounded, every well-behaved client served
+meanwhile, every completed transfer whole, and every child slot free again.
+
+tcpserver forks a child per connection (`cat` here, so each connection echoes), as djb's
+does; `-c` is set above the number of slow clients, since a slot per connection is the
+design (a full table makes new clients wait in the listen queue, as with the original).
+Only loopback traffic; -H -R -l 0: no DNS, no ident.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from test_tcpproxy_hostile import connect_all, reset, roomy_descriptors, send_byte
+
+
+class TCPServer:
+    """Our tcpserver with `-v -1 -H -R -l 0 -c LIMIT 127.0.0.1 0 cat`: its port from -1, its
+    log (stderr) collected by a thread."""
+
+    def __init__(self, limit: int):
+        binary = Path(os.environ.get("BASTION_BIN", ".build/release")) / "tcpserver"
+        self.proc = subprocess.Popen(
+            ["prlimit", "--nofile=16384:16384", str(binary), "-v", "-1", "-H", "-R", "-l", "0", "-c", str(limit),
+             "-b", "1024", "127.0.0.1", "0", "cat"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        line = self.proc.stdout.readline()
+        assert line.strip().isdigit(), line
+        self.port = int(line)
+        self.log = bytearray()
+        self.lock = threading.Lock()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        while True:
+            chunk = self.proc.stderr.read1(65536)
+            if not chunk:
+                return
+            with self.lock:
+                self.log += chunk
+
+    def text(self) -> str:
+        with self.lock:
+            return self.log.decode("utf-8", "replace")
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def wait_idle(self, limit: int, timeout: float = 30) -> None:
+        """Until the last status line says no child runs."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = re.findall(r"tcpserver: status: (\d+)/", self.text())
+            if found and found[-1] == "0":
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"children still running: {re.findall(r'status: [0-9/]+', self.text())[-3:]}")
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture
+def server_factory():
+    made = []
+
+    def make(limit: int) -> TCPServer:
+        s = TCPServer(limit)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.stop()
+
+
+def echo_once(port: int, message: bytes, timeout: float = 5.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(message)
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+
+
+def test_slow_clients_keep_no_one_waiting(server_factory):
+    roomy_descriptors(6000)
+    server = server_factory(3000)
+    assert echo_once(server.port, b"warm") == b"warm"
+    baseline = server.rss_kib()
+    slow = connect_all(server.port, 2000)
+    received = {s: bytearray() for s in slow}
+    rounds = 3
+    for r in range(rounds):
+        start = time.monotonic()
+        for s in slow:
+            send_byte(s, 97 + r)
+        for i in range(5):
+            t = time.monotonic()
+            message = f"round {r} client {i}".encode()
+            assert echo_once(server.port, message) == message
+            assert time.monotonic() - t < 3.0
+        time.sleep(max(0.0, 1.0 - (time.monotonic() - start)))
+    expected = bytes(97 + r for r in range(rounds))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(bytes(v) != expected for v in received.values()):
+        for s in slow:
+            if len(received[s]) < rounds:
+                try:
+                    received[s] += s.recv(100)
+                except (BlockingIOError, OSError):
+                    pass
+        time.sleep(0.05)
+    short = [bytes(v) for v in received.values() if bytes(v) != expected]
+    assert not short, f"{len(short)} slow clients short, e.g. {short[:3]}"
+    for s in slow:
+        s.close()
+    server.wait_idle(3000)
+    assert server.proc.poll() is None, server.text()[-2000:]
+    grown = server.rss_kib() - baseline
+    assert grown < 16 * 1024, f"tcpserver itself grew by {grown} KiB"
+
+
+def test_resets_before_and_during_the_program(server_factory):
+    roomy_descriptors(2000)
+    server = server_factory(200)
+    big = bytes(range(256)) * 4096
+    for round_ in range(50):
+        s = socket.create_connection(("127.0.0.1", server.port))
+        reset(s)
+        s = socket.create_connection(("127.0.0.1", server.port))
+        s.sendall(big)
+        s.recv(1000)
+        reset(s)
+        message = f"whole {round_} ".encode() * 1000
+        assert echo_once(server.port, message) == message
+    server.wait_idle(200)
+    assert server.proc.poll() is None, server.text()[-2000:]
+
+
+def test_a_flood_of_connections_faster_than_served(server_factory):
+    roomy_descriptors(6000)
+    server = server_factory(100)
+    opened = [0]
+    stop = threading.Event()
+
+    def flood() -> None:
+        while not stop.is_set() and opened[0] < 5000:
+            try:
+                s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            except OSError:
+                continue
+            opened[0] += 1
+            if opened[0] % 2:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+
+    threads = [threading.Thread(target=flood, daemon=True) for _ in range(4)]
+    for t in threads:
+        t.start()
+    served = 0
+    while any(t.is_alive() for t in threads):
+        message = f"between {served}".encode()
+        assert echo_once(server.port, message, timeout=10) == message
+        served += 1
+    stop.set()
+    assert opened[0] >= 5000 and served > 0, (opened[0], served)
+    server.wait_idle(100, timeout=60)
+    assert server.proc.poll() is None, server.text()[-2000:]
+    assert echo_once(server.port, b"after") == b"after"
