@@ -47,6 +47,7 @@ let package = Package(
         .testTarget(name: "CDBTests", dependencies: ["CDB"]),
         .testTarget(name: "AccessRulesTests", dependencies: ["AccessRules", "CDB"]),
         .testTarget(name: "GatewayKitTests", dependencies: ["GatewayKit"]),
+        .testTarget(name: "LoopTests", dependencies: ["Loop", "GatewayKit"]),
         .testTarget(name: "RelayTests", dependencies: ["Loop", "Relay", "GatewayKit"]),
         .testTarget(name: "TCPProxyTests", dependencies: ["TCPProxy", "Gateway", "Loop", "GatewayKit", "AccessRules"]),
         .testTarget(name: "UCSPITests", dependencies: ["UCSPI", "GatewayKit", "AccessRules"]),

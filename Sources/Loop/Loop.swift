@@ -13,6 +13,7 @@
 // Acceptor           accept until EAGAIN (bounded per turn); EMFILE/ENFILE pause it.
 // Connector          non-blocking connect with optional source address and timeout.
 // DNSQuery           a UDP DNS query driven by readiness and timers.
+// IdentQuery         an RFC 1413 query (remoteinfo's semantics) driven by readiness and a timer.
 // ChildProgram       a program started with posix_spawn, its exit seen through a pidfd.
 //
 // Threading: everything but EventLoop.Remote and EventLoopThread belongs to one loop's
