@@ -10,12 +10,16 @@ public enum IdentError: Error, Equatable, Sendable, CustomStringConvertible {
     case connectionClosed
     /// A system call failed (socket, bind, connect, write, read).
     case system(SystemError)
+    /// The server sent more than RFC 1413's 1000 bytes without a newline (only the loop's
+    /// `IdentQuery` bounds the reply this way; remoteinfo reads on until its deadline).
+    case replyTooLong
 
     public var description: String {
         switch self {
         case .timedOut: return "timed out"
         case .connectionClosed: return "connection closed before the end of the reply"
         case .system(let error): return error.description
+        case .replyTooLong: return "reply too long"
         }
     }
 }

@@ -73,9 +73,10 @@ public final class Connector: EventHandler {
     /// the socket and the error connect(2) reported at once for the connection itself
     /// (refused, unreachable: 0 when it is in progress); errors of this host (no descriptors
     /// left, source address not available, family mismatch) are thrown, the socket closed.
-    /// With `noDelay` the socket gets TCP_NODELAY before connecting.
+    /// With `noDelay` the socket gets TCP_NODELAY before connecting. `sourceScopeID` is the
+    /// interface of a link-local IPv6 source (which bind(2) refuses without one).
     public static func openSocket(
-        to destination: Endpoint, from source: IPAddress?, noDelay: Bool = false
+        to destination: Endpoint, from source: IPAddress?, sourceScopeID: UInt32 = 0, noDelay: Bool = false
     ) throws(SystemError) -> (fd: Int32, error: Int32) {
         let address = destination.address.unmapped
         let family: IPAddress.Family = address.family
@@ -91,7 +92,9 @@ public final class Connector: EventHandler {
         if noDelay { _ = Sys.setIntOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1) }
         if let sourceAddress {
             _ = Sys.setIntOption(fd, Int32(IPPROTO_IP), Sys.ipBindAddressNoPort, 1)
-            let r = sourceAddress.withSocketAddress(port: 0) { sa, length in bind(fd, sa, length) }
+            let r = sourceAddress.withSocketAddress(port: 0, scopeID: sourceScopeID) { sa, length in
+                bind(fd, sa, length)
+            }
             if r != 0 {
                 let error = SystemError.current
                 Glibc.close(fd)

@@ -13,6 +13,8 @@
 // Acceptor           accept until EAGAIN (bounded per turn); EMFILE/ENFILE pause it.
 // Connector          non-blocking connect with optional source address and timeout.
 // DNSQuery           a UDP DNS query driven by readiness and timers.
+// IdentQuery         an RFC 1413 query (remoteinfo's semantics) driven by readiness and a timer.
+// BufferedSocket     a socket for line protocols: bounded reads, lines or bytes, write queue.
 // ChildProgram       a program started with posix_spawn, its exit seen through a pidfd.
 //
 // Threading: everything but EventLoop.Remote and EventLoopThread belongs to one loop's
