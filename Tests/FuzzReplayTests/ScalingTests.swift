@@ -8,8 +8,9 @@ import Testing
 // A parse whose cost grows faster than its input is a denial of service as much as a crash.
 // Every harness gets inputs of several shapes at 10 KB and at 100 KB: the larger must cost
 // about 10 times the smaller, and never 100 times (quadratic). A ratio, not a time: the
-// machine's speed cancels out; the best of three runs of each keeps noise down, and the bound
-// (40) sits far from both 10 and 100.
+// machine's speed cancels out; the best of five runs of each keeps noise down (the other
+// tests run in parallel), and the bound (50) sits between 10 and 100. Measured here, quiet:
+// 9-15x for most, 24-29x for the configuration harness (two parses, listings, allocation).
 
 /// Input shapes that stress a text parser differently, `count` bytes long.
 enum Shape: CaseIterable {
@@ -61,10 +62,10 @@ func dictionaryWords(_ harness: String) -> [[UInt8]] {
     }
 }
 
-/// The best of three runs of `harness` on `input`, in nanoseconds.
+/// The best of five runs of `harness` on `input`, in nanoseconds.
 func cost(_ harness: Harnesses.Harness, _ input: [UInt8]) -> UInt64 {
     var best = UInt64.max
-    for _ in 0..<3 {
+    for _ in 0..<5 {
         let start = Deadline.now.nanoseconds
         input.withUnsafeBytes { harness.run($0) }
         best = min(best, Deadline.now.nanoseconds - start)
@@ -84,7 +85,7 @@ struct ScalingTests {
             // Below 50 µs for 100 KB the parse stops early (a bound or a first error): nothing to scale.
             guard large > 50_000 else { continue }
             let ratio = Double(large) / Double(small)
-            #expect(ratio < 40, "\(name), \(shape): 10x the input cost \(ratio)x (\(small) ns, then \(large) ns)")
+            #expect(ratio < 50, "\(name), \(shape): 10x the input cost \(ratio)x (\(small) ns, then \(large) ns)")
         }
     }
 }

@@ -3,7 +3,6 @@ import Glibc
 #endif
 import GatewayKit
 import Loop
-import Relay
 import Testing
 
 /// A UDP socket on 127.0.0.1 playing a DNS server for a `DNSQuery` on the test's own loop:
