@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from test_tcpproxy_hostile import connect_all, reset, roomy_descriptors, send_byte
+from test_tcpproxy_hostile import SLOWER, assert_memory, connect_all, reset, roomy_descriptors, send_byte
 
 
 class TCPServer:
@@ -98,7 +98,7 @@ def server_factory():
         s.stop()
 
 
-def echo_once(port: int, message: bytes, timeout: float = 5.0) -> bytes:
+def echo_once(port: int, message: bytes, timeout: float = 5.0 * SLOWER) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(message)
         s.shutdown(socket.SHUT_WR)
@@ -126,7 +126,7 @@ def test_slow_clients_keep_no_one_waiting(server_factory):
             t = time.monotonic()
             message = f"round {r} client {i}".encode()
             assert echo_once(server.port, message) == message
-            assert time.monotonic() - t < 3.0
+            assert time.monotonic() - t < 3.0 * SLOWER
         time.sleep(max(0.0, 1.0 - (time.monotonic() - start)))
     expected = bytes(97 + r for r in range(rounds))
     deadline = time.monotonic() + 30
@@ -144,8 +144,7 @@ def test_slow_clients_keep_no_one_waiting(server_factory):
         s.close()
     server.wait_idle(3000)
     assert server.proc.poll() is None, server.text()[-2000:]
-    grown = server.rss_kib() - baseline
-    assert grown < 16 * 1024, f"tcpserver itself grew by {grown} KiB"
+    assert_memory(server.rss_kib() - baseline, 16 * 1024, "tcpserver itself grew by")
 
 
 def test_resets_before_and_during_the_program(server_factory):
@@ -188,7 +187,7 @@ def test_a_flood_of_connections_faster_than_served(server_factory):
     served = 0
     while any(t.is_alive() for t in threads):
         message = f"between {served}".encode()
-        assert echo_once(server.port, message, timeout=10) == message
+        assert echo_once(server.port, message, timeout=10 * SLOWER) == message
         served += 1
     stop.set()
     assert opened[0] >= 5000 and served > 0, (opened[0], served)
