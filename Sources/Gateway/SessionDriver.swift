@@ -72,7 +72,9 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder {
     private var cachedLocal: Endpoint?
     /// The relay, while it runs.
     public private(set) var relay: RelayConnection?
-    private var plan: RelayPlan?
+    /// What the relay's reports need of its plan: whether it is traced, and the recording.
+    private var traced = false
+    private var recording: RecordingRequest?
     private var program: ChildProgram?
     private var nameQuery: DNSQuery?
     private var timer: LoopTimer?
@@ -124,17 +126,27 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder {
     // MARK: - Events and actions
 
     private func feed(_ event: SessionEvent) {
-        queue.append(event)
-        guard !dispatching else { return }
+        guard !dispatching else { return queue.append(event) }
         dispatching = true
-        var actions: [SessionAction] = []
-        while !queue.isEmpty && !closed {
-            let next = queue.removeFirst()
+        // The actions go into the loop's scratch array (no allocation per event, nothing held
+        // by an idle session); a driver fed while another one dispatches uses its own.
+        let scratch = host.loop.resource(SessionScratch.self)
+        let borrowed = !scratch.inUse
+        scratch.inUse = true
+        var actions = borrowed ? scratch.take() : []
+        var next: SessionEvent? = event
+        while let current = next, !closed {
             actions.removeAll(keepingCapacity: true)
-            machine.handle(next, context: self, into: &actions)
+            machine.handle(current, context: self, into: &actions)
             for action in actions where !closed { perform(action) }
+            next = queue.isEmpty ? nil : queue.removeFirst()
         }
-        queue.removeAll()
+        if borrowed {
+            actions.removeAll(keepingCapacity: true)
+            scratch.give(actions)
+            scratch.inUse = false
+        }
+        if !queue.isEmpty { queue = [] }
         dispatching = false
     }
 
@@ -233,7 +245,8 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder {
                 preamble: plan.preamble, configuration: plan.configuration, delegate: self,
                 recorder: plan.recording == nil ? nil : self)
             client = -1  // the relay's now
-            self.plan = plan
+            traced = plan.traced
+            recording = plan.recording
             self.relay = relay
             relay.start()
         } catch {
@@ -257,24 +270,24 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder {
     // MARK: - The relay's reports
 
     public func relayDidConnect(_ relay: RelayConnection) {
-        guard let plan else { return }
         var local: Endpoint?
-        if plan.traced {
+        if traced {
             // Where it connected from; getpeername would fail on a socket that has already
             // closed both ways (the server may be that quick), getsockname does not.
             local = try? Socket.localEndpoint(relay.serverDescriptor)
         }
-        var recording: RecordingOutcome?
-        if let request = plan.recording {
+        var outcome: RecordingOutcome?
+        if let request = recording {
+            recording = nil
             switch host.recorder(for: request, session: self) {
             case .success(let made):
                 recorder = made
-                recording = RecordingOutcome(path: made.path, error: nil)
+                outcome = RecordingOutcome(path: made.path, error: nil)
             case .failure(let failure):
-                recording = RecordingOutcome(path: failure.path, error: failure.error)
+                outcome = RecordingOutcome(path: failure.path, error: failure.error)
             }
         }
-        feed(.connected(local: local, recording: recording))
+        feed(.connected(local: local, recording: outcome))
     }
 
     public func relay(_ relay: RelayConnection, read bytes: UnsafeRawBufferPointer, direction: RelayDirection) {
@@ -282,7 +295,7 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder {
     }
 
     public func relay(_ relay: RelayConnection, finished direction: RelayDirection, bytes: UInt64) {
-        guard plan?.traced == true else { return }
+        guard traced else { return }
         feed(.finished(direction, bytes: bytes))
     }
 
@@ -313,4 +326,21 @@ public struct RecordingOutcome: Equatable, Sendable {
         self.path = path
         self.error = error
     }
+}
+
+/// The array a loop's session drivers collect actions in, reused event after event.
+final class SessionScratch: LoopResource {
+    var inUse = false
+    private var actions: [SessionAction] = []
+
+    init(loop: EventLoop) { actions.reserveCapacity(8) }
+
+    func take() -> [SessionAction] {
+        defer { actions = [] }
+        return actions
+    }
+
+    func give(_ actions: [SessionAction]) { self.actions = actions }
+
+    func loopDidClose() { actions = [] }
 }

@@ -47,12 +47,12 @@ struct MachineRun {
         machine = ProxySessionMachine(
             ProxySessionSetup(
                 configurationPath: "/etc/tcpproxy.conf", service: service, chosenHandler: handler, targets: resolved,
-                id: 7, peer: Endpoint(address: ip("192.0.2.1"), port: 5000), logLevel: level,
-                baseEnvironment: environment, namesAvailable: names, relayBufferSize: 10240,
-                nextSource: { range in
+                logLevel: level, baseEnvironment: environment, namesAvailable: names, relayBufferSize: 10240,
+                nextSource: { _, range in
                     defer { next += 1 }
                     return AddressArithmetic.address(in: range, at: next)
-                }))
+                }),
+            id: 7, peer: Endpoint(address: ip("192.0.2.1"), port: 5000))
     }
 
     /// Feeds one event; the actions it asks for.

@@ -6,33 +6,46 @@ import Gateway
 import GatewayKit
 import Relay
 
-/// What a tcpproxy session is given when it is made: the handler's configuration and the
-/// table's resolved targets, the daemon's log level and environment. All values: the session
-/// reads nothing else, except `nextSource`, the one shared counter (a `rotate` range's
-/// round robin, an atomic add in the table).
-struct ProxySessionSetup {
+/// What the sessions of one listener (of one table) share: the handler's configuration and
+/// the table's resolved targets, the daemon's log level and environment. Made once per
+/// listener and table, not per connection (an idle connection holds a reference, not a copy).
+/// All values, except `nextSource`, the one shared counter (a `rotate` range's round robin,
+/// an atomic add in the table).
+final class ProxySessionSetup {
     /// The configuration file's path, for the trace.
-    var configurationPath: String
+    let configurationPath: String
     /// The listener's service.
-    var service: ProxyService
+    let service: ProxyService
     /// The handler the listener serves, or nil to choose it by local address (inetd mode).
-    var chosenHandler: Int?
+    let chosenHandler: Int?
     /// The service's resolved forward targets, by handler (nil for exec handlers).
-    var targets: [ResolvedTarget?]
-    /// The connection's number.
-    var id: UInt64
-    /// The client.
-    var peer: Endpoint
+    let targets: [ResolvedTarget?]
     /// The most detailed level the daemon logs.
-    var logLevel: LogLevel
+    let logLevel: LogLevel
     /// The environment programs start from (empty with -c).
-    var baseEnvironment: [[UInt8]]
+    let baseEnvironment: [[UInt8]]
     /// Client names can be looked up (some handler runs a program, and names are not off).
-    var namesAvailable: Bool
+    let namesAvailable: Bool
     /// Relay buffer size (-b).
-    var relayBufferSize: Int
-    /// The next source address of a `rotate` range.
-    var nextSource: (AddressRange) -> IPAddress
+    let relayBufferSize: Int
+    /// The next source address of a `rotate` range for handler `handler`.
+    let nextSource: (_ handler: Int, AddressRange) -> IPAddress
+
+    init(
+        configurationPath: String, service: ProxyService, chosenHandler: Int?, targets: [ResolvedTarget?],
+        logLevel: LogLevel, baseEnvironment: [[UInt8]], namesAvailable: Bool, relayBufferSize: Int,
+        nextSource: @escaping (_ handler: Int, AddressRange) -> IPAddress
+    ) {
+        self.configurationPath = configurationPath
+        self.service = service
+        self.chosenHandler = chosenHandler
+        self.targets = targets
+        self.logLevel = logLevel
+        self.baseEnvironment = baseEnvironment
+        self.namesAvailable = namesAvailable
+        self.relayBufferSize = relayBufferSize
+        self.nextSource = nextSource
+    }
 }
 
 /// One tcpproxy connection as a pure state machine (``SessionMachine``), from accept to the
@@ -43,28 +56,34 @@ struct ProxySessionSetup {
 ///
 /// A handler with ``ProxyHandler/debug`` (`debug NAME`, or -d for all) gets the debug trace:
 /// every step logged at notice level as `WHO: trace: STEP`. Without it each step costs one test.
-struct ProxySessionMachine: SessionMachine {
+///
+/// A class rather than a struct so that the driver holds it without a box and an idle
+/// connection costs a reference to its listener's setup plus a few words; it is still pure:
+/// no descriptor, no loop, no clock.
+final class ProxySessionMachine: SessionMachine {
     private enum State {
         case created, checkingRules, findingName, accessControl, handingOver, connecting, relaying, waiting, ended
     }
 
     private let setup: ProxySessionSetup
+    /// The connection's number.
+    let id: UInt64
+    /// The client.
+    let peer: Endpoint
     private var state = State.created
     private var handlerIndex = 0
-    private var handler: ProxyHandler!
+    /// The chosen handler, read in place (never copied: it is large).
+    private var handler: ProxyHandler {
+        _read { yield setup.service.handlers[handlerIndex] }
+    }
     private var tracing = false
     private var ruleEnvironment: [RuleDecision.Variable] = []
     /// PROXY_CLIENTNAME: the client's name once looked up (nil: none, the address is used).
     private var clientName: String?
     private var serverDescription = ""
     private var started = Deadline(nanoseconds: 0)
-    /// The local end, once read; read only when something needs it. Kept in a box so that
-    /// reading it through the context (once) does not make every log line a mutation.
-    private let localBox = LocalEndpointBox()
-    private var local: Endpoint? {
-        get { localBox.endpoint }
-        nonmutating set { localBox.endpoint = newValue }
-    }
+    /// The local end, once read; read only when something needs it.
+    private var local: Endpoint?
     /// The client socket is the relay's: its local address is known only if read before.
     private var handedOff = false
     private var descriptorWaits = 0
@@ -72,7 +91,11 @@ struct ProxySessionMachine: SessionMachine {
     /// Pauses of 100 ms a connection waits for a descriptor before it is given up (10 s).
     static let descriptorWaitLimit = 100
 
-    init(_ setup: ProxySessionSetup) { self.setup = setup }
+    init(_ setup: ProxySessionSetup, id: UInt64, peer: Endpoint) {
+        self.setup = setup
+        self.id = id
+        self.peer = peer
+    }
 
     // MARK: - Words
 
@@ -89,8 +112,8 @@ struct ProxySessionMachine: SessionMachine {
     private func who(_ context: any SessionContext) -> String {
         // Once the relay owns (and may have closed) the client socket, the local address is
         // known only if it was read before; a quiet log level skips that system call.
-        guard !handedOff || local != nil else { return "connection \(setup.id) from \(setup.peer)" }
-        return "connection \(setup.id) from \(setup.peer) on \(localEnd(context))"
+        guard !handedOff || local != nil else { return "connection \(id) from \(peer)" }
+        return "connection \(id) from \(peer) on \(localEnd(context))"
     }
 
     private func trace(
@@ -107,7 +130,7 @@ struct ProxySessionMachine: SessionMachine {
         actions.append(.log(level, "\(who(context))\(text)"))
     }
 
-    private mutating func end(_ context: any SessionContext, _ actions: inout [SessionAction]) {
+    private func end(_ context: any SessionContext, _ actions: inout [SessionAction]) {
         trace("end after \(SessionDriver.seconds(since: started, now: context.now))", context, &actions)
         state = .ended
         actions.append(.close)
@@ -115,7 +138,7 @@ struct ProxySessionMachine: SessionMachine {
 
     // MARK: - Events
 
-    mutating func handle(_ event: SessionEvent, context: any SessionContext, into actions: inout [SessionAction]) {
+    func handle(_ event: SessionEvent, context: any SessionContext, into actions: inout [SessionAction]) {
         switch (state, event) {
         case (.created, .started):
             started = context.now
@@ -184,8 +207,8 @@ struct ProxySessionMachine: SessionMachine {
     func statusLine(bytesFromClient: UInt64, bytesToClient: UInt64, now: Deadline) -> String? {
         guard state == .relaying || state == .connecting else { return nil }
         let who =
-            local.map { "connection \(setup.id) from \(setup.peer) on \($0)" }
-            ?? "connection \(setup.id) from \(setup.peer)"
+            local.map { "connection \(id) from \(peer) on \($0)" }
+            ?? "connection \(id) from \(peer)"
         return
             "\(who) to \(serverDescription): \(bytesFromClient) bytes from client, \(bytesToClient) bytes to client, "
             + "open \(SessionDriver.seconds(since: started, now: now))"
@@ -193,14 +216,14 @@ struct ProxySessionMachine: SessionMachine {
 
     // MARK: - Steps
 
-    private mutating func begin(_ context: any SessionContext, _ actions: inout [SessionAction]) {
+    private func begin(_ context: any SessionContext, _ actions: inout [SessionAction]) {
         let service = setup.service
         if setup.chosenHandler == nil {
             do { local = try context.localEndpoint() } catch {
                 actions.append(
                     .log(
                         .warning,
-                        "connection \(setup.id) from \(setup.peer): unable to get local address: \(error)"))
+                        "connection \(id) from \(peer): unable to get local address: \(error)"))
                 state = .ended
                 actions.append(.close)
                 return
@@ -215,12 +238,11 @@ struct ProxySessionMachine: SessionMachine {
             return end(context, &actions)
         }
         handlerIndex = index
-        handler = service.handlers[index]
         tracing = handler.debug
         trace("handler \(handlerName()): \(handler.target.summary(listeningPort: service.port))", context, &actions)
         if let rules = handler.rules {
             state = .checkingRules
-            actions.append(.checkRules(path: rules, client: RuleClient(ip: setup.peer.address.unmapped.description)))
+            actions.append(.checkRules(path: rules, client: RuleClient(ip: peer.address.unmapped.description)))
             return
         }
         afterRules(context, &actions)
@@ -244,7 +266,7 @@ struct ProxySessionMachine: SessionMachine {
 
     /// Applies the rules as tcpserver -x does (by address; tcpproxy does no DNS or ident
     /// lookups for rules). A denial or an unreadable database refuses the connection.
-    private mutating func rulesChecked(
+    private func rulesChecked(
         _ outcome: RulesCheck.Outcome, _ context: any SessionContext, _ actions: inout [SessionAction]
     ) {
         let path = handler.rules ?? ""
@@ -266,16 +288,16 @@ struct ProxySessionMachine: SessionMachine {
         afterRules(context, &actions)
     }
 
-    private mutating func afterRules(_ context: any SessionContext, _ actions: inout [SessionAction]) {
+    private func afterRules(_ context: any SessionContext, _ actions: inout [SessionAction]) {
         if handler.runsProgram && setup.namesAvailable {
             state = .findingName
-            actions.append(.lookUpName(setup.peer.address.unmapped))
+            actions.append(.lookUpName(peer.address.unmapped))
         } else {
             checkAccess(context, &actions)
         }
     }
 
-    private mutating func nameFound(
+    private func nameFound(
         _ answer: ClientNameAnswer, _ context: any SessionContext, _ actions: inout [SessionAction]
     ) {
         switch answer {
@@ -295,7 +317,7 @@ struct ProxySessionMachine: SessionMachine {
         checkAccess(context, &actions)
     }
 
-    private mutating func checkAccess(_ context: any SessionContext, _ actions: inout [SessionAction]) {
+    private func checkAccess(_ context: any SessionContext, _ actions: inout [SessionAction]) {
         if let acp = handler.accessControlProgram {
             state = .accessControl
             actions.append(.run(SessionProgram(argv: acp, environment: programEnvironment(context)), stdout: true))
@@ -308,7 +330,7 @@ struct ProxySessionMachine: SessionMachine {
     private func programEnvironment(_ context: any SessionContext) -> [[UInt8]] {
         var env = ChildEnvironment(base: setup.baseEnvironment)
         let prefix = handler.variablePrefix
-        let client = setup.peer.address.unmapped.description
+        let client = peer.address.unmapped.description
         let local = localEnd(context)
         env.set(prefix + "PORT", String(local.port))
         env.set(prefix + "INTERFACE", local.address.unmapped.description)
@@ -318,7 +340,7 @@ struct ProxySessionMachine: SessionMachine {
         return env.bytes
     }
 
-    private mutating func serve(_ context: any SessionContext, _ actions: inout [SessionAction]) {
+    private func serve(_ context: any SessionContext, _ actions: inout [SessionAction]) {
         switch handler.target {
         case .exec(let argv):
             serverDescription = argv.joined(separator: " ")
@@ -333,14 +355,14 @@ struct ProxySessionMachine: SessionMachine {
 
     /// Connects to the server and relays: one relay does both, writing what the client sent
     /// (after the PROXY header, if any) as soon as the connection takes it.
-    private mutating func connect(
+    private func connect(
         _ target: ResolvedTarget, _ context: any SessionContext, _ actions: inout [SessionAction]
     ) {
         let port = target.port ?? localEnd(context).port
         let destination = Endpoint(address: target.address, port: port)
         serverDescription = destination.description
         var source = target.source
-        if let range = target.rotate { source = setup.nextSource(range) }
+        if let range = target.rotate { source = setup.nextSource(handlerIndex, range) }
         var configuration = RelayConfiguration()
         configuration.bufferSize = setup.relayBufferSize
         configuration.idleTimeout = .seconds(handler.timeout)
@@ -349,7 +371,7 @@ struct ProxySessionMachine: SessionMachine {
         // TCP_NODELAY: the client socket inherited it from the listener (inetd's socket is set
         // when the daemon starts); the server socket gets it before connecting.
         configuration.noDelay = false
-        let preamble = handler.proxyProtocol?.header(client: setup.peer, server: localEnd(context)) ?? []
+        let preamble = handler.proxyProtocol?.header(client: peer, server: localEnd(context)) ?? []
         if setup.logLevel >= .notice { _ = localEnd(context) }  // the end-of-connection line needs it
         trace(
             "connecting to \(serverDescription) from \(Self.sourceText(source, rotated: target.rotate != nil))",
@@ -364,7 +386,7 @@ struct ProxySessionMachine: SessionMachine {
                     recording: recording, traced: tracing)))
     }
 
-    private mutating func connected(
+    private func connected(
         _ serverLocal: Endpoint?, _ recording: RecordingOutcome?, _ context: any SessionContext,
         _ actions: inout [SessionAction]
     ) {
@@ -373,7 +395,7 @@ struct ProxySessionMachine: SessionMachine {
             trace("connected to the server: local \(shown), remote \(serverDescription)", context, &actions)
             if let version = handler.proxyProtocol {
                 // The relay sends it ahead of the client's bytes, as soon as the socket takes it.
-                let header = version.header(client: setup.peer, server: localEnd(context))
+                let header = version.header(client: peer, server: localEnd(context))
                 trace("PROXY header queued for the server: \(Self.describeHeader(header, version))", context, &actions)
             }
         }
@@ -387,7 +409,7 @@ struct ProxySessionMachine: SessionMachine {
         say(.notice, " to \(serverDescription)", context, &actions)
     }
 
-    private mutating func relayEnded(
+    private func relayEnded(
         _ summary: RelaySummary, _ context: any SessionContext, _ actions: inout [SessionAction]
     ) {
         if case .connectFailed(let error) = summary.end {
@@ -445,9 +467,4 @@ extension ProxyHandler {
         if case .exec(let argv) = target { return argv }
         return []
     }
-}
-
-/// Where a session machine keeps its client socket's local address once read.
-private final class LocalEndpointBox {
-    var endpoint: Endpoint?
 }

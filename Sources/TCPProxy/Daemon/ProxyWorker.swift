@@ -35,27 +35,36 @@ final class ProxySessions: SessionFactory {
     func session(
         for client: Int32, peer: Endpoint, listener: Int32, table: ServiceTable, id: UInt64, worker: ProxyWorker
     ) -> SessionDriver? {
-        guard let target = table.listenerByDescriptor[listener] else { return nil }
-        return session(
-            for: client, peer: peer, table: table, service: target.service, handler: target.handler, id: id,
-            worker: worker)
+        if table !== setupsTable {
+            setups = [:]
+            setupsTable = table
+        }
+        let setup: ProxySessionSetup
+        if let found = setups[listener] {
+            setup = found
+        } else {
+            guard let target = table.listenerByDescriptor[listener] else { return nil }
+            setup = self.setup(table: table, service: target.service, handler: target.handler)
+            setups[listener] = setup
+        }
+        return SessionDriver(
+            host: worker, machine: ProxySessionMachine(setup, id: id, peer: peer), client: client, peer: peer, id: id,
+            names: table.clientNames)
     }
 
-    /// The session for `client` served by `handler` of `service` (nil: chosen by local address,
-    /// in inetd mode).
-    func session(
-        for client: Int32, peer: Endpoint, table: ServiceTable, service: Int, handler: Int?, id: UInt64,
-        worker: ProxyWorker
-    ) -> SessionDriver {
-        let setup = ProxySessionSetup(
+    /// The setups of the current table's listeners, made at their first connection.
+    private var setups: [Int32: ProxySessionSetup] = [:]
+    private weak var setupsTable: ServiceTable?
+
+    /// What the sessions of `handler` of `service` share (nil: the handler is chosen by local
+    /// address, in inetd mode).
+    func setup(table: ServiceTable, service: Int, handler: Int?) -> ProxySessionSetup {
+        ProxySessionSetup(
             configurationPath: table.configuration.path, service: table.configuration.services[service],
-            chosenHandler: handler, targets: table.targets[service], id: id, peer: peer, logLevel: log.maximumLevel,
+            chosenHandler: handler, targets: table.targets[service], logLevel: log.maximumLevel,
             baseEnvironment: baseEnvironment, namesAvailable: table.clientNames != nil,
             relayBufferSize: table.relayBufferSize,
-            nextSource: { range in table.nextRotatedSource(service: service, handler: handler ?? 0, range: range) })
-        return SessionDriver(
-            host: worker, machine: ProxySessionMachine(setup), client: client, peer: peer, id: id,
-            names: table.clientNames)
+            nextSource: { index, range in table.nextRotatedSource(service: service, handler: index, range: range) })
     }
 
     func recorder(for request: RecordingRequest, session: SessionDriver) -> Result<

@@ -135,10 +135,12 @@ public enum TCPProxyCommand {
         let worker = ProxySessions.worker(
             loop: loop, log: log, baseEnvironment: options.clearEnvironment ? [] : Environment.current(),
             daemonPID: getpid())
+        let id = ConnectionNumbers.next()
+        let setup = worker.factory.setup(table: table, service: 0, handler: nil)
         worker.serve(
-            worker.factory.session(
-                for: client, peer: peer, table: table, service: 0, handler: nil, id: ConnectionNumbers.next(),
-                worker: worker))
+            SessionDriver(
+                host: worker, machine: ProxySessionMachine(setup, id: id, peer: peer), client: client, peer: peer,
+                id: id, names: table.clientNames))
         Inetd.run(loop) { worker.isIdle }
         exit(0)
     }
