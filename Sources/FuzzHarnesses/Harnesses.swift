@@ -103,8 +103,14 @@ public enum Harnesses {
         let reader = CDBReader(bytes: database)
         _ = try? reader.records()
         _ = try? reader.findAll(keyPart)
-        let ip = Array(keyPart.prefix(40))
-        _ = try? RuleLookup.find(RuleClient(ip: ip, host: Array(keyPart.dropFirst(40)), info: ip), in: reader)
+        // As tcpserver asks: an address of at most 39 characters, a host name from DNS (at most
+        // 255 bytes), an ident answer of at most 257. (tcpserver's lookup order tries a key per
+        // dot of the host name, each a probe of the table: a host without that bound would make
+        // the lookup quadratic, which no client can cause.)
+        let ip = Array(keyPart.prefix(39))
+        let host = Array(keyPart.dropFirst(39).prefix(255))
+        let info = Array(keyPart.dropFirst(39 + 255).prefix(257))
+        _ = try? RuleLookup.find(RuleClient(ip: ip, host: host, info: info), in: reader)
     }
 
     static func tcpserverArguments(_ data: UnsafeRawBufferPointer) {
