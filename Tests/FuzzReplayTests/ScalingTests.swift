@@ -80,12 +80,27 @@ struct ScalingTests {
         let harness = try #require(Harnesses.named(name))
         let words = dictionaryWords(name)
         for shape in Shape.allCases {
-            let small = cost(harness, shape.bytes(10_000, words: words))
-            let large = cost(harness, shape.bytes(100_000, words: words))
-            // Below 50 µs for 100 KB the parse stops early (a bound or a first error): nothing to scale.
-            guard large > 50_000 else { continue }
-            let ratio = Double(large) / Double(small)
-            #expect(ratio < 50, "\(name), \(shape): 10x the input cost \(ratio)x (\(small) ns, then \(large) ns)")
+            let smallInput = shape.bytes(10_000, words: words)
+            let largeInput = shape.bytes(100_000, words: words)
+            // A quadratic parse exceeds the bound every time; noise (a busy machine) once in a
+            // while: up to three measurements, the best counts.
+            var best = Double.infinity
+            var detail = ""
+            for _ in 0..<3 where best >= 50 {
+                let small = cost(harness, smallInput)
+                let large = cost(harness, largeInput)
+                // Below 50 µs for 100 KB the parse stops early (a bound or a first error).
+                guard large > 50_000 else {
+                    best = 0
+                    break
+                }
+                let ratio = Double(large) / Double(small)
+                if ratio < best {
+                    best = ratio
+                    detail = "\(small) ns, then \(large) ns"
+                }
+            }
+            #expect(best < 50, "\(name), \(shape): 10x the input cost \(best)x (\(detail))")
         }
     }
 }
