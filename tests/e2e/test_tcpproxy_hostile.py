@@ -139,6 +139,21 @@ def connect_all(port: int, count: int, timeout: float = 30) -> list[socket.socke
     return sockets
 
 
+def expect_echoes(received: dict, expected: bytes, timeout: float) -> None:
+    """Reads on until every socket of `received` (socket -> bytes so far) has `expected`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(len(v) < len(expected) for v in received.values()):
+        for s, got in received.items():
+            if len(got) < len(expected):
+                try:
+                    got += s.recv(100)
+                except (BlockingIOError, OSError):
+                    pass
+        time.sleep(0.05)
+    short = [bytes(v) for v in received.values() if bytes(v) != expected]
+    assert not short, f"{len(short)} slow clients short, e.g. {short[:3]}"
+
+
 def send_byte(s: socket.socket, byte: int) -> None:
     """One byte on a connected socket whose buffer has room (a slow client's whole write)."""
     assert s.send(bytes([byte])) == 1
@@ -194,17 +209,7 @@ def test_slow_clients_keep_no_one_waiting(lab):
             time.sleep(max(0.0, 1.0 - (time.monotonic() - start)))  # the pace of a slow client
         # Every slow client gets all it sent, in order.
         expected = bytes(65 + r for r in range(rounds))
-        deadline = time.monotonic() + 20
-        while any(len(v) < rounds for v in received.values()) and time.monotonic() < deadline:
-            for s in slow:
-                if len(received[s]) < rounds:
-                    try:
-                        received[s] += s.recv(100)
-                    except (BlockingIOError, OSError):
-                        pass
-            time.sleep(0.05)
-        short = [bytes(v) for v in received.values() if bytes(v) != expected]
-        assert not short, f"{len(short)} slow clients short, e.g. {short[:3]}"
+        expect_echoes(received, expected, 20 * SLOWER)
         assert_memory(group_rss_kib(proxy.pid) - baseline, 64 * 1024, "2000 slow connections cost")
         assert proxy.poll() is None, proxy.text()
         for s in slow:

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from test_tcpproxy_hostile import SLOWER, assert_memory, connect_all, reset, roomy_descriptors, send_byte
+from test_tcpproxy_hostile import (SLOWER, assert_memory, connect_all, expect_echoes, reset, roomy_descriptors,
+                                   send_byte)
 
 
 class TCPServer:
@@ -129,17 +130,7 @@ def test_slow_clients_keep_no_one_waiting(server_factory):
             assert time.monotonic() - t < 3.0 * SLOWER
         time.sleep(max(0.0, 1.0 - (time.monotonic() - start)))
     expected = bytes(97 + r for r in range(rounds))
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and any(bytes(v) != expected for v in received.values()):
-        for s in slow:
-            if len(received[s]) < rounds:
-                try:
-                    received[s] += s.recv(100)
-                except (BlockingIOError, OSError):
-                    pass
-        time.sleep(0.05)
-    short = [bytes(v) for v in received.values() if bytes(v) != expected]
-    assert not short, f"{len(short)} slow clients short, e.g. {short[:3]}"
+    expect_echoes(received, expected, 30 * SLOWER)
     for s in slow:
         s.close()
     server.wait_idle(3000)
