@@ -9,7 +9,14 @@ import PackageDescription
 // Sanitizer builds (scripts/test --sanitize address|thread sets BASTION_SANITIZE) link
 // dynamically: AddressSanitizer and ThreadSanitizer need a dynamic executable.
 let sanitizing = Context.environment["BASTION_SANITIZE"] != nil
-let staticTool: [LinkerSetting] = [.unsafeFlags(sanitizing ? ["-use-ld=lld"] : ["-static-executable", "-use-ld=lld"])]
+// Their sanitizer options (Sources/CBastion/sanitizers.c) must be exported: the sanitizer
+// runtime is a shared library and looks them up dynamically.
+let sanitizerOptions = ["__asan_default_options", "__tsan_default_options"].flatMap {
+    ["-Xlinker", "--export-dynamic-symbol=\($0)"]
+}
+let staticTool: [LinkerSetting] = [
+    .unsafeFlags(sanitizing ? ["-use-ld=lld"] + sanitizerOptions : ["-static-executable", "-use-ld=lld"])
+]
 
 // The hot paths (cdb writing, rule parsing, the generic session worker that accepts) are
 // generic across modules; full cross-module optimisation lets the tools specialise them

@@ -127,7 +127,7 @@ def test_slow_clients_keep_no_one_waiting(server_factory):
             t = time.monotonic()
             message = f"round {r} client {i}".encode()
             assert echo_once(server.port, message) == message
-            assert time.monotonic() - t < 3.0 * SLOWER
+            assert time.monotonic() - t < 10.0 * SLOWER  # served while 2000 wait (not after them)
         time.sleep(max(0.0, 1.0 - (time.monotonic() - start)))
     expected = bytes(97 + r for r in range(rounds))
     expect_echoes(received, expected, 30 * SLOWER)
