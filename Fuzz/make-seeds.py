@@ -173,3 +173,23 @@ for t in ["syslog:3,tcpproxy,daemon", "syslog:5", "file:4,/var/log/tcpproxy.log"
           "syslog:3,,local7", "file:0,x"]:
     write("log-target", t.encode())
 dictionary("log-target", ["syslog", "file", "stdout", "stderr", ":", ",", "daemon", "local0", "mail", "auth"])
+
+# --- tcpproxy's session machine (SessionHarness: configuration, level, names, local, peer,
+# id, then the answers; the rest of a short seed reads as zeros) -----------------------------
+for config in range(8):
+    for level in range(3):
+        for answers in (b"", b"\x01\x01\x01\x02\x02\x02", b"\x02\x00\x03\x00\x01\x00\x02\x00\x02",
+                        b"\x00\x00\x00\x00\x00\x01\x00\x00"):
+            write("tcpproxy-session", bytes([config, level, 1, config % 5, config % 3, 0, 0, 0, 7]) + answers)
+
+# --- PROXY protocol headers (ProxyHeaderHarness: kind 0 IPv4, 1 IPv6, 2 IPv4-mapped; address
+# bytes; port) ----------------------------------------------------------------------------------
+V4 = bytes([0, 192, 0, 2, 1, 0x13, 0x88])
+V6 = bytes([1]) + bytes.fromhex("20010db8000000000000000000000001") + bytes([0, 80])
+MAPPED = bytes([2]) + bytes(12) + bytes([127, 0, 0, 1, 0x1f, 0x90])
+for a in (V4, V6, MAPPED):
+    for b in (V4, V6, MAPPED):
+        write("proxy-header", a + b)
+# Binary scripts: no keywords beyond what the harness reads; the mapped prefix's 0xffff.
+dictionary("tcpproxy-session", [])
+dictionary("proxy-header", ["\xff\xff", "\x00\x00\x00\x00"])

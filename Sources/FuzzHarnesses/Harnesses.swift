@@ -46,6 +46,13 @@ public enum Harnesses {
             name: "system-files",
             summary: "/etc/hosts, /etc/services, /etc/passwd, /etc/group and resolv.conf readers", run: systemFiles),
         Harness(name: "log-target", summary: "the -L log target syntax", run: logTarget),
+        Harness(
+            name: "tcpproxy-session",
+            summary: "tcpproxy's session machine driven with the network's and the system's answers",
+            run: SessionHarness.run),
+        Harness(
+            name: "proxy-header", summary: "the PROXY protocol v1 and v2 headers, read back by a decoder of their own",
+            run: ProxyHeaderHarness.run),
     ]
 
     /// The harness named `name`.

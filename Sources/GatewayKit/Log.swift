@@ -118,8 +118,11 @@ public struct LogTarget: Equatable, Sendable {
 extension LogTarget {
     /// The bytes this target gets for `text` at `level`: an RFC 3164 datagram for syslog (with
     /// the calling process's pid), `STAMP [LEVEL] text` and a newline for the others. `stamp`
-    /// is made on first use and shared by the targets of one line.
+    /// is made on first use and shared by the targets of one line. Control characters in
+    /// `text` are written as `\ooo` (``LogFormat/printable(_:)``): one message is one line,
+    /// whatever a name, a program or a damaged file put into it.
     public func line(_ level: LogLevel, _ text: String, stamp: inout String?) -> [UInt8] {
+        let text = LogFormat.printable(text)
         if case .syslog(let name, let facility) = kind {
             return LogFormat.syslogDatagram(
                 priority: facility | level.syslogSeverity, name: name, pid: getpid(), message: text)
@@ -295,6 +298,24 @@ public enum LogFormat {
         func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
         return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday)) "
             + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))"
+    }
+
+    /// `text` with every control character (below 0x20 but tab, and 0x7f) written as a
+    /// backslash and three octal digits, as a DNS name's odd bytes are: `a\nb` becomes
+    /// `a\012b`. The text itself when it has none (the usual case costs one scan).
+    public static func printable(_ text: String) -> String {
+        func isControl(_ byte: UInt8) -> Bool { (byte < 0x20 && byte != 9) || byte == 0x7f }
+        guard text.utf8.contains(where: isControl) else { return text }
+        var out: [UInt8] = []
+        out.reserveCapacity(text.utf8.count + 12)
+        for byte in text.utf8 {
+            if isControl(byte) {
+                out += [UInt8(ascii: "\\"), 0x30 + (byte >> 6), 0x30 + ((byte >> 3) & 7), 0x30 + (byte & 7)]
+            } else {
+                out.append(byte)
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]

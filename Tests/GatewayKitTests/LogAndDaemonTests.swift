@@ -29,6 +29,17 @@ struct LogTargetTests {
         #expect(throws: LogTarget.ParseError(description: message)) { try LogTarget.parse(text, defaultName: "d") }
     }
 
+    @Test func controlCharactersNeverBreakALine() {
+        #expect(LogFormat.printable("plain text\twith a tab") == "plain text\twith a tab")
+        #expect(LogFormat.printable("a\nb\rc\u{7f}d\u{1b}[31m") == "a\\012b\\015c\\177d\\033[31m")
+        var stamp: String? = "2026-12-02 10:00:00"
+        let file = LogTarget(kind: .stderr, level: .debug).line(.notice, "denied by rule \"x\ny\"", stamp: &stamp)
+        #expect(String(decoding: file, as: UTF8.self) == "2026-12-02 10:00:00 [NOTICE] denied by rule \"x\\012y\"\n")
+        let syslog = LogTarget(kind: .syslog(name: "t", facility: 0), level: .debug).line(
+            .notice, "a\nb", stamp: &stamp)
+        #expect(String(decoding: syslog, as: UTF8.self).hasSuffix("]: a\\012b"))
+    }
+
     @Test func syslogDatagramIsRFC3164() {
         let bytes = LogFormat.syslogDatagram(priority: 30, name: "tcpproxy", pid: 42, message: "hello", seconds: 0)
         let text = String(decoding: bytes, as: UTF8.self)

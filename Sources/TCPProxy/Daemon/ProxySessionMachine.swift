@@ -11,7 +11,7 @@ import Relay
 /// listener and table, not per connection (an idle connection holds a reference, not a copy).
 /// All values, except `nextSource`, the one shared counter (a `rotate` range's round robin,
 /// an atomic add in the table).
-final class ProxySessionSetup {
+package final class ProxySessionSetup {
     /// The configuration file's path, for the trace.
     let configurationPath: String
     /// The listener's service.
@@ -31,7 +31,7 @@ final class ProxySessionSetup {
     /// The next source address of a `rotate` range for handler `handler`.
     let nextSource: (_ handler: Int, AddressRange) -> IPAddress
 
-    init(
+    package init(
         configurationPath: String, service: ProxyService, chosenHandler: Int?, targets: [ResolvedTarget?],
         logLevel: LogLevel, baseEnvironment: [[UInt8]], namesAvailable: Bool, relayBufferSize: Int,
         nextSource: @escaping (_ handler: Int, AddressRange) -> IPAddress
@@ -60,7 +60,7 @@ final class ProxySessionSetup {
 /// A class rather than a struct so that the driver holds it without a box and an idle
 /// connection costs a reference to its listener's setup plus a few words; it is still pure:
 /// no descriptor, no loop, no clock.
-final class ProxySessionMachine: SessionMachine {
+package final class ProxySessionMachine: SessionMachine {
     private enum State {
         case created, checkingRules, findingName, accessControl, handingOver, connecting, relaying, waiting, ended
     }
@@ -91,7 +91,7 @@ final class ProxySessionMachine: SessionMachine {
     /// Pauses of 100 ms a connection waits for a descriptor before it is given up (10 s).
     static let descriptorWaitLimit = 100
 
-    init(_ setup: ProxySessionSetup, id: UInt64, peer: Endpoint) {
+    package init(_ setup: ProxySessionSetup, id: UInt64, peer: Endpoint) {
         self.setup = setup
         self.id = id
         self.peer = peer
@@ -138,7 +138,7 @@ final class ProxySessionMachine: SessionMachine {
 
     // MARK: - Events
 
-    func handle(_ event: SessionEvent, context: any SessionContext, into actions: inout [SessionAction]) {
+    package func handle(_ event: SessionEvent, context: any SessionContext, into actions: inout [SessionAction]) {
         switch (state, event) {
         case (.created, .started):
             started = context.now
@@ -204,7 +204,7 @@ final class ProxySessionMachine: SessionMachine {
         }
     }
 
-    func statusLine(bytesFromClient: UInt64, bytesToClient: UInt64, now: Deadline) -> String? {
+    package func statusLine(bytesFromClient: UInt64, bytesToClient: UInt64, now: Deadline) -> String? {
         guard state == .relaying || state == .connecting else { return nil }
         let who =
             local.map { "connection \(id) from \(peer) on \($0)" }

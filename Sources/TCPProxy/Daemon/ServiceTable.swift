@@ -26,6 +26,14 @@ public struct ResolvedTarget: Sendable {
     public let address: IPAddress
     public let source: IPAddress?
     public let rotate: AddressRange?
+
+    package init(host: String, port: UInt16?, address: IPAddress, source: IPAddress?, rotate: AddressRange?) {
+        self.host = host
+        self.port = port
+        self.address = address
+        self.source = source
+        self.rotate = rotate
+    }
 }
 
 /// One loaded configuration, shared read-only by every event loop: the services, their
