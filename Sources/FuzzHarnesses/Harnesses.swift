@@ -38,7 +38,7 @@ public enum Harnesses {
         Harness(name: "tcpproxy-args", summary: "tcpproxy's command lines (arbitrary argv)", run: tcpproxyArguments),
         Harness(
             name: "tcpproxy-config",
-            summary: "both configuration dialects, a text parsed then another on top (reload), listings",
+            summary: "both configuration dialects, a text parsed then another on top (reload), listings, written back",
             run: tcpproxyConfiguration),
         Harness(name: "dns-message", summary: "the DNS message decoder and the PTR name", run: dnsMessage),
         Harness(name: "ident-reply", summary: "the ident reply reader, byte by byte", run: identReply),
@@ -143,6 +143,12 @@ public enum Harnesses {
             else { continue }
             _ = configuration.listing(.ports)
             _ = configuration.listing(.basic)
+            // Written back (-zzz), it reads as the same configuration.
+            let written = configuration.text
+            let again = try? ProxyConfiguration(parsing: written, path: "fuzz.conf", serviceNames: services)
+            precondition(
+                again?.withoutSourcePositions == configuration.withoutSourcePositions,
+                "the configuration written back reads differently:\n\(written)")
             for service in configuration.services {
                 for address in ["127.0.0.1", "::1", "192.0.2.7"] {
                     _ = service.handler(forLocalAddress: IPAddress(address)!)

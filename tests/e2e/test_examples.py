@@ -52,9 +52,18 @@ def test_tcpproxy_quickstart():
 
 
 @pytest.mark.parametrize("name", ["tcpproxy-zekoll.conf", "tcpproxy-spreadspace.conf"])
-def test_example_configurations_are_valid(name):
+def test_example_configurations_are_valid(name, tmp_path):
     done = subprocess.run([str(bastion_bin("tcpproxy")), "-zz", "-f", str(ROOT / "examples" / name)],
                           capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip(), "the listing is empty"
     assert "warning" not in done.stderr, done.stderr
+    # Written back (-zzz), it lists the same.
+    written = subprocess.run([str(bastion_bin("tcpproxy")), "-zzz", "-f", str(ROOT / "examples" / name)],
+                             capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert written.returncode == 0, written.stderr
+    copy = tmp_path / name
+    copy.write_text(written.stdout)
+    again = subprocess.run([str(bastion_bin("tcpproxy")), "-zz", "-f", str(copy)],
+                           capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert again.stdout == done.stdout, written.stdout

@@ -499,6 +499,19 @@ def test_list_basic_configuration_of_manual_sample(lab):
     assert lab.tcpproxy_run("-z", "-z", "-f", conf).stdout == r.stdout
 
 
+def test_configuration_written_back_reads_the_same(lab):
+    """-zzz writes the configuration as a file of its dialect: comments gone, names resolved,
+    and -zz of the written file lists exactly what -zz of the original lists."""
+    conf = lab.file("sample.conf", ZEKOLL_SAMPLE)
+    r = lab.tcpproxy_run("-zzz", "-f", conf)
+    assert r.returncode == 0, r.stderr
+    written = r.stdout.decode()
+    assert "#" not in written and written.count("\nport ") == 3, written
+    again = lab.file("written.conf", written)
+    assert lab.tcpproxy_run("-zz", "-f", again).stdout == lab.tcpproxy_run("-zz", "-f", conf).stdout
+    assert lab.tcpproxy_run("-zzz", "-f", again).stdout == r.stdout
+
+
 # MARK: - Idle timeout
 
 def test_idle_timeout_closes_idle_connection(lab):

@@ -35,7 +35,8 @@ enum ProxyHelp {
           -v PREFIX, --varprefix PREFIX  variable prefix for handlers (default PROXY_)
           -w NAME, --writefile NAME      record each connection in NAME.PID.log
           -y, --clear-environment        handlers get only the PROXY_ variables
-          -z, -zz, --list                print the configured ports (twice: the basic configuration)
+          -z, -zz, -zzz, --list          print the configured ports (twice: the basic configuration;
+                                         three times: the configuration as a file of its dialect)
           --bind [INTERFACE:]PORT        Zekoll's -b: serve PORT (standalone) with the server argument
           --logname NAME                 Zekoll's -l: syslog name
           --standalone                   Zekoll's -s: listen even without --bind

@@ -36,8 +36,12 @@ public enum TCPProxyCommand {
         }
 
         if case .list(let level) = mode {
-            let lines = configuration.listing(level >= 2 ? .basic : .ports)
-            try? FD.writeAll(1, lines.map { $0 + "\n" }.joined())
+            if level >= 3 {
+                try? FD.writeAll(1, configuration.text)
+            } else {
+                let lines = configuration.listing(level >= 2 ? .basic : .ports)
+                try? FD.writeAll(1, lines.map { $0 + "\n" }.joined())
+            }
             exit(0)
         }
         let name = options.logname ?? configuration.logname ?? "tcpproxy"

@@ -29,7 +29,7 @@ public struct TCPProxyOptions: Equatable, Sendable {
     public var writefile: String?  // -w --writefile
     public var clearEnvironment = false  // -y --clear-environment
     public var debugTrace = false  // -d --debug-trace: the trace `debug NAME` turns on, for every handler
-    public var list = 0  // -z (1), -zz (2)
+    public var list = 0  // -z (1), -zz (2), -zzz (3: the configuration written back)
     public var bind: (interface: String?, port: String)? = nil  // --bind [interface:]port
     public var logname: String?  // --logname
     public var standalone = false  // --standalone
