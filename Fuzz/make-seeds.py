@@ -193,3 +193,16 @@ for a in (V4, V6, MAPPED):
 # Binary scripts: no keywords beyond what the harness reads; the mapped prefix's 0xffff.
 dictionary("tcpproxy-session", [])
 dictionary("proxy-header", ["\xff\xff", "\x00\x00\x00\x00"])
+
+# --- ours against ucspi-tcp (DifferentialHarness: first byte cuts rules from the client, which
+# is IP NUL HOST NUL INFO) --------------------------------------------------------------------
+CLIENTS = [b"18.23.0.32", b"127.0.0.1\0localhost", b"10.0.0.7\0host.example.com\0joe", b"1.2.3.4\0\0",
+           b"0.0.0.0"]
+v4_rules = [r for r in RULES if r.count(":") <= 1]
+for i, client in enumerate(CLIENTS):
+    text = "\n".join(v4_rules[i:] + v4_rules[:i]).encode() + b"\n"
+    cut = min(255, len(text) * 256 // (len(text) + len(client)))
+    write("tcprules-differential", bytes([cut]) + text + client)
+for r in v4_rules:
+    write("tcprules-differential", bytes([200]) + r.encode() + b"\n" + b"18.23.0.32\0x.example.com\0joe")
+dictionary("tcprules-differential", [":", "allow", "deny", "=", ",", "\"", "-", ".", "@", "=.", "\n", "\0"])

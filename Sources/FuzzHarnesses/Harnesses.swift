@@ -53,7 +53,17 @@ public enum Harnesses {
         Harness(
             name: "proxy-header", summary: "the PROXY protocol v1 and v2 headers, read back by a decoder of their own",
             run: ProxyHeaderHarness.run),
+        Harness(
+            name: "tcprules-differential",
+            summary: "our tcprules and tcprulescheck against ucspi-tcp's (BASTION_FUZZ_REFERENCE)",
+            run: DifferentialHarness.run),
     ]
+
+    /// tcprules-differential against the ucspi-tcp binaries in the folder `reference`, whatever
+    /// BASTION_FUZZ_REFERENCE says (the unit tests' replay finds them in peers/).
+    public static func tcprulesDifferential(_ data: UnsafeRawBufferPointer, reference: String) {
+        DifferentialHarness.compare(data, reference: reference)
+    }
 
     /// The harness named `name`.
     public static func named(_ name: String) -> Harness? { all.first { $0.name == name } }

@@ -41,6 +41,18 @@ struct FuzzReplayTests {
         }
     }
 
+    /// The differential inputs against ucspi-tcp itself, when scripts/test (or
+    /// scripts/fetch-peers) has unpacked it into peers/.
+    @Test func differentialAgainstUcspiTcp() throws {
+        let reference = fuzzRoot.dropLast("/Fuzz".count) + "/peers/ucspi-tcp/usr/bin"
+        guard access(reference + "/tcprules", X_OK) == 0 else { return }
+        let name = "tcprules-differential"
+        for path in files(in: "\(fuzzRoot)/corpus/\(name)") + files(in: "\(fuzzRoot)/regressions/\(name)") {
+            let bytes = try FD.readWholeFile(path)
+            bytes.withUnsafeBytes { Harnesses.tcprulesDifferential($0, reference: String(reference)) }
+        }
+    }
+
     @Test func everyHarnessHasADictionaryOrSaysWhyNot() {
         for harness in Harnesses.all {
             #expect(access("\(fuzzRoot)/dict/\(harness.name).dict", R_OK) == 0, "\(harness.name) has no dictionary")
