@@ -63,6 +63,9 @@ public struct CDBReader {
         var started = false
         var loop: UInt32 = 0
         var slots: UInt32 = 0
+        /// The slots this search reads at most: the table's, but no more than the file has
+        /// places for (see ``CDBReader/next(_:)``).
+        var limit: UInt32 = 0
         var tablePos: UInt32 = 0
         var slotPos: UInt32 = 0
 
@@ -70,6 +73,9 @@ public struct CDBReader {
             self.key = key
             self.hash = cdbHash(key)
         }
+
+        /// How many slots the search has read so far.
+        public var probes: UInt32 { loop }
     }
 
     /// The next record matching the search, or nil when there are no more.
@@ -82,8 +88,15 @@ public struct CDBReader {
             s.started = true
             if s.slots == 0 { return nil }
             s.slotPos = s.tablePos &+ ((s.hash >> 8) % s.slots) << 3
+            // A damaged table can claim more slots than the file holds: with `slots << 3`
+            // wrapping round, 2^29 + 1 slots make a table of one slot that djb's loop (and
+            // this one) would read 2^29 + 1 times. The slots read form a cycle through at most
+            // one place per 8 bytes of the file, so a search that has read that many has seen
+            // every slot it will ever see: stopping there finds exactly what the whole loop
+            // would find, in bounded time.
+            s.limit = UInt32(min(Int(s.slots), bytes.count / 8 + 1))
         }
-        while s.loop < s.slots {
+        while s.loop < s.limit {
             let h = try uint32(at: Int(s.slotPos))
             let recordPos = try uint32(at: Int(s.slotPos) + 4)
             if recordPos == 0 { return nil }

@@ -127,7 +127,18 @@ public enum Harnesses {
         let ip = Array(keyPart.prefix(39))
         let host = Array(keyPart.dropFirst(39).prefix(255))
         let info = Array(keyPart.dropFirst(39 + 255).prefix(257))
-        _ = try? RuleLookup.find(RuleClient(ip: ip, host: host, info: info), in: reader)
+        let client = RuleClient(ip: ip, host: host, info: info)
+        _ = try? RuleLookup.find(client, in: reader)
+        // Probe count: however damaged the tables, a search reads at most one slot per 8 bytes
+        // of the file (a count read from the file must not bound the loop alone).
+        for key in RuleLookup.keys(for: client) {
+            key.withUnsafeBytes { k in
+                var search = CDBReader.Search(key: k)
+                while case .success(.some) = Result(catching: { () throws(CDBReadError) in try reader.next(&search) }) {
+                }
+                precondition(search.probes <= UInt32(database.count / 8 + 1), "a search read \(search.probes) slots")
+            }
+        }
     }
 
     static func tcpserverArguments(_ data: UnsafeRawBufferPointer) {

@@ -171,3 +171,47 @@ struct CDBRobustnessTests {
         }
     }
 }
+
+/// A table that claims more slots than the file holds must not make a lookup run for as
+/// many. The empty key (tcpserver tries it on every lookup: the rule `:allow`) hashes to 5381:
+/// its table is header slot 5 and its search starts at slot 21. A table of 22 slots claiming
+/// 2^29 + 22 makes `slots << 3` wrap round to 22 slots' size, so djb's loop (and ours until
+/// this test) reads those 22 slots round and round, 2^29 + 22 times for every lookup.
+@Suite("cdb reader on tables larger than the file")
+struct CDBSlotCountTests {
+    /// A database whose table for the empty key claims `slots` slots and holds 22, each
+    /// pointing at a record of key "x" (never the empty key, so every probe reads on).
+    static func database(slots: UInt32) -> [UInt8] {
+        var db = [UInt8](repeating: 0, count: 2048)
+        func put(_ value: UInt32, at offset: Int) {
+            for i in 0..<4 { db[offset + i] = UInt8(truncatingIfNeeded: value >> (8 * i)) }
+        }
+        let hash = cdbHash([UInt8]())
+        let table = 2048 + 12
+        put(UInt32(table), at: Int(hash & 255) * 8)
+        put(slots, at: Int(hash & 255) * 8 + 4)
+        db += [1, 0, 0, 0, 0, 0, 0, 0, UInt8(ascii: "x"), 0, 0, 0]  // the record at 2048
+        db += [UInt8](repeating: 0, count: 22 * 8)
+        for slot in 0..<22 {
+            put(hash, at: table + 8 * slot)
+            put(2048, at: table + 8 * slot + 4)
+        }
+        return db
+    }
+
+    @Test(.timeLimit(.minutes(1)), arguments: [UInt32(1) << 29 + 22, UInt32.max, 22])
+    func aLookupReadsNoMoreSlotsThanTheFileHolds(slots: UInt32) throws {
+        let db = Self.database(slots: slots)
+        let key: [UInt8] = []
+        try db.withUnsafeBytes { raw in
+            try key.withUnsafeBytes { k in
+                let r = CDBReader(bytes: raw)
+                var search = CDBReader.Search(key: k)
+                let found = attempt({ () throws(CDBReadError) in try r.next(&search) })
+                // Not found, or a damaged file: what djb's loop ends with too, when it ends.
+                if case .success(let range) = found { #expect(range == nil) }
+                #expect(search.probes <= UInt32(db.count / 8 + 1), "probes: \(search.probes)")
+            }
+        }
+    }
+}
