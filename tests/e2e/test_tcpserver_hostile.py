@@ -23,8 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from test_tcpproxy_hostile import (SLOWER, assert_memory, connect_all, expect_echoes, reset, roomy_descriptors,
-                                   send_byte)
+from hostile import SLOWER, assert_memory, connect_all, expect_echoes, reset, roomy_descriptors, send_byte
 
 
 class TCPServer:
