@@ -187,8 +187,8 @@ final class TCPServer {
             children += 1
             status()
             let connection = TCPServerConnection(options: options, socket: t, peer: peer, inherited: inherited)
-            var bannerSent = false
-            if fastSpawn, connection.spawnFromParent(bannerSent: &bannerSent, signals: [SIGCHLD, SIGTERM]) != nil {
+            var banner = TCPServerConnection.Banner.notSent
+            if fastSpawn, connection.spawnFromParent(banner: &banner, signals: [SIGCHLD, SIGTERM]) != nil {
                 close(t)
                 continue
             }
@@ -196,7 +196,8 @@ final class TCPServer {
             if pid == 0 {
                 close(listener)
                 signals.resetForChild()
-                connection.serve(bannerSent: bannerSent)
+                signal(SIGPIPE, SIG_IGN)  // until the exec (serve)
+                connection.serve(banner: banner)
             }
             if pid < 0 {
                 Stderr.line(TCPServerCommand.drop + "unable to fork: \(SystemError.current)")
