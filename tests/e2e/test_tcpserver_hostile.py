@@ -1,8 +1,9 @@
 """Our tcpserver end to end: hostile peers. Slow clients (a byte a second), connections reset
 in every phase (waiting in the listen queue, during the banner, before and during the
-program's run), and a flood of connections faster than it serves them. Each ends with
-tcpserver alive, its own memory bounded, every well-behaved client served meanwhile, every
-completed transfer whole, and every child slot free again.
+program's run), clients and programs that never read, a flood of connections faster than it
+serves them, and descriptor exhaustion. Each ends with tcpserver alive, its own memory
+bounded, every well-behaved client served meanwhile, every completed transfer whole, and
+every child slot free again.
 
 tcpserver forks a child per connection (`cat` here, so each connection echoes), as djb's
 does; `-c` is set above the number of slow clients, since a slot per connection is the
@@ -16,10 +17,12 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -27,8 +30,10 @@ from typing import Optional, Sequence
 
 import pytest
 
-from hostile import (SLOWER, assert_memory, connect_all, expect_echoes, process_rss_kib, receive_to_end, reset,
-                     roomy_descriptors, send_byte)
+from hostile import (SLOWER, assert_memory, connect_all, cpu_seconds, expect_downloads, expect_echoes,
+                     open_descriptors, process_rss_kib, receive_to_end, reset, roomy_descriptors, send_byte,
+                     stall_both_ways)
+from proxyhelpers import pattern_bytes
 
 
 class TCPServer:
@@ -243,4 +248,114 @@ def test_a_flood_of_connections_faster_than_served(server_factory):
     server.wait_idle(100, timeout=60)
     assert server.proc.poll() is None, server.text()[-2000:]
     assert echo_once(server.port, b"after") == b"after"
+    assert_memory(server.rss_kib() - baseline, 8 * 1024, "tcpserver itself grew by")
+
+
+# The program for the never-read test, on the connection (fd 0 and 1): the first byte says
+# what it does.
+NEVER_READ_PROGRAM = r"""
+import select, socket, sys
+s = socket.socket(fileno=0)
+first = s.recv(1)
+if first == b"d":  # a download, for a client that never reads
+    with open(sys.argv[1], "rb") as f:
+        s.sendfile(f)
+elif first == b"u":  # never reads again: waits for the client to go
+    p = select.poll()
+    p.register(s, select.POLLRDHUP)
+    p.poll()
+else:  # an echo
+    data = first
+    while data:
+        s.sendall(data)
+        data = s.recv(65536)
+"""
+
+
+def test_clients_and_programs_that_never_read(server_factory, tmp_path):
+    """Programs send 16 MiB each to eight clients that never read, and eight programs never
+    read what their clients upload: those children block on TCP flow control, and the parent
+    (which never touches their bytes) serves other clients at once, with its memory and
+    descriptors as before. Once the clients read, every download is whole."""
+    download = pattern_bytes(16 << 20, 21)
+    (tmp_path / "download").write_bytes(download)
+    (tmp_path / "program.py").write_text(NEVER_READ_PROGRAM)
+    server = server_factory(100, program=[sys.executable, "-I", "-S", str(tmp_path / "program.py"),
+                                          str(tmp_path / "download")])
+    assert echo_once(server.port, b"hello") == b"hello"
+    baseline = server.rss_kib()
+    descriptors = open_descriptors(server.proc.pid)
+    uploads, downloads, _ = stall_both_ways(server.port)
+    for i in range(5):
+        start = time.monotonic()
+        message = f"hello {i} ".encode() * 1000
+        assert echo_once(server.port, message) == message
+        assert time.monotonic() - start < 10.0 * SLOWER
+    assert open_descriptors(server.proc.pid) == descriptors
+    assert_memory(server.rss_kib() - baseline, 4 * 1024, "tcpserver itself grew by")
+    expect_downloads(downloads, download, 30 * SLOWER)
+    for s in uploads:
+        reset(s)  # a FIN would wait behind the unread upload for ever
+    server.wait_idle(100)
+    assert server.proc.poll() is None, server.text()[-2000:]
+
+
+PAUSED = r"^tcpserver: warning: accepting paused for a moment: process cannot open more files"
+
+
+def test_descriptor_exhaustion(server_factory):
+    """A parent limited to 16 descriptors serves 300 held connections at once (it keeps none
+    after the fork). With no descriptor left for accept (EMFILE: its limit lowered below what
+    it holds), it stays up, pauses accepting without spinning and says so once, the held
+    connections are served throughout, and the clients that waited in the listen queue are
+    served whole once descriptors are available again.
+
+    djb's tcpserver 0.88 in the same state retries accept at once: a whole core (1.9 s of CPU
+    in 2 s, measured here) and nothing in its log."""
+    roomy_descriptors(2000)
+    server = server_factory(1000, nofile=16)
+    pid = server.proc.pid
+    baseline = server.rss_kib()
+    held = connect_all(server.port, 300)
+    received = {s: bytearray() for s in held}
+    for s in held:
+        send_byte(s, 65)
+    expect_echoes(received, b"A", 30 * SLOWER)
+    descriptors = open_descriptors(pid)
+    assert len(descriptors) <= 6, descriptors  # 0-2, the signalfd, the listener
+    # Out of descriptors: the lowest free one is beyond the limit.
+    lowest_free = min(set(range(len(descriptors) + 1)) - descriptors)
+    soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (lowest_free, hard))
+    exhausted = time.monotonic()
+    messages = [f"waiting {i} ".encode() * 1000 for i in range(20)]
+    waiting = [socket.create_connection(("127.0.0.1", server.port), timeout=10 * SLOWER) for _ in messages]
+    for s, message in zip(waiting, messages):
+        s.sendall(message)
+        s.shutdown(socket.SHUT_WR)
+    server.wait_log(PAUSED)
+    before = cpu_seconds(pid)
+    time.sleep(1.0)  # the measurement window
+    used = cpu_seconds(pid) - before
+    assert used < 0.3, f"tcpserver used {used:.2f} s of CPU in 1 s while out of descriptors"
+    for s in held:
+        send_byte(s, 66)
+    expect_echoes(received, b"AB", 30 * SLOWER)  # the running children are not held back
+    for s in waiting:
+        s.setblocking(False)
+        with pytest.raises(BlockingIOError):  # waiting, not refused or reset
+            s.recv(10)
+    assert server.proc.poll() is None, server.text()[-2000:]
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+    short_of_descriptors = time.monotonic() - exhausted
+    for s, message in zip(waiting, messages):
+        assert receive_to_end(s, 10 * SLOWER) == message
+        s.close()
+    for s in held:
+        s.close()
+    server.wait_idle(1000)
+    assert echo_once(server.port, b"after") == b"after"
+    # Said once, then at most every 10 s while it lasts.
+    reports = len(re.findall(PAUSED, server.text(), re.M))
+    assert 1 <= reports <= 1 + short_of_descriptors // 10, server.text()[-2000:]
     assert_memory(server.rss_kib() - baseline, 8 * 1024, "tcpserver itself grew by")
