@@ -171,6 +171,26 @@ final class TCPServer {
         }
     }
 
+    // MARK: - Out of descriptors
+
+    /// When the next "accepting paused" warning may go out, and the pauses not reported since
+    /// the last one. The original says nothing (and retries accept at once, using a whole
+    /// core): clients waiting in the listen queue would be the only sign.
+    var nextPauseReport: Deadline?
+    var pausesNotReported = 0
+
+    /// At most one warning every 10 s however long the shortage lasts, as tcpproxy's workers.
+    func reportPause(_ error: SystemError) {
+        if let next = nextPauseReport, !next.hasPassed {
+            pausesNotReported += 1
+            return
+        }
+        let more = pausesNotReported > 0 ? " (\(pausesNotReported) more pauses since the last report)" : ""
+        Stderr.line("tcpserver: warning: accepting paused for a moment: \(error)\(more)")
+        nextPauseReport = .after(.seconds(10))
+        pausesNotReported = 0
+    }
+
     /// Accepts while connections wait and the limit allows. Returns a deadline to pause
     /// accepting until when descriptors or memory ran out.
     func acceptAll(_ listener: Int32, signals: SignalQueue) -> Deadline? {
@@ -182,13 +202,15 @@ final class TCPServer {
                 (t, peer) = try Socket.accept(listener)
             } catch {
                 // EAGAIN, or a connection that failed before we took it: nothing to wait for.
-                return error.isDescriptorShortage ? .after(.milliseconds(100)) : nil
+                guard error.isDescriptorShortage else { return nil }
+                reportPause(error)
+                return .after(.milliseconds(100))
             }
             children += 1
             status()
             let connection = TCPServerConnection(options: options, socket: t, peer: peer, inherited: inherited)
-            var bannerSent = false
-            if fastSpawn, connection.spawnFromParent(bannerSent: &bannerSent, signals: [SIGCHLD, SIGTERM]) != nil {
+            var banner = TCPServerConnection.Banner.notSent
+            if fastSpawn, connection.spawnFromParent(banner: &banner, signals: [SIGCHLD, SIGTERM]) != nil {
                 close(t)
                 continue
             }
@@ -196,7 +218,8 @@ final class TCPServer {
             if pid == 0 {
                 close(listener)
                 signals.resetForChild()
-                connection.serve(bannerSent: bannerSent)
+                signal(SIGPIPE, SIG_IGN)  // until the exec (serve)
+                connection.serve(banner: banner)
             }
             if pid < 0 {
                 Stderr.line(TCPServerCommand.drop + "unable to fork: \(SystemError.current)")

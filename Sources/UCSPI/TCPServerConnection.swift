@@ -34,6 +34,21 @@ struct TCPServerConnection {
         case parent
     }
 
+    /// What the parent's fast path did with the banner before it left the connection to the
+    /// child path: the child must neither send it twice nor try again after a failure (a
+    /// second write to a reset connection says "broken pipe" where the original, which writes
+    /// once, says "connection reset").
+    enum Banner {
+        case notSent
+        case sent
+        case failed(Failure)
+
+        var isSent: Bool {
+            if case .sent = self { return true }
+            return false
+        }
+    }
+
     /// Everything the program gets, and what the `ok`/`deny` line says.
     struct Prepared {
         var environment: ChildEnvironment
@@ -168,17 +183,21 @@ struct TCPServerConnection {
         try? FD.writeAll(2, line)
     }
 
-    /// The child: the original's whole sequence, ending in exec or exit.
-    func serve(bannerSent: Bool = false) -> Never {
+    /// The child: the original's whole sequence, ending in exec or exit. SIGPIPE stays
+    /// ignored until the exec, as in the original: a banner to a client that has gone, or a
+    /// log line to a closed standard error, is an error to report, not a silent death.
+    func serve(banner: Banner = .notSent) -> Never {
         let pid = getpid()
         logStart(pid: pid)
         let prepared: Prepared
-        do { prepared = try prepare(.child, bannerSent: bannerSent) } catch { die(error.message) }
+        if case .failed(let failure) = banner { die(failure.message) }
+        do { prepared = try prepare(.child, bannerSent: banner.isSent) } catch { die(error.message) }
         logDecision(prepared, pid: pid)
         if prepared.deny { exit(100) }
         if socket != 0 && dup2(socket, 0) < 0 { die("unable to set up descriptors: \(SystemError.current)") }
         if dup2(0, 1) < 0 { die("unable to set up descriptors: \(SystemError.current)") }
         if socket > 1 { close(socket) }
+        signal(SIGPIPE, SIG_DFL)
         let failure = ProgramExec.exec(options.program, environment: prepared.environment.bytes)
         die(Array("unable to run ".utf8), options.program[0], Array(": \(failure)".utf8))
     }
@@ -190,17 +209,18 @@ struct TCPServerConnection {
     }
 
     /// The fast path: prepare in the parent and fork a child that only execs what was
-    /// prepared (`ProgramSpawn`). Returns the program's pid, or nil with `bannerSent` saying
-    /// whether the banner went out, when the child path must take over (deny, unreadable
-    /// rules): that path reproduces the original's messages and exit codes exactly.
-    func spawnFromParent(bannerSent: inout Bool, signals: [Int32]) -> Int32? {
+    /// prepared (`ProgramSpawn`). Returns the program's pid, or nil with `banner` saying what
+    /// became of the banner, when the child path must take over (deny, unreadable rules, a
+    /// banner that could not be sent): that path reproduces the original's messages and exit
+    /// codes exactly.
+    func spawnFromParent(banner: inout Banner, signals: [Int32]) -> Int32? {
         let prepared: Prepared
         do { prepared = try prepare(.parent, bannerSent: false) } catch {
             let bannerFailed = error.message.starts(with: Array("unable to print banner".utf8))
-            bannerSent = !options.banner.isEmpty && !bannerFailed
+            banner = bannerFailed ? .failed(error) : options.banner.isEmpty ? .notSent : .sent
             return nil
         }
-        bannerSent = !options.banner.isEmpty
+        banner = options.banner.isEmpty ? .notSent : .sent
         if prepared.deny { return nil }
         guard ProgramExec.canRun(options.program[0]),
             let pid = ProgramSpawn.spawn(

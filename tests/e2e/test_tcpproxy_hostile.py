@@ -1,162 +1,25 @@
 """tcpproxy end to end: hostile peers. Slow clients (a byte a second), connections reset in
-every phase, servers that never read, and a flood of connections faster than the daemon
-serves them. Each ends with the daemon alive, its memory bounded, every well-behaved client
-served meanwhile, and every completed transfer whole.
+every phase, clients and servers that never read, a flood of connections faster than the
+daemon serves them, and descriptors exhausted by held connections. Each ends with the daemon
+alive, its memory bounded, every well-behaved client served meanwhile, and every completed
+transfer whole. (test_tcpproxy_faults.py has the finer checks of the same faults: no
+spinning while out of descriptors, a 2 MiB bound for a client that never reads.)
 
 Only loopback traffic; every tcpproxy has -D and DNSCACHEIP=127.53.0.1.
 """
 
 from __future__ import annotations
 
-import os
-import resource
-import selectors
+import re
 import socket
-import struct
 import threading
 import time
+from pathlib import Path
 
+from hostile import (SLOWER, EchoServer, assert_memory, connect_all, expect_downloads, expect_echoes, reset,
+                     roomy_descriptors, send_byte, stall_both_ways, until_still)
 from proxyhelpers import exchange, free_port, lab, pattern_bytes, wait_port  # noqa: F401
 from test_tcpproxy_faults import group_rss_kib
-
-# Under a sanitizer (scripts/test --sanitize) every tool is several times slower and
-# AddressSanitizer keeps freed memory in quarantine: time limits stretch, memory bounds are
-# not checked there (the ordinary run checks them).
-SANITIZED = bool(os.environ.get("BASTION_SANITIZE"))
-SLOWER = 4 if SANITIZED else 1
-
-
-def assert_memory(grown_kib: int, bound_kib: int, what: str) -> None:
-    if not SANITIZED:
-        assert grown_kib < bound_kib, f"{what}: {grown_kib} KiB"
-
-
-class EchoServer:
-    """An echo server on one selector thread, for thousands of connections at once (a thread
-    per connection would be the test's own bottleneck). `never_read` makes it accept and
-    then ignore what arrives."""
-
-    def __init__(self, never_read: bool = False):
-        self.never_read = never_read
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(4096)
-        self.sock.setblocking(False)
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        self.selector = selectors.DefaultSelector()
-        self.selector.register(self.sock, selectors.EVENT_READ)
-        self.pending: dict[socket.socket, bytearray] = {}
-        self.stopped = False
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
-
-    def run(self) -> None:
-        while not self.stopped:
-            for key, events in self.selector.select(0.05):
-                s = key.fileobj
-                if s is self.sock:
-                    while True:
-                        try:
-                            conn, _ = self.sock.accept()
-                        except (BlockingIOError, OSError):
-                            break
-                        self.accepted += 1
-                        conn.setblocking(False)
-                        self.pending[conn] = bytearray()
-                        if not self.never_read:
-                            self.selector.register(conn, selectors.EVENT_READ)
-                    continue
-                if events & selectors.EVENT_READ:
-                    try:
-                        data = s.recv(65536)
-                    except (BlockingIOError, InterruptedError):
-                        data = None
-                    except OSError:
-                        data = b""
-                    if data == b"":
-                        self.drop(s)
-                        continue
-                    if data:
-                        self.pending[s] += data
-                if self.pending.get(s):
-                    try:
-                        n = s.send(self.pending[s])
-                        del self.pending[s][:n]
-                    except (BlockingIOError, InterruptedError):
-                        pass
-                    except OSError:
-                        self.drop(s)
-                        continue
-                    want = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.pending[s] else 0)
-                    self.selector.modify(s, want)
-
-    def drop(self, s: socket.socket) -> None:
-        try:
-            self.selector.unregister(s)
-        except (KeyError, ValueError):
-            pass
-        self.pending.pop(s, None)
-        s.close()
-
-    def close(self) -> None:
-        self.stopped = True
-        self.thread.join(timeout=5)
-        for s in list(self.pending):
-            s.close()
-        self.sock.close()
-
-
-def roomy_descriptors(needed: int) -> None:
-    """The test itself holds both ends of thousands of connections."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < needed:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
-
-
-def connect_all(port: int, count: int, timeout: float = 30) -> list[socket.socket]:
-    """`count` non-blocking connections to `port`, returned once every connect is done."""
-    sockets = []
-    for _ in range(count):
-        s = socket.socket()
-        s.setblocking(False)
-        s.connect_ex(("127.0.0.1", port))
-        sockets.append(s)
-    waiting = set(sockets)
-    selector = selectors.DefaultSelector()
-    for s in sockets:
-        selector.register(s, selectors.EVENT_WRITE)
-    deadline = time.monotonic() + timeout
-    while waiting:
-        assert time.monotonic() < deadline, f"{len(waiting)} of {count} connects not done"
-        for key, _ in selector.select(0.5):
-            s = key.fileobj
-            assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
-            selector.unregister(s)
-            waiting.discard(s)
-    selector.close()
-    return sockets
-
-
-def expect_echoes(received: dict, expected: bytes, timeout: float) -> None:
-    """Reads on until every socket of `received` (socket -> bytes so far) has `expected`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(len(v) < len(expected) for v in received.values()):
-        for s, got in received.items():
-            if len(got) < len(expected):
-                try:
-                    got += s.recv(100)
-                except (BlockingIOError, OSError):
-                    pass
-        time.sleep(0.05)
-    short = [bytes(v) for v in received.values() if bytes(v) != expected]
-    assert not short, f"{len(short)} slow clients short, e.g. {short[:3]}"
-
-
-def send_byte(s: socket.socket, byte: int) -> None:
-    """One byte on a connected socket whose buffer has room (a slow client's whole write)."""
-    assert s.send(bytes([byte])) == 1
 
 
 def well_behaved(port: int, count: int, deadline_each: float = 10.0 * SLOWER) -> list[float]:
@@ -171,13 +34,14 @@ def well_behaved(port: int, count: int, deadline_each: float = 10.0 * SLOWER) ->
     return times
 
 
-def start_proxy(lab, backend_port: int, *extra: str):
+def start_proxy(lab, backend_port: int, *extra: str, nofile: int = 16384):
+    """tcpproxy from 127.0.0.1:PORT to the backend; by default with room for thousands of
+    connections, two descriptors each, whatever the caller's limit."""
     port = free_port()
-    # Room for thousands of connections, two descriptors each, whatever the caller's limit.
-    proxy = lab.start(["prlimit", "--nofile=16384:16384", lab.tcpproxy_bin, "-D", "-L", "stderr:2",
+    proxy = lab.start(["prlimit", f"--nofile={nofile}:{nofile}", lab.tcpproxy_bin, "-D", "-L", "stderr:2",
                        "-l", "127.0.0.1", "-p", str(port), "-r", "127.0.0.1", "-o", str(backend_port), *extra],
                       name="tcpproxy")
-    # Errors only (stderr:2): thousands of connections would log thousands of lines.
+    # Warnings and errors only (stderr:2): thousands of connections would log thousands of lines.
     wait_port("127.0.0.1", port)
     return proxy, port
 
@@ -218,12 +82,6 @@ def test_slow_clients_keep_no_one_waiting(lab):
         echo.close()
 
 
-def reset(s: socket.socket) -> None:
-    """Closes with a RST (SO_LINGER 0) instead of a FIN."""
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    s.close()
-
-
 ACP = r"""#!/bin/sh
 # Holds the connection for a moment, so a client can reset it while the acp runs.
 sleep 0.2
@@ -259,11 +117,10 @@ def test_resets_in_every_phase_lose_nothing_else(lab):
     backend = lab.backend(answer)
     acp = lab.script("acp.sh", ACP)
     proxy, port = start_proxy(lab, backend.port)
-    acp_port = free_port()
-    acp_proxy = lab.start(["prlimit", "--nofile=16384:16384", lab.tcpproxy_bin, "-D", "-L", "stderr:2",
-                           "-a", str(acp), "-l", "127.0.0.1", "-p", str(acp_port), "-r", "127.0.0.1",
-                           "-o", str(backend.port)], name="tcpproxy-acp")
-    wait_port("127.0.0.1", acp_port)
+    acp_proxy, acp_port = start_proxy(lab, backend.port, "-a", str(acp))
+    well_behaved(port, 3)
+    well_behaved(acp_port, 3)
+    baseline = group_rss_kib(proxy.pid) + group_rss_kib(acp_proxy.pid)
 
     for round_ in range(30):
         # Before sending anything.
@@ -287,51 +144,139 @@ def test_resets_in_every_phase_lose_nothing_else(lab):
         data, end, _ = exchange("127.0.0.1", acp_port, b"acp " + message, timeout=5 * SLOWER)
         assert data == b"acp " + message and end == "eof", (round_, len(data), end)
     assert proxy.poll() is None and acp_proxy.poll() is None, proxy.text() + acp_proxy.text()
+    assert_memory(group_rss_kib(proxy.pid) + group_rss_kib(acp_proxy.pid) - baseline, 16 * 1024,
+                  "after the resets the proxies hold more")
 
 
-def test_a_server_that_never_reads_holds_its_client_back_and_nobody_else(lab):
-    """An upload to a server that never reads fills the buffers and stops there (TCP flow
-    control, not the proxy's memory); other clients are served meanwhile."""
-    lab.limit(120 * SLOWER)
-    sink = EchoServer(never_read=True)
-    echo = EchoServer()
+def syn_sent_to(port: int) -> int:
+    """How many IPv4 sockets of this host are connecting (SYN-SENT) to `port`."""
+    suffix = f":{port:04X}"
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for row in rows if row.split()[2].endswith(suffix) and row.split()[3] == "02")
+
+
+def test_resets_while_the_proxy_connects(lab):
+    """A server whose listen queue is full drops SYNs, so the proxy's connects to it wait;
+    clients reset meanwhile: each session ends at once and its connect goes with it (no
+    half-open connection left to finish later, into a client that has gone)."""
+    lab.limit(60 * SLOWER)
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    full_port = full.getsockname()[1]
+    fillers = []
+    for _ in range(3):  # the queue is full; later SYNs are dropped
+        f = socket.socket()
+        f.setblocking(False)
+        f.connect_ex(("127.0.0.1", full_port))
+        fillers.append(f)
     try:
-        proxy, port = start_proxy(lab, sink.port)
-        other, other_port = start_proxy(lab, echo.port)
+        # Started by its log lines: a probe connection would leave a connect of its own.
+        proxy = lab.tcpproxy("-l", "127.0.0.1", "-p", str(free_port()), "-r", "127.0.0.1", "-o", str(full_port))
+        port = int(re.search(r"listening on 127\.0\.0\.1:(\d+)", proxy.text()).group(1))
+        before = syn_sent_to(full_port)
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+        deadline = time.monotonic() + 10 * SLOWER
+        while syn_sent_to(full_port) < before + len(clients):
+            assert time.monotonic() < deadline, (syn_sent_to(full_port), before, proxy.text())
+            time.sleep(0.02)
+        for s in clients:
+            reset(s)
+        proxy.wait_for(r"closed: 0 bytes from client, 0 bytes to client, .*\(client: connection reset\)$",
+                       count=len(clients), timeout=10 * SLOWER)
+        deadline = time.monotonic() + 10 * SLOWER
+        while syn_sent_to(full_port) > before:
+            assert time.monotonic() < deadline, (syn_sent_to(full_port), before, proxy.text())
+            time.sleep(0.02)
+        assert proxy.poll() is None, proxy.text()
+    finally:
+        for f in fillers:
+            f.close()
+        full.close()
+
+
+def test_peers_that_never_read_hold_back_only_themselves(lab):
+    """Eight uploads to a server that never reads and eight downloads to clients that never
+    read, all through one proxy: each stalls once the buffers are full (TCP flow control,
+    not the proxy's memory), well-behaved clients of the same proxy are served meanwhile, and
+    every download arrives whole once its client reads."""
+    lab.limit(120 * SLOWER)
+    download = pattern_bytes(16 << 20, 8)
+    backend = EchoServer(download=download)
+    try:
+        proxy, port = start_proxy(lab, backend.port)
+        well_behaved(port, 3)
         baseline = group_rss_kib(proxy.pid)
-        uploads = []
-        chunk = pattern_bytes(1 << 20, 9)
-        for _ in range(8):
-            s = socket.create_connection(("127.0.0.1", port))
-            s.setblocking(False)
-            uploads.append(s)
-        sent = [0] * len(uploads)
-        last_change = time.monotonic()
-        deadline = time.monotonic() + 60
-        while time.monotonic() - last_change < 1.5:
-            assert time.monotonic() < deadline, sent
-            moved = False
-            for i, s in enumerate(uploads):
-                try:
-                    n = s.send(chunk)
-                    sent[i] += n
-                    moved = moved or n > 0
-                except BlockingIOError:
-                    pass
-            if moved:
-                last_change = time.monotonic()
-            else:
-                time.sleep(0.05)
-        # Stalled: each upload holds what the kernel buffers and the proxy's bounded buffer
-        # take, not what was offered.
-        assert_memory(group_rss_kib(proxy.pid) - baseline, 16 * 1024, f"8 stalled uploads ({sent}) cost")
-        assert all(n < 64 << 20 for n in sent), sent
-        well_behaved(other_port, 5)
-        assert proxy.poll() is None and other.poll() is None
+        uploads, downloads, sent = stall_both_ways(port)
+        assert_memory(group_rss_kib(proxy.pid) - baseline, 16 * 1024,
+                      f"8 stalled uploads ({sent}) and 8 stalled downloads cost")
+        times = well_behaved(port, 5)
+        assert max(times) < 10.0 * SLOWER, times
+        expect_downloads(downloads, download, 30 * SLOWER)
         for s in uploads:
             s.close()
+        well_behaved(port, 1)
+        assert proxy.poll() is None, proxy.text()
     finally:
-        sink.close()
+        backend.close()
+
+
+def test_descriptors_exhausted_by_held_connections(lab):
+    """120 idle connections held against a proxy with 64 descriptors: it takes what its
+    descriptors allow and pauses accepting (says so; test_tcpproxy_faults checks that it does
+    not spin), the connections it holds are served throughout, memory stays bounded, and as
+    holders go, every waiting connection is served in turn, none refused, nothing lost."""
+    lab.limit(120 * SLOWER)
+    roomy_descriptors(1000)
+    echo = EchoServer()
+    try:
+        proxy, port = start_proxy(lab, echo.port, nofile=64)
+        well_behaved(port, 3)
+        baseline = group_rss_kib(proxy.pid)
+        held = connect_all(port, 120)
+        received = {s: bytearray() for s in held}
+        for s in held:
+            send_byte(s, 65)
+        proxy.wait_for(r"accepting paused for a moment: process cannot open more files", timeout=10 * SLOWER)
+
+        def answered() -> set:
+            for s, got in received.items():
+                try:
+                    got += s.recv(100)
+                except (BlockingIOError, OSError):
+                    pass
+            return {s for s, got in received.items() if got}
+
+        inside = until_still(lambda: tuple(sorted(s.fileno() for s in answered())), quiet=1.0)
+        assert 0 < len(inside) < len(held), f"{len(inside)} of {len(held)} served with 64 descriptors"
+        # The connections inside are served while the daemon has no descriptor left.
+        served = {s for s in held if s.fileno() in inside}
+        for s in served:
+            send_byte(s, 66)
+        expect_echoes({s: received[s] for s in served}, b"AB", 10 * SLOWER)
+        assert_memory(group_rss_kib(proxy.pid) - baseline, 16 * 1024, "120 held connections cost")
+        assert proxy.poll() is None, proxy.text()
+        # Holders leave a few at a time: each waiting connection gets its byte back, in turn.
+        closed = 0
+        deadline = time.monotonic() + 60 * SLOWER
+        while received:
+            assert time.monotonic() < deadline, f"{len(received)} connections never served:\n{proxy.text()}"
+            done = [s for s, got in received.items() if got]
+            for s in done[:10]:
+                assert bytes(received.pop(s)) in (b"A", b"AB"), received
+                s.close()
+                closed += 1
+            time.sleep(0.05)
+            answered()
+        assert closed == len(held)
+        well_behaved(port, 3)
+        big = pattern_bytes(4 << 20, 10)
+        data, end, _ = exchange("127.0.0.1", port, big, timeout=10 * SLOWER)
+        assert data == big and end == "eof", (len(data), end)
+        text = proxy.text()
+        assert not re.search(r"unable to|closed$", text, re.M), text  # no connection turned away
+        assert proxy.poll() is None, text
+    finally:
         echo.close()
 
 
