@@ -121,13 +121,13 @@ enum DifferentialHarness {
         let info = fields.count > 2 ? Array(fields[2].prefix(257)) : nil
         var environment = ["TCPREMOTEIP=" + String(decoding: ip, as: UTF8.self)]
         // Environment values are C strings: bytes that are not UTF-8 would change on the way.
-        guard String(validatingUTF8: ip.map { CChar(bitPattern: $0) } + [0]) != nil else { return }
+        guard String(validating: ip, as: UTF8.self) != nil else { return }
         if let host {
-            guard String(validatingUTF8: host.map { CChar(bitPattern: $0) } + [0]) != nil else { return }
+            guard String(validating: host, as: UTF8.self) != nil else { return }
             environment.append("TCPREMOTEHOST=" + String(decoding: host, as: UTF8.self))
         }
         if let info {
-            guard String(validatingUTF8: info.map { CChar(bitPattern: $0) } + [0]) != nil else { return }
+            guard String(validating: info, as: UTF8.self) != nil else { return }
             environment.append("TCPREMOTEINFO=" + String(decoding: info, as: UTF8.self))
         }
         let checked = run(
