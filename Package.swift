@@ -55,7 +55,8 @@ let package = Package(
         // The fuzz harnesses: every parser of outside input behind one call each, shared by the
         // libFuzzer driver (scripts/fuzz) and the unit tests' replay of the corpora.
         .target(
-            name: "FuzzHarnesses", dependencies: ["AccessRules", "CDB", "Gateway", "GatewayKit", "Relay", "TCPProxy", "UCSPI"]),
+            name: "FuzzHarnesses",
+            dependencies: ["AccessRules", "CDB", "Gateway", "GatewayKit", "Loop", "Relay", "TCPProxy", "UCSPI"]),
         .executableTarget(name: "tcprules", dependencies: ["UCSPI"], linkerSettings: staticTool),
         .executableTarget(name: "tcprulescheck", dependencies: ["UCSPI"], linkerSettings: staticTool),
         .executableTarget(name: "tcpserver", dependencies: ["UCSPI"], linkerSettings: staticTool),

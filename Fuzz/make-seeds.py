@@ -206,3 +206,14 @@ for i, client in enumerate(CLIENTS):
 for r in v4_rules:
     write("tcprules-differential", bytes([200]) + r.encode() + b"\n" + b"18.23.0.32\0x.example.com\0joe")
 dictionary("tcprules-differential", [":", "allow", "deny", "=", ",", "\"", "-", ".", "@", "=.", "\n", "\0"])
+
+# --- the relay engine (RelayHarness: upload and download sizes, buffers, transfer, buffer size,
+# transports, then the peers' moves; a spent input lets both finish) -------------------------
+for sides in range(4):
+    for transfer in range(3):
+        for size in (0, 3):
+            write("relay", bytes([size, 7, size, 3, 1, 0, transfer, 1, sides, 1, 1]) + bytes(size) * 2
+                  + bytes([1, 0, 2, 1, 130, 0, 1, 1]))
+    write("relay", bytes([20]) + bytes(20) + bytes([30]) + bytes(30) + bytes([0, 1, 0, 0, sides, 1, 1])
+          + bytes([1, 200, 0, 255, 1, 254]))
+dictionary("relay", [])

@@ -57,6 +57,10 @@ public enum Harnesses {
             name: "tcprules-differential",
             summary: "our tcprules and tcprulescheck against ucspi-tcp's (BASTION_FUZZ_REFERENCE)",
             run: DifferentialHarness.run),
+        Harness(
+            name: "relay",
+            summary: "the relay engine between peers that send, stall, half-close and reset as the input says",
+            run: RelayHarness.run),
     ]
 
     /// tcprules-differential against the ucspi-tcp binaries in the folder `reference`, whatever

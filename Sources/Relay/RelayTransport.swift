@@ -13,13 +13,17 @@
 /// other direction's readiness to progress (TLS wants to read while writing, in a
 /// renegotiation or a handshake), so every event on a side with a transport counts as both
 /// readable and writable, and the relay simply tries again. Bytes a transport holds already
-/// (decrypted plaintext, say) raise no edge: it says so with ``hasBufferedInput``, and the
-/// relay goes on reading while it is true.
+/// (decrypted plaintext, say) raise no edge: the relay reads a side with a transport until
+/// the read says EAGAIN or the end, so the transport hands out what it holds first and says
+/// EAGAIN only when it holds nothing and its socket has nothing either.
 public protocol RelayTransport: AnyObject {
     /// Reads up to `count` bytes into `buffer`.
     func read(into buffer: UnsafeMutableRawPointer, count: Int) -> Int
     /// Writes up to `count` bytes from `buffer`; `more` says that more bytes or an end of
-    /// stream follow at once (MSG_MORE), which the transport may use to coalesce.
+    /// stream follow at once (MSG_MORE), which the transport may use to coalesce. As with
+    /// send(2), fewer than `count` (or EAGAIN) means the socket is full: the relay writes
+    /// again on the socket's next readiness, so a transport must not stop short otherwise
+    /// (TLS keeps a record it could not finish and says it took it, or says EAGAIN).
     func write(from buffer: UnsafeRawPointer, count: Int, more: Bool) -> Int
     /// The relay has nothing more to send this way: end the stream (a TLS close_notify, then
     /// shutdown(SHUT_WR) of the socket).
