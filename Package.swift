@@ -56,7 +56,10 @@ let package = Package(
         // libFuzzer driver (scripts/fuzz) and the unit tests' replay of the corpora.
         .target(
             name: "FuzzHarnesses",
-            dependencies: ["AccessRules", "CDB", "Gateway", "GatewayKit", "Loop", "Relay", "TCPProxy", "UCSPI"]),
+            dependencies: [
+                "AccessRules", "CDB", "Gateway", "GatewayKit", "Loop", "POP3Proxy", "Relay", "TCPProxy", "UCSPI",
+            ]),
+        .target(name: "POP3Proxy", dependencies: ["GatewayKit"]),
         .executableTarget(name: "tcprules", dependencies: ["UCSPI"], linkerSettings: staticTool),
         .executableTarget(name: "tcprulescheck", dependencies: ["UCSPI"], linkerSettings: staticTool),
         .executableTarget(name: "tcpserver", dependencies: ["UCSPI"], linkerSettings: staticTool),
@@ -70,6 +73,7 @@ let package = Package(
         .testTarget(name: "GatewayTests", dependencies: ["Gateway", "Loop", "Relay", "GatewayKit", "AccessRules"]),
         .testTarget(name: "TCPProxyTests", dependencies: ["TCPProxy", "Gateway", "Loop", "GatewayKit", "AccessRules"]),
         .testTarget(name: "UCSPITests", dependencies: ["UCSPI", "GatewayKit", "AccessRules"]),
+        .testTarget(name: "POP3ProxyTests", dependencies: ["POP3Proxy"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -217,3 +217,24 @@ for sides in range(4):
     write("relay", bytes([20]) + bytes(20) + bytes([30]) + bytes(30) + bytes([0, 1, 0, 0, sides, 1, 1])
           + bytes([1, 200, 0, 255, 1, 254]))
 dictionary("relay", [])
+
+# --- pop3.proxy (RFC 1939's examples and the manual's forms) ---------------------------------
+POP3_COMMANDS = ["USER mrose", "PASS secret", "STAT", "LIST", "LIST 2", "RETR 1", "DELE 1", "TOP 1 10",
+                 "UIDL", "UIDL 2", "LAST", "NOOP", "RSET", "QUIT", "CAPA", "APOP mrose c4c9334bac560ecc979e58001b3e22fb",
+                 "USER proxyjoe:joe@pop.example.org", "PASS proxypass:serverpass", "AUTH PLAIN", "STLS"]
+write("pop3-command", "\r\n".join(POP3_COMMANDS).encode() + b"\r\n")
+for c in POP3_COMMANDS:
+    write("pop3-command", c.encode() + b"\r\n")
+dictionary("pop3-command", [c.split()[0] for c in POP3_COMMANDS] + ["\r\n", " ", "0", "1", ":", "@"])
+ANSWERS = [b"+OK 2 messages (320 octets)\r\n1 120\r\n2 200\r\n.\r\n", b"-ERR no such message\r\n",
+           b"+OK\r\nSubject: x\r\n\r\n..stuffed\r\nbare\n.\r\n.\r\n", b"* OK IMAP4 ready\r\n",
+           b"+OK 120 octets\r\n" + b"x" * 300 + b"\r\n.\r\n"]
+for a in ANSWERS:
+    write("pop3-answer", bytes([16, 1, 7, 64, 3]) + a)
+dictionary("pop3-answer", ["+OK", "-ERR", "\r\n.\r\n", "\r\n", ".."])
+for user, lst in [(b"joe@pop.example.org", b"@  *.example.org,pop?.example.net"),
+                  (b"proxy:joe@192.0.2.1:110", b"@% 192.0.2.1:*"),
+                  (b"joe%pop", b"%  pop,*")]:
+    cut = (len(lst) + 1) * 256 // (len(lst) + len(user) + 20 + 1)
+    write("pop3-login", bytes([cut]) + lst + user + b"\0" * (40 - len(user)) + b"proxypass:serverpass")
+dictionary("pop3-login", ["@", ":", ",", "*", "?", "%"])

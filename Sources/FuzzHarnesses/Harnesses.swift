@@ -61,6 +61,13 @@ public enum Harnesses {
             name: "relay",
             summary: "the relay engine between peers that send, stall, half-close and reset as the input says",
             run: RelayHarness.run),
+        Harness(name: "pop3-command", summary: "pop3.proxy's client lines and commands", run: POP3Harnesses.commands),
+        Harness(
+            name: "pop3-answer", summary: "pop3.proxy's server status lines and multi-line answers in pieces",
+            run: POP3Harnesses.answers),
+        Harness(
+            name: "pop3-login", summary: "pop3.proxy's USER/PASS splitting and the -s server list",
+            run: POP3Harnesses.logins),
     ]
 
     /// tcprules-differential against the ucspi-tcp binaries in the folder `reference`, whatever
