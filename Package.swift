@@ -73,7 +73,7 @@ let package = Package(
         .testTarget(name: "GatewayTests", dependencies: ["Gateway", "Loop", "Relay", "GatewayKit", "AccessRules"]),
         .testTarget(name: "TCPProxyTests", dependencies: ["TCPProxy", "Gateway", "Loop", "GatewayKit", "AccessRules"]),
         .testTarget(name: "UCSPITests", dependencies: ["UCSPI", "GatewayKit", "AccessRules"]),
-        .testTarget(name: "POP3ProxyTests", dependencies: ["POP3Proxy"]),
+        .testTarget(name: "POP3ProxyTests", dependencies: ["POP3Proxy", "GatewayKit"]),
     ],
     swiftLanguageModes: [.v6]
 )

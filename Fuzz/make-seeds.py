@@ -238,3 +238,11 @@ for user, lst in [(b"joe@pop.example.org", b"@  *.example.org,pop?.example.net")
     cut = (len(lst) + 1) * 256 // (len(lst) + len(user) + 20 + 1)
     write("pop3-login", bytes([cut]) + lst + user + b"\0" * (40 - len(user)) + b"proxypass:serverpass")
 dictionary("pop3-login", ["@", ":", ",", "*", "?", "%"])
+for a in [argv("pop.example.org"), argv("-e"), argv("-a", "/bin/acp", "-c", "@%", "-e", "-s", "*.example.org", "-"),
+          argv("-DD", "[::1]:1110", "-z", "--clamd", "/run/clamav/clamd.ctl", "pop:110"),
+          argv("-d", "-D", "-t", "60", "-u", "mail", "-v", "POP_", "-q", "192.0.2.1", "pop"),
+          argv("--scan-limit", "1048576", "--scan-limit-pass", "--log", "stderr:5", "pop")]:
+    write("pop3proxy-args", a)
+dictionary("pop3proxy-args", ["-a", "-c", "-e", "-l", "-m", "-q", "-s", "-t", "-u", "-v", "-z", "-D", "-DD", "-d",
+                              "--clamd", "--rules", "--pid-file", "--log", "--help", "--no-scan-header",
+                              "--scan-limit", "--scan-limit-pass", "\0", "[::1]:", "-"])

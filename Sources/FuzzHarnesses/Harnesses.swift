@@ -68,6 +68,8 @@ public enum Harnesses {
         Harness(
             name: "pop3-login", summary: "pop3.proxy's USER/PASS splitting and the -s server list",
             run: POP3Harnesses.logins),
+        Harness(
+            name: "pop3proxy-args", summary: "pop3.proxy's command line (arbitrary argv)", run: POP3Harnesses.arguments),
     ]
 
     /// tcprules-differential against the ucspi-tcp binaries in the folder `reference`, whatever

@@ -76,4 +76,15 @@ enum POP3Harnesses {
         let list = ServerList(String(decoding: listPart.dropFirst(3), as: UTF8.self))
         _ = list.allows(login.server ?? user)
     }
+
+    /// pop3.proxy's command line (arbitrary argv): parsed, or refused with a message.
+    static func arguments(_ data: UnsafeRawBufferPointer) {
+        let words = Harnesses.arguments(data).map { String(decoding: $0, as: UTF8.self) }
+        do {
+            let options = try POP3ProxyOptions.parse(words)
+            precondition(options.help || options.server != nil || options.serverSelection, "a server or -e")
+        } catch {
+            precondition(!error.message.isEmpty, "a refusal says why")
+        }
+    }
 }

@@ -36,6 +36,20 @@ public enum Environment {
 /// An environment for a child program, edited like djb's pathexec_env: each name set or
 /// removed once, in the order given, on top of a base environment.
 public struct ChildEnvironment: Sendable {
+    /// Whether `prefix` can start variable names (tcpproxy's `setenv`, pop3.proxy's `-v`):
+    /// letters, digits and `_` only.
+    public static func isVariablePrefix(_ prefix: String) -> Bool {
+        prefix.utf8.allSatisfy { byte in
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "_"):
+                return true
+            default:
+                return false
+            }
+        }
+    }
+
     private var entries: [[UInt8]]
 
     /// Starts from `base` (normally the current environment) or from nothing.

@@ -30,34 +30,9 @@ func parseAddressLiteral(_ text: String) -> IPAddress? {
     return IPAddress(String(inner))?.unmapped
 }
 
-/// True when `text` is an IPv6 literal, possibly with a `%zone` suffix (`fe80::1%eth0`).
-func isIPv6Literal(_ text: Substring) -> Bool {
-    let parts = text.split(separator: "%", maxSplits: 1, omittingEmptySubsequences: false)
-    guard IPAddress(parsing: String(parts[0]), family: .v6) != nil else { return false }
-    return parts.count == 1 || (!parts[1].isEmpty && parts[1].utf8.allSatisfy(isNameByte))
-}
+func isIPv6Literal(_ text: Substring) -> Bool { HostSyntax.isIPv6Literal(text) }
 
-/// A host as a file may give it: an IP literal (IPv6 with an optional zone) or a host name of letters, digits,
-/// `-`, `_` and dots. Words of digits and dots only must be valid IPv4 addresses.
-func isValidHost(_ text: Substring) -> Bool {
-    guard !text.isEmpty else { return false }
-    if text.contains(":") { return isIPv6Literal(text) }
-    if text.utf8.allSatisfy({ ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) || $0 == UInt8(ascii: ".") }) {
-        return IPAddress(parsing: String(text), family: .v4) != nil
-    }
-    return text.utf8.allSatisfy { isNameByte($0) || $0 == UInt8(ascii: ".") }
-        && text.first != "." && text.first != "-"
-}
-
-private func isNameByte(_ byte: UInt8) -> Bool {
-    switch byte {
-    case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
-        UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "_"):
-        return true
-    default:
-        return false
-    }
-}
+func isValidHost(_ text: Substring) -> Bool { HostSyntax.isValidHost(text) }
 
 /// The family of a host that is an IP literal; nil for host names.
 /// IPv4-mapped IPv6 literals count as IPv4.
@@ -83,28 +58,10 @@ extension ProxyTarget {
     /// one). `port` may be a number or a service name; the host is returned without brackets.
     public static func splitServer(_ text: String) throws(ConfigurationProblem) -> (host: String, port: String?) {
         let expected = "HOST, HOST:PORT, [IPV6-ADDRESS]:PORT or an IPv6 address"
-        let invalid = ConfigurationProblem.invalidValue(directive: "server", value: text, expected: expected)
-        if text.first == "[" {
-            guard let close = text.firstIndex(of: "]") else { throw invalid }
-            let inner = text[text.index(after: text.startIndex)..<close]
-            guard isIPv6Literal(inner) || IPAddress(parsing: String(inner), family: .v4) != nil else { throw invalid }
-            let rest = text[text.index(after: close)...]
-            if rest.isEmpty { return (String(inner), nil) }
-            guard rest.first == ":", rest.count > 1 else { throw invalid }
-            return (String(inner), String(rest.dropFirst()))
+        guard let split = HostSyntax.split(text) else {
+            throw ConfigurationProblem.invalidValue(directive: "server", value: text, expected: expected)
         }
-        let colons = text.filter { $0 == ":" }.count
-        if colons >= 2 {
-            guard isIPv6Literal(Substring(text)) else { throw invalid }
-            return (text, nil)
-        }
-        if colons == 1 {
-            let parts = text.split(separator: ":", omittingEmptySubsequences: false)
-            guard isValidHost(parts[0]), !parts[1].isEmpty else { throw invalid }
-            return (String(parts[0]), String(parts[1]))
-        }
-        guard isValidHost(Substring(text)) else { throw invalid }
-        return (text, nil)
+        return split
     }
 
     /// Parses Zekoll's `server host[:port]` (see ``splitServer(_:)``) into a forward target, looking a port

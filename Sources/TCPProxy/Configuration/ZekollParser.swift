@@ -345,7 +345,7 @@ struct ZekollParser {
             section.settings.logname = word.text
         case "setenv":
             let word = try one(name, args)
-            guard word.text.utf8.allSatisfy({ isVariableByte($0) }) else {
+            guard ChildEnvironment.isVariablePrefix(word.text) else {
                 throw fail(
                     .invalidValue(
                         directive: "setenv", value: word.text,
@@ -467,13 +467,3 @@ struct ZekollParser {
 
 /// `IPv4` or `IPv6`.
 func familyName(_ family: IPAddress.Family) -> String { family == .v4 ? "IPv4" : "IPv6" }
-
-private func isVariableByte(_ byte: UInt8) -> Bool {
-    switch byte {
-    case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
-        UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "_"):
-        return true
-    default:
-        return false
-    }
-}

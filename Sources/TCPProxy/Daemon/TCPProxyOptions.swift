@@ -57,85 +57,29 @@ public struct TCPProxyOptions: Equatable, Sendable {
             && a.proxyProtocol == b.proxyProtocol && a.clientNames == b.clientNames && a.help == b.help
     }
 
-    /// A command line that cannot be used; `message` says what and where.
-    public struct UsageError: Error, Equatable, CustomStringConvertible {
-        public let message: String
-        public init(_ message: String) { self.message = message }
-        public var description: String { message }
-    }
+    /// A command line that cannot be used (GatewayKit's, shared by every daemon).
+    public typealias UsageError = GatewayKit.UsageError
 
-    /// Letter and long name of every option that takes an argument, and of the flags.
-    static let withArgument: [Character: String] = [
-        "u": "username", "g": "groupname", "C": "chroot", "P": "write-pid", "L": "log", "l": "local-addr",
-        "t": "local-resolv", "p": "local-port", "r": "remote-addr", "R": "remote-resolv", "o": "remote-port",
-        "s": "source-addr", "b": "buffer-size", "c": "config", "f": "config", "a": "acp", "v": "varprefix",
-        "w": "writefile",
-    ]
-    static let flags: [Character: String] = [
-        "h": "help", "D": "nodaemonize", "U": "debug", "d": "debug-trace", "y": "clear-environment", "z": "list",
-    ]
-    static let longWithArgument: Set<String> = Set(withArgument.values).union([
-        "bind", "logname", "timeout", "rules", "proxy-protocol",
-    ])
-    static let longFlags: Set<String> = Set(flags.values).union(["standalone", "no-client-names"])
+    /// Every option: letters by their long names, and the long names without a letter.
+    static let table = OptionTable(
+        program: "tcpproxy",
+        flags: [
+            "h": "help", "D": "nodaemonize", "U": "debug", "d": "debug-trace", "y": "clear-environment",
+            "z": "list",
+        ],
+        withArgument: [
+            "u": "username", "g": "groupname", "C": "chroot", "P": "write-pid", "L": "log", "l": "local-addr",
+            "t": "local-resolv", "p": "local-port", "r": "remote-addr", "R": "remote-resolv", "o": "remote-port",
+            "s": "source-addr", "b": "buffer-size", "c": "config", "f": "config", "a": "acp", "v": "varprefix",
+            "w": "writefile",
+        ],
+        longFlags: ["standalone", "no-client-names"],
+        longWithArgument: ["bind", "logname", "timeout", "rules", "proxy-protocol"])
 
     /// Parses the words after the program name.
     public static func parse(_ args: [String]) throws(UsageError) -> TCPProxyOptions {
         var o = TCPProxyOptions()
-        var i = 0
-        var positional: [String] = []
-        while i < args.count {
-            let word = args[i]
-            i += 1
-            if !positional.isEmpty || word == "-" || !word.hasPrefix("-") {
-                positional.append(word)
-                continue
-            }
-            if word == "--" {
-                positional += args[i...]
-                break
-            }
-            if word.hasPrefix("--") {
-                var name = String(word.dropFirst(2))
-                var value: String?
-                if let eq = name.firstIndex(of: "=") {
-                    value = String(name[name.index(after: eq)...])
-                    name = String(name[..<eq])
-                }
-                if longFlags.contains(name) {
-                    if value != nil { throw UsageError("option --\(name) takes no argument") }
-                    try o.set(name, nil)
-                } else if longWithArgument.contains(name) {
-                    if value == nil {
-                        guard i < args.count else { throw UsageError("option --\(name) needs an argument") }
-                        value = args[i]
-                        i += 1
-                    }
-                    try o.set(name, value)
-                } else {
-                    throw UsageError("unknown option --\(name) (see tcpproxy --help)")
-                }
-                continue
-            }
-            var letters = Substring(word.dropFirst())
-            while let letter = letters.first {
-                letters = letters.dropFirst()
-                if let name = flags[letter] {
-                    try o.set(name, nil)
-                } else if let name = withArgument[letter] {
-                    var value = String(letters)
-                    letters = ""
-                    if value.isEmpty {
-                        guard i < args.count else { throw UsageError("option -\(letter) needs an argument") }
-                        value = args[i]
-                        i += 1
-                    }
-                    try o.set(name, value)
-                } else {
-                    throw UsageError("unknown option -\(letter) (see tcpproxy --help)")
-                }
-            }
-        }
+        let positional = try table.scan(args) { (name, value) throws(UsageError) in try o.set(name, value) }
         if let first = positional.first {
             o.server = first
             o.serverArguments = Array(positional.dropFirst())
