@@ -246,3 +246,7 @@ for a in [argv("pop.example.org"), argv("-e"), argv("-a", "/bin/acp", "-c", "@%"
 dictionary("pop3proxy-args", ["-a", "-c", "-e", "-l", "-m", "-q", "-s", "-t", "-u", "-v", "-z", "-D", "-DD", "-d",
                               "--clamd", "--rules", "--pid-file", "--log", "--help", "--no-scan-header",
                               "--scan-limit", "--scan-limit-pass", "\0", "[::1]:", "-"])
+for r in [b"stream: OK\0", b"stream: Eicar-Test-Signature FOUND\0", b"INSTREAM size limit exceeded. ERROR\0",
+          b"ClamAV 1.0.7/27500/Mon Dec  1 09:00:00 2026\0", b"UNKNOWN COMMAND\0"]:
+    write("clamd-reply", r)
+dictionary("clamd-reply", ["stream: ", "OK", " FOUND", " ERROR", "ClamAV ", "\0", ":"])

@@ -70,6 +70,7 @@ public enum Harnesses {
             run: POP3Harnesses.logins),
         Harness(
             name: "pop3proxy-args", summary: "pop3.proxy's command line (arbitrary argv)", run: POP3Harnesses.arguments),
+        Harness(name: "clamd-reply", summary: "clamd's INSTREAM and VERSION replies", run: POP3Harnesses.clamdReply),
     ]
 
     /// tcprules-differential against the ucspi-tcp binaries in the folder `reference`, whatever

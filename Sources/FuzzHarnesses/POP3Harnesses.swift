@@ -87,4 +87,20 @@ enum POP3Harnesses {
             precondition(!error.message.isEmpty, "a refusal says why")
         }
     }
+
+    /// clamd's replies: only its own forms of "OK" are clean, and whatever it says is shown in
+    /// printable form.
+    static func clamdReply(_ data: UnsafeRawBufferPointer) {
+        switch ClamdProtocol.verdict(data) {
+        case .clean:
+            var text = Array(data)
+            while let last = text.last, last == 0 || last == 10 || last == 13 { text.removeLast() }
+            precondition(
+                text.split(separator: UInt8(ascii: ":")).last?.drop { $0 == 32 }.elementsEqual(Array("OK".utf8))
+                    == true, "clean only for OK")
+        case .infected(let name), .failed(let name):
+            precondition(name.utf8.allSatisfy { $0 >= 32 && $0 < 127 }, "printable words")
+        }
+        _ = ClamdProtocol.versionLine(data)
+    }
 }
