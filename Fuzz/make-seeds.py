@@ -250,3 +250,7 @@ for r in [b"stream: OK\0", b"stream: Eicar-Test-Signature FOUND\0", b"INSTREAM s
           b"ClamAV 1.0.7/27500/Mon Dec  1 09:00:00 2026\0", b"UNKNOWN COMMAND\0"]:
     write("clamd-reply", r)
 dictionary("clamd-reply", ["stream: ", "OK", " FOUND", " ERROR", "ClamAV ", "\0", ":"])
+for m in [b"From: a@b\r\nTo: c@d\r\nSubject: s\r\n\tfolded\r\nDate: Tue, 1 Dec 2026 10:00:00 +0100\r\n"
+          b"Message-ID: <1@b>\r\n\r\nbody\r\n", b"Subject: \xc3\xa9\x01\r\n\r\n", b"no header at all"]:
+    write("scan-notice", bytes([20]) + b"Eicar-Test-Signature" + m)
+dictionary("scan-notice", ["From:", "To:", "Subject:", "Date:", "Message-ID:", "\r\n", "\r\n\r\n", "\t", "."])

@@ -71,6 +71,9 @@ public enum Harnesses {
         Harness(
             name: "pop3proxy-args", summary: "pop3.proxy's command line (arbitrary argv)", run: POP3Harnesses.arguments),
         Harness(name: "clamd-reply", summary: "clamd's INSTREAM and VERSION replies", run: POP3Harnesses.clamdReply),
+        Harness(
+            name: "scan-notice", summary: "pop3.proxy's virus notification for any message",
+            run: POP3Harnesses.scanNotice),
     ]
 
     /// tcprules-differential against the ucspi-tcp binaries in the folder `reference`, whatever

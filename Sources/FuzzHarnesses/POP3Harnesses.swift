@@ -103,4 +103,22 @@ enum POP3Harnesses {
         }
         _ = ClamdProtocol.versionLine(data)
     }
+
+    /// The virus notification for any message and any virus name: a multi-line answer whose
+    /// end is exactly its last byte, CRLF lines of at most 998 bytes, ASCII header lines.
+    static func scanNotice(_ data: UnsafeRawBufferPointer) {
+        let (virus, message) = Harnesses.halves(data)
+        let notice = ScanNotice.infected(
+            virus: String(decoding: virus, as: UTF8.self), message: message, clamdVersion: "ClamAV 1.0", seconds: 0,
+            host: "gw.example.org")
+        var end = MultilineEnd()
+        precondition(notice.withUnsafeBytes { end.scan($0) } == notice.count, "the answer ends at its end")
+        var inHeader = true
+        for line in notice.split(separator: 10, omittingEmptySubsequences: false).dropLast() {
+            precondition(line.last == 13 && line.count <= 999, "CRLF lines of at most 998 bytes")
+            precondition(!line.dropLast().contains(13), "no bare CR")
+            if line.count == 1 { inHeader = false }
+            if inHeader { precondition(line.dropLast().allSatisfy { $0 >= 32 && $0 < 127 }, "ASCII headers") }
+        }
+    }
 }
