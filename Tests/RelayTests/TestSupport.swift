@@ -4,7 +4,6 @@ import Glibc
 import GatewayKit
 import Loop
 import Relay
-import Synchronization
 import Testing
 
 // MARK: - Loopback sockets
@@ -177,8 +176,8 @@ func drive(
 
 /// Collects what relays report, for the test thread to wait on.
 final class RelayEvents: RelayDelegate, Sendable {
-    private let summaries = Mutex<[RelaySummary]>([])
-    private let directions = Mutex<[(direction: RelayDirection, bytes: UInt64)]>([])
+    private let summaries = Locked<[RelaySummary]>([])
+    private let directions = Locked<[(direction: RelayDirection, bytes: UInt64)]>([])
 
     func relayDidEnd(_ relay: RelayConnection, summary: RelaySummary) {
         summaries.withLock { $0.append(summary) }
@@ -207,7 +206,7 @@ final class RelayEvents: RelayDelegate, Sendable {
 
 /// Records what a relay reads, per direction.
 final class Recording: RelayRecorder, Sendable {
-    private let bytes = Mutex<(up: [UInt8], down: [UInt8], chunks: Int)>(([], [], 0))
+    private let bytes = Locked<(up: [UInt8], down: [UInt8], chunks: Int)>(([], [], 0))
 
     func relay(_ relay: RelayConnection, read: UnsafeRawBufferPointer, direction: RelayDirection) {
         bytes.withLock { b in
@@ -276,4 +275,32 @@ func fineTimers() -> EventLoop.Configuration {
 /// Seconds since `start`.
 func elapsed(since start: Deadline) -> Double {
     Double(Deadline.now.nanoseconds - start.nanoseconds) / 1e9
+}
+
+// MARK: - A lock ThreadSanitizer sees
+
+/// A value behind a pthread mutex, for the helpers a test thread polls while a loop thread
+/// fills them. Not `Synchronization.Mutex`: on Linux its contended lock and unlock go through
+/// futexes in the uninstrumented standard library, so under ThreadSanitizer (scripts/test
+/// --sanitize thread) a contended hand-over orders nothing and the values it guards are
+/// reported as races. pthread's mutex is intercepted, contended or not.
+final class Locked<Value>: @unchecked Sendable {
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private var value: Value
+
+    init(_ value: Value) {
+        self.value = value
+        pthread_mutex_init(mutex, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    func withLock<Result>(_ body: (inout Value) throws -> Result) rethrows -> Result {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body(&value)
+    }
 }
