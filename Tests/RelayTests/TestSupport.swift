@@ -276,31 +276,3 @@ func fineTimers() -> EventLoop.Configuration {
 func elapsed(since start: Deadline) -> Double {
     Double(Deadline.now.nanoseconds - start.nanoseconds) / 1e9
 }
-
-// MARK: - A lock ThreadSanitizer sees
-
-/// A value behind a pthread mutex, for the helpers a test thread polls while a loop thread
-/// fills them. Not `Synchronization.Mutex`: on Linux its contended lock and unlock go through
-/// futexes in the uninstrumented standard library, so under ThreadSanitizer (scripts/test
-/// --sanitize thread) a contended hand-over orders nothing and the values it guards are
-/// reported as races. pthread's mutex is intercepted, contended or not.
-final class Locked<Value>: @unchecked Sendable {
-    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private var value: Value
-
-    init(_ value: Value) {
-        self.value = value
-        pthread_mutex_init(mutex, nil)
-    }
-
-    deinit {
-        pthread_mutex_destroy(mutex)
-        mutex.deallocate()
-    }
-
-    func withLock<Result>(_ body: (inout Value) throws -> Result) rethrows -> Result {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        return try body(&value)
-    }
-}
