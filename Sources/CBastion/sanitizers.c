@@ -17,7 +17,8 @@ const char *__asan_default_options(void) {
 
 const char *__tsan_default_options(void) {
     // die_after_fork=0: tcpproxy's master has its log writer threads when it forks its
-    // per-user workers, which start threads of their own (safe here: the log re-creates its
-    // locks in the child), and ThreadSanitizer would otherwise kill every worker.
+    // per-user workers, which start threads of their own (safe here: the log's fork handlers
+    // hold its locks across the fork and release them on both sides), and ThreadSanitizer
+    // would otherwise kill every worker.
     return "log_path=/tmp/bastion-sanitizer/tsan:log_exe_name=1:second_deadlock_stack=1:die_after_fork=0";
 }

@@ -237,7 +237,7 @@ public final class MasterProcess<Service: GatewayService> {
     /// The worker process: drop to the credential, serve its listeners until told to stop.
     func runWorker(_ credential: Credential, fds: Set<Int32>, ack: Int32) -> Never {
         signals.resetForChild()
-        for listener in table.listenerSockets where !fds.contains(listener.fd) { close(listener.fd) }
+        closeListeners(except: fds)
         let workerSignals: SignalQueue
         do { workerSignals = try SignalQueue([SIGTERM, SIGINT, SIGQUIT, SIGUSR2, SIGHUP]) } catch {
             log.error("worker: unable to catch signals: \(error)")
@@ -262,15 +262,27 @@ public final class MasterProcess<Service: GatewayService> {
         group.runWorkerSignals(workerSignals, ack: ack)
     }
 
-    /// Starts a worker per user and handles signals until TERM or INT.
-    public func run() -> Never {
-        ConnectionNumbers.prepare()  // before the first fork: every worker shares the counter
+    /// In a worker: closes the listeners another worker serves. (What a function that never
+    /// returns makes may live on unreachable until the process exits, so `runWorker` and
+    /// `run` leave such work to functions that do return.)
+    private func closeListeners(except fds: Set<Int32>) {
+        for listener in table.listenerSockets where !fds.contains(listener.fd) { close(listener.fd) }
+    }
+
+    /// A worker per user of the table.
+    private func startWorkers() {
         do {
             for (credential, fds) in try service.credentialGroups(table) { spawn(credential, fds: fds) }
         } catch {
             log.error(error.description)
             exit(1)
         }
+    }
+
+    /// Starts a worker per user and handles signals until TERM or INT.
+    public func run() -> Never {
+        ConnectionNumbers.prepare()  // before the first fork: every worker shares the counter
+        startWorkers()
         while true {
             for s in signals.wait() {
                 switch s {

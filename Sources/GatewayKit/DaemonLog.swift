@@ -119,7 +119,8 @@ final class LogWriter: @unchecked Sendable {
         target = sink.target
         self.sink = sink
         state = State(queue: queue)
-        initializeLock()
+        pthread_mutex_init(mutex, nil)
+        initializeConditions()
     }
 
     deinit {
@@ -132,8 +133,7 @@ final class LogWriter: @unchecked Sendable {
         mutex.deallocate()
     }
 
-    private func initializeLock() {
-        pthread_mutex_init(mutex, nil)
+    private func initializeConditions() {
         var attributes = pthread_condattr_t()
         pthread_condattr_init(&attributes)
         pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
@@ -300,14 +300,20 @@ final class LogWriter: @unchecked Sendable {
     fileprivate func unlockInParent() { pthread_mutex_unlock(mutex) }
 
     /// The child: the writer thread did not come along, the lines queued are the parent's
-    /// to write, and the lock and conditions are made new (the old ones may record the
-    /// parent's waiters). A reopen still pending is done by the child's writer too.
+    /// to write, and the lock is released by the thread that took it in the prepare step (the
+    /// child's only thread). Not made new: initialising a mutex that is held is undefined, and
+    /// ThreadSanitizer, which knows a mutex by its address, would go on seeing it held by the
+    /// forking thread and every later lock in the child as ordering nothing. The conditions
+    /// are made new: the parent's writer may be recorded as a waiter on `wake`, and a signal
+    /// in the child could go to that thread that is not there (no thread holds a condition,
+    /// so this touches no lock). A reopen still pending is done by the child's writer too.
     fileprivate func resetInChild() {
         state.queue.removeAll()
         state.running = false
         state.writing = false
         state.waiting = false
-        initializeLock()
+        initializeConditions()
+        pthread_mutex_unlock(mutex)
     }
 
     /// A deadline as pthread_cond_timedwait wants it (the conditions use CLOCK_MONOTONIC).
@@ -360,6 +366,10 @@ final class LogWriters: @unchecked Sendable {
         return LogWriter.waitUntilWritten(all, timeout: timeout)
     }
 
+    /// The fork's protocol: prepare takes every lock (this one, then each writer's), so that
+    /// no other thread holds one while the process is copied; the parent and the child each
+    /// release them, the child rather than re-initialise them, since its only thread is the
+    /// one that took them.
     private func prepareFork() {
         pthread_mutex_lock(mutex)
         for writer in writers { writer.lockForFork() }
@@ -372,6 +382,6 @@ final class LogWriters: @unchecked Sendable {
 
     private func childAfterFork() {
         for writer in writers { writer.resetInChild() }
-        pthread_mutex_init(mutex, nil)
+        pthread_mutex_unlock(mutex)
     }
 }

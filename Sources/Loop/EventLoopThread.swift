@@ -3,7 +3,6 @@ import Glibc
 #endif
 import CBastion
 import GatewayKit
-import Synchronization
 
 extension EventLoop {
     /// The part of a loop other threads may use: queue a task to run on the loop's thread,
@@ -21,7 +20,7 @@ extension EventLoop {
             var closed = false
         }
 
-        private let state = Mutex(State())
+        private let state = Locked(State())
 
         init(fd: Int32) { self.fd = fd }
 
@@ -92,7 +91,7 @@ public final class EventLoopThread: Sendable {
     /// The loop's remote handle.
     public let remote: EventLoop.Remote
     private let thread: pthread_t
-    private let joined = Mutex(false)
+    private let joined = Locked(false)
 
     /// The state handed to the new thread.
     private final class Start: Sendable {
@@ -209,7 +208,7 @@ public final class EventLoopThread: Sendable {
 /// works when the process has run out of them (a loop that accepted until EMFILE).
 final class Completion<T: Sendable>: @unchecked Sendable {
     private let semaphore: UnsafeMutablePointer<sem_t>
-    private let value = Mutex<T?>(nil)
+    private let value = Locked<T?>(nil)
 
     init() {
         semaphore = .allocate(capacity: 1)

@@ -4,7 +4,6 @@ import Glibc
 import Gateway
 import GatewayKit
 import Relay
-import Synchronization
 
 /// Which way a recorded chunk went.
 public enum RecordedDirection: Sendable, Hashable, CustomStringConvertible {
@@ -37,7 +36,7 @@ public final class ConnectionRecorder: Sendable {
     public let connection: UInt64
 
     /// The descriptor; -1 once finished.
-    private let descriptor: Mutex<Int32>
+    private let descriptor: Locked<Int32>
 
     /// Opens (creating it with mode 0640 if needed) `basename.pid.log` for appending and
     /// records the start of connection number `connection` from `client` to `server` (a
@@ -49,7 +48,7 @@ public final class ConnectionRecorder: Sendable {
         self.connection = connection
         let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
         if fd < 0 { throw SystemError.current }
-        descriptor = Mutex(fd)
+        descriptor = Locked(fd)
         let line = RecordingFormat.startLine(
             time: RecordingFormat.now(), connection: connection, client: client, server: server)
         do {

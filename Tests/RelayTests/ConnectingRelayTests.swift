@@ -4,7 +4,6 @@ import Glibc
 import GatewayKit
 import Loop
 import Relay
-import Synchronization
 import Testing
 
 /// What a connecting relay told its delegate, in order.
@@ -16,8 +15,8 @@ final class ConnectingEvents: RelayDelegate, RelayRecorder, Sendable {
         case ended(RelayEnd)
     }
 
-    private let events = Mutex<[Event]>([])
-    private let summaries = Mutex<[RelaySummary]>([])
+    private let events = Locked<[Event]>([])
+    private let summaries = Locked<[RelaySummary]>([])
 
     func relayDidConnect(_ relay: RelayConnection) { events.withLock { $0.append(.connected) } }
 

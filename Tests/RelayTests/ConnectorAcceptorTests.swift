@@ -4,7 +4,6 @@ import Glibc
 import GatewayKit
 @testable import Loop
 import Relay
-import Synchronization
 import Testing
 
 /// Collects connector outcomes.
@@ -14,7 +13,7 @@ final class ConnectOutcome: ConnectorDelegate, Sendable {
         case failed(SystemError)
     }
 
-    private let results = Mutex<[(Result, Double)]>([])
+    private let results = Locked<[(Result, Double)]>([])
     private let started = Deadline.now
 
     func connector(_ connector: Connector, connected fd: Int32) {
@@ -161,7 +160,7 @@ struct ConnectorTests {
 
 /// Counts accepted connections (closing them) and pauses.
 final class AcceptLog: AcceptorDelegate, Sendable {
-    private let state = Mutex<(accepted: Int, paused: [SystemError], peers: [IPAddress])>((0, [], []))
+    private let state = Locked<(accepted: Int, paused: [SystemError], peers: [IPAddress])>((0, [], []))
 
     func acceptor(_ acceptor: Acceptor, accepted fd: Int32, peer: SocketAddress) {
         close(fd)
@@ -276,7 +275,7 @@ struct AcceptorTests {
 }
 
 final class CallCounter: Sendable {
-    private let count = Mutex(0)
+    private let count = Locked(0)
     func increment() { count.withLock { $0 += 1 } }
     var value: Int { count.withLock { $0 } }
 }

@@ -4,7 +4,6 @@ import Glibc
 import GatewayKit
 import Loop
 import Relay
-import Synchronization
 import Testing
 
 // Hand-run measurements, not timed tests: they only run with RELAY_BENCH set, and they print
@@ -154,7 +153,7 @@ struct RelayBenchmarks {
             for transfer in RelayBenchmarks.modes {
                 let rig = try Rig(streams: streams, transfer: transfer)
                 let start = Deadline.now
-                let received = Mutex(0)
+                let received = Locked(0)
                 var threads: [pthread_t] = []
                 for i in 0..<streams {
                     let client = rig.clients[i]
@@ -318,7 +317,7 @@ struct RelayBenchmarks {
                 close(p.3)
             }
         }
-        let objectSize = Mutex(0)
+        let objectSize = Locked(0)
         // Warm up the loop's tables, then measure.
         let before = thread.sync { loop -> Int in
             let (a, b) = try! Loopback.pair(.v4)

@@ -4,7 +4,6 @@ import Glibc
 import GatewayKit
 import Loop
 import Relay
-import Synchronization
 import Testing
 
 // MARK: - Loopback sockets
@@ -177,8 +176,8 @@ func drive(
 
 /// Collects what relays report, for the test thread to wait on.
 final class RelayEvents: RelayDelegate, Sendable {
-    private let summaries = Mutex<[RelaySummary]>([])
-    private let directions = Mutex<[(direction: RelayDirection, bytes: UInt64)]>([])
+    private let summaries = Locked<[RelaySummary]>([])
+    private let directions = Locked<[(direction: RelayDirection, bytes: UInt64)]>([])
 
     func relayDidEnd(_ relay: RelayConnection, summary: RelaySummary) {
         summaries.withLock { $0.append(summary) }
@@ -207,7 +206,7 @@ final class RelayEvents: RelayDelegate, Sendable {
 
 /// Records what a relay reads, per direction.
 final class Recording: RelayRecorder, Sendable {
-    private let bytes = Mutex<(up: [UInt8], down: [UInt8], chunks: Int)>(([], [], 0))
+    private let bytes = Locked<(up: [UInt8], down: [UInt8], chunks: Int)>(([], [], 0))
 
     func relay(_ relay: RelayConnection, read: UnsafeRawBufferPointer, direction: RelayDirection) {
         bytes.withLock { b in

@@ -5,6 +5,7 @@ bounded; nothing sleeps a fixed time to wait for readiness.
 
   Proc         any background program: output collected in a thread, wait_for(regex),
                signals, stop() kills its whole process group.
+  LogTail      a log file read as it grows: wait_for(regex) on the lines since the last match.
   Lab          one test's world: a world-readable temporary directory (tcpproxy started as
                root serves as uid 65534, so its handler programs, access control programs
                and recording files must be reachable by that user), the tcpproxy, tcpserver,
@@ -116,6 +117,42 @@ def wait_file(path: Path, pattern: str, count: int = 1, timeout: float = IO_TIME
             return text
         time.sleep(0.02)
     raise AssertionError(f"{path}: no {count} x {pattern!r} within {timeout}s; text so far:\n{text}")
+
+
+class LogTail:
+    """A log file read as it grows, for logs too long to read whole at every wait (a daemon
+    logging each of thousands of connections): `wait_for` looks only at the lines written
+    since the previous match, one line at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self._pending = b""
+
+    def wait_for(self, pattern: str, timeout: float = IO_TIMEOUT) -> re.Match:
+        rx = re.compile(pattern.encode(), re.M)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with open(self.path, "rb") as f:
+                    f.seek(self.offset)
+                    chunk = f.read()
+            except FileNotFoundError:
+                chunk = b""
+            self.offset += len(chunk)
+            self._pending += chunk
+            # Whole lines only: a line still being written may not match yet.
+            whole = self._pending[:self._pending.rfind(b"\n") + 1]
+            found = rx.search(whole)
+            if found:
+                self._pending = self._pending[found.end():]
+                return found
+            # Patterns match within a line: the lines read whole are done with.
+            self._pending = self._pending[len(whole):]
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"{self.path}: no {pattern!r} within {timeout}s; unread so far:\n"
+                                     f"{self._pending[-2000:].decode(errors='replace')}")
+            time.sleep(0.01)
 
 
 # MARK: - Processes

@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 import re
 import signal
+import threading
 import time
 
 import pytest
 
-from proxyhelpers import exchange, free_port, is_root, lab, tagger  # noqa: F401
+from proxyhelpers import exchange, free_port, is_root, lab, tagger, wait_port  # noqa: F401
 
 
 def status_ids(pid: int) -> tuple[int, int]:
@@ -42,6 +43,16 @@ def children(pid: int) -> list[int]:
     return out
 
 
+def wait_children(proxy) -> list[int]:
+    """The master's worker processes, once it has forked at least one (a bounded wait: the
+    listeners answer before the workers exist)."""
+    deadline = time.monotonic() + 5
+    while not children(proxy.pid):
+        assert time.monotonic() < deadline, proxy.text()
+        time.sleep(0.02)
+    return children(proxy.pid)
+
+
 @pytest.mark.skipif(not is_root(), reason="needs root: dropping privileges and chroot")
 def test_username_groupname_and_chroot_apply_to_the_whole_daemon(lab):
     a = lab.backend(tagger("A"))
@@ -64,11 +75,7 @@ def test_root_default_serves_as_nobody_in_a_worker(lab):
     proxy = lab.tcpproxy("-l", "127.0.0.1", "-p", str(port), "-r", "127.0.0.1", "-o", str(a.port))
     assert exchange("127.0.0.1", port, b"")[0].startswith(b"A "), proxy.text()
     assert status_ids(proxy.pid) == (0, 0), "the master keeps root to bind and remove the pid file"
-    deadline = time.monotonic() + 5
-    while not children(proxy.pid):
-        assert time.monotonic() < deadline, proxy.text()
-        time.sleep(0.02)
-    assert [status_ids(c) for c in children(proxy.pid)] == [(65534, 65534)]
+    assert [status_ids(c) for c in wait_children(proxy)] == [(65534, 65534)]
 
 
 def test_worker_ends_with_its_master(lab):
@@ -139,3 +146,35 @@ def test_connection_numbers_unique_across_workers_and_reloads(lab):
     after = connections(3, 6)[6:]
     assert len(after) == 6 and len(set(after)) == 6, proxy.text()
     assert min(after) > max(before), (before, after)
+
+
+@pytest.mark.skipif(not is_root(), reason="needs root: a worker process")
+def test_worker_forked_before_any_log_line_logs_from_every_loop(lab):
+    """A master that has logged nothing yet (errors only) forks its worker with no log writer
+    thread; the worker's loops then all log through the locks the fork handlers held. Every
+    line arrives, and under ThreadSanitizer (scripts/test --sanitize thread), which watches a
+    worker forked from a single-threaded master in full, the locks must still order the
+    loops: a child that re-initialised a mutex the prepare handler held, rather than
+    unlocking it, left it held in the sanitizer's eyes and every log line a race."""
+    lab.limit(60)
+    refused = free_port()  # nothing listens there: every connection logs an error
+    port = free_port()
+    proxy = lab.start([lab.tcpproxy_bin, "-D", "-L", "stderr:2", "-l", "127.0.0.1", "-p", str(port),
+                       "-r", "127.0.0.1", "-o", str(refused)], name="tcpproxy")
+    wait_port("127.0.0.1", port, proc=proxy)
+    assert len(wait_children(proxy)) == 1, proxy.text()
+    clients, per_client = 4, 50
+
+    def client() -> None:
+        for _ in range(per_client):
+            data, end, _ = exchange("127.0.0.1", port, b"")
+            assert data == b"", (data, end)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    proxy.wait_for(r"unable to connect to 127\.0\.0\.1:\d+: connection refused, closed",
+                   count=clients * per_client, timeout=20)
+    assert proxy.poll() is None, proxy.text()

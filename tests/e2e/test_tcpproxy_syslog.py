@@ -279,3 +279,29 @@ def test_stderr_to_a_pipe_nobody_reads(lab):
             pass
         proc.wait(5)
         os.close(read_end)
+
+
+@pytest.mark.skipif(not is_root(), reason="needs root: a master that forks its workers on SIGHUP")
+def test_log_rotation_reaches_the_workers_a_reload_starts(lab):
+    """The log file is renamed away and SIGHUP sent (what logrotate does): the master, as
+    root, opens the file anew and the workers the reload starts inherit it, so their lines go
+    to the new file, never to the renamed one, and none of them has to open it (as 65534)."""
+    a = lab.backend(tagger("A"))
+    port = free_port()
+    conf = lab.file("tcpproxy.conf", f"port {port}\nserver 127.0.0.1:{a.port}\n")
+    path = lab.dir / "proxy.log"
+    proxy = lab.tcpproxy("-f", conf, log=("-L", "stderr:2", "-L", f"file:3,{path}"), listeners=0)
+    wait_file(path, r"tcpproxy started")
+    for rotation in range(1, 6):
+        data, _, me = exchange("127.0.0.1", port, b"before\n")
+        assert data.endswith(b"before\n")
+        wait_file(path, rf"from 127\.0\.0\.1:{me[1]} .* closed: ")
+        old = path.with_name(f"proxy.log.{rotation}")
+        path.rename(old)
+        proxy.signal(signal.SIGHUP)
+        wait_file(path, r"worker \d+ serves 1 listeners")
+        data, _, me = exchange("127.0.0.1", port, b"after\n")
+        assert data.endswith(b"after\n")
+        wait_file(path, rf"from 127\.0\.0\.1:{me[1]} .* closed: ")
+        assert f"from 127.0.0.1:{me[1]} " not in old.read_text(), old.read_text()
+    assert "unable to open" not in proxy.text(), proxy.text()

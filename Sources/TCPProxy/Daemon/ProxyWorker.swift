@@ -54,7 +54,11 @@ final class ProxySessions: SessionFactory {
 
     /// The setups of the current table's listeners, made at their first connection.
     private var setups: [Int32: ProxySessionSetup] = [:]
-    private weak var setupsTable: ServiceTable?
+    /// The table `setups` belong to. Strong: the setups hold it anyway (their `nextSource`),
+    /// until the first connection after a reload replaces them. A weak reference would give
+    /// the table a side table that Swift points to only from inside the table's reference
+    /// count, where LeakSanitizer cannot see the pointer: one "leak" per loop at every exit.
+    private var setupsTable: ServiceTable?
 
     /// What the sessions of `handler` of `service` share (nil: the handler is chosen by local
     /// address, in inetd mode).
