@@ -26,7 +26,7 @@ import pytest
 
 from proxyhelpers import LogTail, exchange, free_port, is_root, lab, wait_port  # noqa: F401
 from test_tcpproxy_faults import group_pids
-from test_tcpproxy_hostile import SANITIZED, SLOWER, EchoServer
+from hostile import SANITIZED, SLOWER, EchoServer
 
 CONNECTIONS = int(os.environ.get("BASTION_LEAK_CONNECTIONS", "20000"))
 # Even: the reloads alternate between two configurations and end on the one they began with.
