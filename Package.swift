@@ -31,6 +31,7 @@ let package = Package(
         .executable(name: "tcprulescheck", targets: ["tcprulescheck"]),
         .executable(name: "tcpserver", targets: ["tcpserver"]),
         .executable(name: "tcpproxy", targets: ["tcpproxy"]),
+        .executable(name: "pop3.proxy", targets: ["pop3proxy"]),
     ],
     targets: [
         // C shims for what Swift cannot call directly (variadic syslog, environ).
@@ -59,11 +60,12 @@ let package = Package(
             dependencies: [
                 "AccessRules", "CDB", "Gateway", "GatewayKit", "Loop", "POP3Proxy", "Relay", "TCPProxy", "UCSPI",
             ]),
-        .target(name: "POP3Proxy", dependencies: ["GatewayKit"]),
+        .target(name: "POP3Proxy", dependencies: ["AccessRules", "Gateway", "GatewayKit", "Loop"]),
         .executableTarget(name: "tcprules", dependencies: ["UCSPI"], linkerSettings: staticTool),
         .executableTarget(name: "tcprulescheck", dependencies: ["UCSPI"], linkerSettings: staticTool),
         .executableTarget(name: "tcpserver", dependencies: ["UCSPI"], linkerSettings: staticTool),
         .executableTarget(name: "tcpproxy", dependencies: ["TCPProxy"], linkerSettings: staticTool),
+        .executableTarget(name: "pop3proxy", dependencies: ["POP3Proxy"], linkerSettings: staticTool),
         .testTarget(name: "CDBTests", dependencies: ["CDB"]),
         .testTarget(name: "AccessRulesTests", dependencies: ["AccessRules", "CDB"]),
         .testTarget(name: "GatewayKitTests", dependencies: ["GatewayKit"]),
@@ -73,7 +75,7 @@ let package = Package(
         .testTarget(name: "GatewayTests", dependencies: ["Gateway", "Loop", "Relay", "GatewayKit", "AccessRules"]),
         .testTarget(name: "TCPProxyTests", dependencies: ["TCPProxy", "Gateway", "Loop", "GatewayKit", "AccessRules"]),
         .testTarget(name: "UCSPITests", dependencies: ["UCSPI", "GatewayKit", "AccessRules"]),
-        .testTarget(name: "POP3ProxyTests", dependencies: ["POP3Proxy", "GatewayKit"]),
+        .testTarget(name: "POP3ProxyTests", dependencies: ["POP3Proxy", "Gateway", "GatewayKit", "AccessRules"]),
     ],
     swiftLanguageModes: [.v6]
 )

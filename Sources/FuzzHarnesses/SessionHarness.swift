@@ -159,6 +159,9 @@ enum SessionHarness {
                     owed.append(.relay)
                 case .waitForDescriptors, .setTimer: owed.append(.timer)
                 case .close: closed = true
+                case .read, .pause, .send, .shutdownWrite, .closeStream, .connect, .runCapturing, .killProgram,
+                    .replaceFile:
+                    preconditionFailure("tcpproxy's session uses no stream: \(action)")
                 }
             }
             _ = machine.statusLine(bytesFromClient: 1, bytesToClient: 2, now: context.now)

@@ -70,6 +70,35 @@ public enum ClientNameAnswer: Equatable, Sendable {
     case failed(DNSError)
 }
 
+/// The byte streams a session may hold while it speaks a protocol itself (pop3.proxy stays in
+/// the middle of its session, where tcpproxy hands the client to the relay): the client, the
+/// server it connected to, the standard output of a program it runs, and a scanner.
+public enum Peer: UInt8, Sendable, CaseIterable, CustomStringConvertible {
+    case client
+    case server
+    case program
+    case scanner
+
+    public var description: String {
+        switch self {
+        case .client: "client"
+        case .server: "server"
+        case .program: "program"
+        case .scanner: "scanner"
+        }
+    }
+}
+
+/// Where a session's stream connects to: a TCP endpoint (from a source address when given),
+/// or a Unix socket's path (clamd's local socket).
+public enum StreamDestination: Equatable, Sendable {
+    case tcp(Endpoint, from: IPAddress?)
+    /// A host as a user wrote it (an address literal, a name in /etc/hosts or DNS): its first
+    /// address. A name is resolved by the driver (see ``SessionDriver``).
+    case host(String, port: UInt16, from: IPAddress?)
+    case unix(String)
+}
+
 /// What the driver observed, fed to the machine one at a time, in order.
 public enum SessionEvent: Equatable, Sendable {
     /// The session begins (the client socket is the driver's; `client` is its peer).
@@ -105,6 +134,25 @@ public enum SessionEvent: Equatable, Sendable {
     /// The timer of ``SessionAction/setTimer(_:)`` or the pause of
     /// ``SessionAction/waitForDescriptors(_:)`` is over.
     case timerFired
+
+    // Streams (see ``Peer``).
+
+    /// Bytes arrived from `peer`. The slice shares the stream's read buffer: keeping it makes
+    /// the stream copy its buffer at the next read, so take what is needed instead.
+    case received(Peer, ArraySlice<UInt8>)
+    /// `peer` sent end of file, after everything before it was delivered.
+    case endOfFile(Peer)
+    /// Reading from or writing to `peer` failed (reset, broken pipe): the stream is closed.
+    case streamFailed(Peer, SystemError)
+    /// The connection of ``SessionAction/connect(_:to:timeout:)`` is established; its bytes
+    /// follow as ``received(_:_:)``.
+    case streamConnected(Peer)
+    /// It could not be established (refused, unreachable, timed out, no descriptor).
+    case connectFailed(Peer, SystemError)
+    /// The host of ``StreamDestination/host(_:port:from:)`` has no address: why, in words.
+    case hostUnknown(Peer, reason: String)
+    /// The answer to ``SessionAction/replaceFile(path:contents:)``: nil when written.
+    case fileReplaced(path: String, error: SystemError?)
 }
 
 /// What the machine wants done. The driver carries the actions out in order; those with an
@@ -133,8 +181,40 @@ public enum SessionAction: Equatable, Sendable {
     /// Fire ``SessionEvent/timerFired`` after `duration` (moves an earlier one).
     case setTimer(Duration)
     /// The session is over: close what is still open (the client, a query, a program's
-    /// pipes) and forget it.
+    /// pipes) and forget it. What is queued for the client is written first (for at most
+    /// ``SessionDriver/lingerLimit``), so a last answer is not lost.
     case close
+
+    // Streams (see ``Peer``).
+
+    /// Start (or resume) delivering `peer`'s bytes; the client becomes a stream at its first
+    /// stream action.
+    case read(Peer)
+    /// Stop delivering `peer`'s bytes (its socket is read until its buffer is full, then the
+    /// sender waits): a machine that holds what it cannot handle yet stops its source.
+    case pause(Peer)
+    /// Send bytes to `peer`. A peer that does not read stops the others: while more than its
+    /// high-water mark is queued for it, the driver reads no other stream.
+    case send(Peer, ArraySlice<UInt8>)
+    /// End of file to `peer` once what is queued is written.
+    case shutdownWrite(Peer)
+    /// Close `peer`'s stream (queued bytes are dropped).
+    case closeStream(Peer)
+    /// Connect `peer` (server or scanner) to `destination`, within `timeout` (answer:
+    /// ``SessionEvent/streamConnected(_:)`` or ``SessionEvent/connectFailed(_:_:)``).
+    case connect(Peer, to: StreamDestination, timeout: Duration)
+    /// Start a program whose standard output is the stream ``Peer/program`` (standard input
+    /// /dev/null, standard error lines as ``SessionEvent/programSaid(_:)``): its output
+    /// arrives as ``SessionEvent/received(_:_:)`` and ``SessionEvent/endOfFile(_:)``, its
+    /// start and exit as ``SessionEvent/programStarted(pid:)``,
+    /// ``SessionEvent/programFailed(_:)`` and ``SessionEvent/programExited(pid:status:)``
+    /// (in no fixed order with the end of its output).
+    case runCapturing(SessionProgram)
+    /// Kill the program of ``runCapturing(_:)`` (SIGKILL): its exit follows as an event.
+    case killProgram
+    /// Replace the file at `path` with `contents` atomically (a new file beside it, renamed
+    /// over it), mode 0644 (answer: ``SessionEvent/fileReplaced(path:error:)``).
+    case replaceFile(path: String, contents: [UInt8])
 }
 
 /// What a machine may ask of its surroundings while it decides, without any effect: the

@@ -56,7 +56,7 @@ public struct RecordingFailure: Error, Sendable {
 ///
 /// An event that arises while the machine's actions are being carried out (an answer known
 /// at once, a relay that fails as it starts) is queued and fed after them, never nested.
-public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder {
+public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, ConnectorDelegate {
     /// The connection's number in the daemon's log.
     public let id: UInt64
     /// The client's address.
@@ -82,6 +82,31 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder {
     private var queue: [SessionEvent] = []
     private var dispatching = false
     private var closed = false
+
+    // Streams (``Peer``), by the peer's raw value; made at their first use.
+    private var streams: [SessionStream?] = []
+    private var connectors: [Connector?] = []
+    /// Peers with more than their high-water mark queued: no other stream is read meanwhile.
+    private var blocked: UInt8 = 0
+    /// After ``SessionAction/close``: the client's last bytes are still being written.
+    private var lingering = false
+
+    /// How long ``SessionAction/close`` waits for the client to take what is queued for it.
+    public static let lingerLimit = Duration.seconds(10)
+    /// Read buffer and write queue of each peer's stream. The server's and the scanner's
+    /// buffers are large, for bulk answers; the client's small, for command lines.
+    public static func streamConfiguration(for peer: Peer) -> BufferedSocket.Configuration {
+        var configuration = BufferedSocket.Configuration()
+        switch peer {
+        case .client, .program:
+            configuration.readCapacity = 8 * 1024
+            configuration.highWaterMark = 256 * 1024
+        case .server, .scanner:
+            configuration.readCapacity = 64 * 1024
+            configuration.highWaterMark = 256 * 1024
+        }
+        return configuration
+    }
 
     /// A session for the accepted socket `client` (non-blocking) from `peer`, run by `machine`.
     /// `names` is where ``SessionAction/lookUpName(_:)`` looks. Nothing happens before `start`.
@@ -117,8 +142,9 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder {
 
     public func localEndpoint() throws(SystemError) -> Endpoint {
         if let cachedLocal { return cachedLocal }
-        guard client >= 0 else { throw SystemError(errno: EBADF) }
-        let found = try Socket.localEndpoint(client)
+        let fd = client >= 0 ? client : stream(.client)?.socket.descriptor ?? -1
+        guard fd >= 0 else { throw SystemError(errno: EBADF) }
+        let found = try Socket.localEndpoint(fd)
         cachedLocal = found
         return found
     }
@@ -173,6 +199,29 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder {
             timer.setUnlessArmed(after: duration)
         case .close:
             close()
+        case .read(let peer):
+            setReading(peer, true)
+        case .pause(let peer):
+            setReading(peer, false)
+        case .send(let peer, let bytes):
+            send(bytes, to: peer)
+        case .shutdownWrite(let peer):
+            stream(peer)?.socket.shutdownWrite()
+        case .closeStream(let peer):
+            closeStream(peer)
+        case .connect(let peer, let destination, let timeout):
+            connect(peer, to: destination, timeout: timeout)
+        case .runCapturing(let program):
+            runCapturing(program)
+        case .killProgram:
+            if let program { kill(program.pid, SIGKILL) }
+        case .replaceFile(let path, let contents):
+            do {
+                try FD.replaceFile(path, contents: contents)
+                feed(.fileReplaced(path: path, error: nil))
+            } catch {
+                feed(.fileReplaced(path: path, error: error))
+            }
         }
     }
 
@@ -264,7 +313,221 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder {
             Glibc.close(client)
             client = -1
         }
+        for case let connector? in connectors { connector.cancel() }
+        connectors = []
+        for peer in Peer.allCases where peer != .client { closeStream(peer) }
+        if let clientStream = stream(.client), clientStream.socket.queuedBytes > 0 {
+            // The last answer still waits for the client: write it out (bounded), then close.
+            lingering = true
+            clientStream.socket.pauseReading()
+            clientStream.socket.shutdownWrite()
+            let linger = LoopTimer(loop: host.loop) { [unowned self] in self.lingerOver() }
+            timer = linger
+            linger.setUnlessArmed(after: Self.lingerLimit)
+            return
+        }
+        closeStream(.client)
         host.sessionEnded(self)
+    }
+
+    private func lingerOver() {
+        guard lingering else { return }
+        lingering = false
+        timer?.cancel()
+        timer = nil
+        closeStream(.client)
+        host.sessionEnded(self)
+    }
+
+    // MARK: - Streams
+
+    private func stream(_ peer: Peer) -> SessionStream? {
+        let index = Int(peer.rawValue)
+        return index < streams.count ? streams[index] : nil
+    }
+
+    /// The stream of `peer`, the client's made from its socket at the first use.
+    private func streamMakingClient(_ peer: Peer) -> SessionStream? {
+        if let existing = stream(peer) { return existing }
+        guard peer == .client, client >= 0 else { return nil }
+        let made = adopt(client, as: .client, reading: false)
+        client = -1
+        return made
+    }
+
+    @discardableResult
+    private func adopt(_ fd: Int32, as peer: Peer, reading: Bool) -> SessionStream? {
+        let made = SessionStream(peer: peer, driver: self)
+        let socket = BufferedSocket(
+            loop: host.loop, descriptor: fd, framing: .bytes, configuration: Self.streamConfiguration(for: peer),
+            delegate: made)
+        made.socket = socket
+        made.wantsReading = reading
+        do {
+            try socket.start()
+        } catch {
+            socket.close()
+            feed(.streamFailed(peer, error))
+            return nil
+        }
+        let index = Int(peer.rawValue)
+        while streams.count <= index { streams.append(nil) }
+        streams[index] = made
+        applyReading(made)
+        return made
+    }
+
+    private func closeStream(_ peer: Peer) {
+        let index = Int(peer.rawValue)
+        if index < connectors.count, let connector = connectors[index] {
+            connector.cancel()
+            connectors[index] = nil
+        }
+        guard let existing = stream(peer) else { return }
+        streams[index] = nil
+        existing.socket.close()
+        if blocked & (1 << peer.rawValue) != 0 {
+            blocked &= ~(1 << peer.rawValue)
+            applyReadingToAll()
+        }
+    }
+
+    private func setReading(_ peer: Peer, _ on: Bool) {
+        guard let target = streamMakingClient(peer) else { return }
+        target.wantsReading = on
+        applyReading(target)
+    }
+
+    /// A stream is read when its machine wants it and no other peer is blocked.
+    private func applyReading(_ target: SessionStream) {
+        let others = blocked & ~(1 << target.peer.rawValue)
+        if target.wantsReading && others == 0 {
+            target.socket.resumeReading()
+        } else {
+            target.socket.pauseReading()
+        }
+    }
+
+    private func applyReadingToAll() {
+        for case let each? in streams { applyReading(each) }
+    }
+
+    private func send(_ bytes: ArraySlice<UInt8>, to peer: Peer) {
+        guard let target = streamMakingClient(peer) else { return }
+        target.socket.write(bytes)
+        if target.socket.isAboveHighWaterMark && blocked & (1 << peer.rawValue) == 0 {
+            blocked |= 1 << peer.rawValue
+            applyReadingToAll()
+        }
+    }
+
+    private func connect(_ peer: Peer, to destination: StreamDestination, timeout: Duration) {
+        closeStream(peer)
+        switch destination {
+        case .unix(let path):
+            do {
+                let fd = try Socket.connectUnix(path, type: Int32(SOCK_STREAM.rawValue), nonBlocking: true)
+                if adopt(fd, as: peer, reading: true) != nil { feed(.streamConnected(peer)) }
+            } catch {
+                feed(.connectFailed(peer, error))
+            }
+        case .host(let name, let port, let source):
+            // A literal or /etc/hosts answers at once; a DNS name is asked with the blocking
+            // stub resolver (ASSUMPTION to revisit: in a daemon this holds the loop for the
+            // query's time; DNSQuery on the loop would not).
+            let addresses: [IPAddress]
+            do {
+                let family: DNSResolver.Family = source.map { $0.unmapped.family == .v4 ? .ipv4 : .ipv6 } ?? .any
+                addresses = try HostResolver.resolve(name, family: family)
+            } catch {
+                return feed(.hostUnknown(peer, reason: "\(error)"))
+            }
+            guard let first = addresses.first else { return feed(.hostUnknown(peer, reason: "no address")) }
+            connect(peer, to: .tcp(Endpoint(address: first, port: port), from: source), timeout: timeout)
+        case .tcp(let endpoint, let source):
+            do {
+                let connector = try Connector.start(
+                    loop: host.loop, to: endpoint, from: source, timeout: timeout, delegate: self)
+                let index = Int(peer.rawValue)
+                while connectors.count <= index { connectors.append(nil) }
+                connectors[index] = connector
+            } catch {
+                feed(.connectFailed(peer, error))
+            }
+        }
+    }
+
+    private func peer(of connector: Connector) -> Peer? {
+        guard let index = connectors.firstIndex(where: { $0 === connector }) else { return nil }
+        connectors[index] = nil
+        return Peer(rawValue: UInt8(index))
+    }
+
+    public func connector(_ connector: Connector, connected fd: Int32) {
+        guard let peer = peer(of: connector), !closed else {
+            Glibc.close(fd)
+            return
+        }
+        Socket.setNoDelay(fd)
+        if adopt(fd, as: peer, reading: true) != nil { feed(.streamConnected(peer)) }
+    }
+
+    public func connector(_ connector: Connector, failed error: SystemError) {
+        guard let peer = peer(of: connector) else { return }
+        feed(.connectFailed(peer, error))
+    }
+
+    private func runCapturing(_ program: SessionProgram) {
+        closeStream(.program)
+        var ends: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &ends) == 0 else {
+            return feed(.programFailed(SystemError.current))
+        }
+        do {
+            let child = try ChildProgram(
+                loop: host.loop, argv: program.argv, environment: program.environment, stdin: -1, stdout: ends[1],
+                onErrorLine: { [weak self] line in self?.feed(.programSaid(line)) },
+                onExit: { [weak self] pid, status in
+                    guard let self else { return }
+                    self.program = nil
+                    self.feed(.programExited(pid: pid, status: status))
+                })
+            Glibc.close(ends[1])
+            self.program = child
+            adopt(ends[0], as: .program, reading: true)
+            feed(.programStarted(pid: child.pid))
+        } catch {
+            Glibc.close(ends[0])
+            Glibc.close(ends[1])
+            feed(.programFailed(error))
+        }
+    }
+
+    // The streams' reports.
+
+    fileprivate func stream(_ peer: Peer, received bytes: ArraySlice<UInt8>) {
+        guard !closed else { return }
+        feed(.received(peer, bytes))
+    }
+
+    fileprivate func streamReachedEndOfFile(_ peer: Peer) {
+        guard !closed else { return }
+        feed(.endOfFile(peer))
+    }
+
+    fileprivate func streamDrained(_ peer: Peer) {
+        if lingering && peer == .client { return lingerOver() }
+        if blocked & (1 << peer.rawValue) != 0 {
+            blocked &= ~(1 << peer.rawValue)
+            applyReadingToAll()
+        }
+    }
+
+    fileprivate func stream(_ peer: Peer, failed error: SystemError) {
+        if lingering && peer == .client { return lingerOver() }
+        guard !closed else { return }
+        closeStream(peer)
+        feed(.streamFailed(peer, error))
     }
 
     // MARK: - The relay's reports
@@ -326,6 +589,34 @@ public struct RecordingOutcome: Equatable, Sendable {
         self.path = path
         self.error = error
     }
+}
+
+/// One stream of a session: tells the driver what its socket reports, with the peer.
+final class SessionStream: BufferedSocketDelegate {
+    let peer: Peer
+    unowned let driver: SessionDriver
+    var socket: BufferedSocket!
+    /// The machine wants its bytes (``SessionAction/read(_:)``).
+    var wantsReading = false
+
+    init(peer: Peer, driver: SessionDriver) {
+        self.peer = peer
+        self.driver = driver
+    }
+
+    func bufferedSocket(_ socket: BufferedSocket, receivedLine line: ArraySlice<UInt8>) {
+        driver.stream(peer, received: line)  // not used: streams are read as bytes
+    }
+
+    func bufferedSocket(_ socket: BufferedSocket, receivedBytes bytes: ArraySlice<UInt8>) {
+        driver.stream(peer, received: bytes)
+    }
+
+    func bufferedSocketDidReachEndOfFile(_ socket: BufferedSocket) { driver.streamReachedEndOfFile(peer) }
+
+    func bufferedSocketDidDrain(_ socket: BufferedSocket) { driver.streamDrained(peer) }
+
+    func bufferedSocket(_ socket: BufferedSocket, failed error: SystemError) { driver.stream(peer, failed: error) }
 }
 
 /// The array a loop's session drivers collect actions in, reused event after event.

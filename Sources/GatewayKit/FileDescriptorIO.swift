@@ -57,6 +57,33 @@ public enum FD {
 
     /// Closes, ignoring EINTR.
     public static func close(_ fd: Int32) { _ = Glibc.close(fd) }
+
+    /// Replaces the file at `path` with `contents` atomically: a new file beside it (mode
+    /// `mode`), written whole, then renamed over it, so a reader sees the old file or the new
+    /// one, never a part. The new file is removed when anything fails.
+    public static func replaceFile(_ path: String, contents: [UInt8], mode: mode_t = 0o644) throws(SystemError) {
+        let temporary = "\(path).new.\(getpid())"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode)
+        guard fd >= 0 else { throw SystemError.current }
+        do throws(SystemError) {
+            try writeAll(fd, contents)
+            if fchmod(fd, mode) != 0 { throw SystemError.current }
+            if Glibc.close(fd) != 0 {
+                let error = SystemError.current
+                unlink(temporary)
+                throw error
+            }
+        } catch {
+            Glibc.close(fd)
+            unlink(temporary)
+            throw error
+        }
+        if rename(temporary, path) != 0 {
+            let error = SystemError.current
+            unlink(temporary)
+            throw error
+        }
+    }
 }
 
 /// Diagnostics on standard error in djb's style: one `write` per line, so lines from

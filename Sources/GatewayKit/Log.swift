@@ -338,27 +338,7 @@ public enum LogFormat {
     /// A datagram socket connected to /dev/log (or to $BASTION_SYSLOG_SOCKET, which tests use
     /// to read what would reach syslog), or -1.
     static func connectDevLog() -> Int32 {
-        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { return -1 }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let path = Array((Environment.get("BASTION_SYSLOG_SOCKET") ?? "/dev/log").utf8)
-        guard path.count < MemoryLayout.size(ofValue: address.sun_path) else {
-            close(fd)
-            return -1
-        }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (i, b) in path.enumerated() { raw[i] = b }
-        }
-        let ok = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        if ok != 0 {
-            close(fd)
-            return -1
-        }
-        return fd
+        let path = Environment.get("BASTION_SYSLOG_SOCKET") ?? "/dev/log"
+        return (try? Socket.connectUnix(path, type: Int32(SOCK_DGRAM.rawValue))) ?? -1
     }
 }

@@ -122,6 +122,37 @@ public enum Socket {
         _ = fcntl(fd, F_SETFL, on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK)
     }
 
+    /// A Unix socket of `type` (SOCK_STREAM, SOCK_DGRAM) connected to `path`, close-on-exec,
+    /// non-blocking when asked (a stream socket whose listener's queue is full then fails
+    /// with EAGAIN instead of waiting). A path too long for sockaddr_un is ENAMETOOLONG.
+    public static func connectUnix(_ path: String, type: Int32, nonBlocking: Bool = false) throws(SystemError) -> Int32
+    {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            throw SystemError(errno: ENAMETOOLONG)
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (i, b) in bytes.enumerated() { raw[i] = b }
+        }
+        var flags = type | Int32(SOCK_CLOEXEC.rawValue)
+        if nonBlocking { flags |= Int32(SOCK_NONBLOCK.rawValue) }
+        let fd = socket(AF_UNIX, flags, 0)
+        guard fd >= 0 else { throw SystemError.current }
+        let ok = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        if ok != 0 {
+            let error = SystemError.current
+            close(fd)
+            throw error
+        }
+        return fd
+    }
+
     /// The index of a network interface by name (if_nametoindex), 0 when unknown.
     public static func interfaceIndex(_ name: String) -> UInt32 { if_nametoindex(name) }
 

@@ -1,0 +1,530 @@
+import AccessRules
+import Gateway
+import GatewayKit
+
+/// What every session of one pop3.proxy shares: the options, the environment an access
+/// control program starts from, and the wall clock for the `-l` files.
+public struct POP3SessionSettings: Sendable {
+    public var options: POP3ProxyOptions
+    /// The proxy's own environment, the base of the access control program's.
+    public var environment: [[UInt8]]
+    /// Seconds since the epoch (the `-l` line's first word).
+    public var clock: @Sendable () -> Int
+
+    public init(options: POP3ProxyOptions, environment: [[UInt8]], clock: @escaping @Sendable () -> Int) {
+        self.options = options
+        self.environment = environment
+        self.clock = clock
+    }
+}
+
+/// One client of pop3.proxy, from the greeting to the end, as a pure machine on the gateway's
+/// session contract: the proxy greets and takes USER and PASS itself (``POP3Authorization``),
+/// runs the access control program, connects and logs in to the server, then forwards the
+/// commands it allows one at a time and relays each answer byte for byte, finding the end of
+/// a multi-line answer as it streams by (``MultilineEnd``).
+///
+/// Streams: the client's bytes wait in the machine while a command is with the server
+/// (pipelining), the client's reading paused beyond ``heldLimit``; a server answer is never
+/// held beyond its status line. Inactivity (`-t`) on either side ends the session.
+public final class POP3Session: SessionMachine {
+    /// The longest command line with its CRLF (RFC 2449 allows 255 octets; some room more).
+    public static let commandLimit = 1024
+    /// The longest status line of the server the proxy waits for.
+    public static let statusLimit = 8192
+    /// Client bytes held while a command is with the server before its reading pauses.
+    public static let heldLimit = 16 * 1024
+
+    private enum Phase {
+        /// `--rules` is being applied, before the greeting.
+        case checkingRules
+        case authorization
+        /// The access control program runs.
+        case accessControl
+        case connecting
+        case serverGreeting
+        case serverUser
+        case serverPass
+        case transaction
+        case ended
+    }
+
+    /// The login being tried.
+    private struct Attempt {
+        var request: LoginRequest
+        var serverOperand: String
+        /// The access control program: its exit, whether its output has ended, what it said.
+        var programStatus: Int32?
+        var programOutputEnded = false
+        var programWrote = false
+    }
+
+    /// The command with the server.
+    private struct InFlight {
+        var command: POP3Command
+        var multiline: Bool
+        /// The status line has come; the rest is a multi-line body being relayed.
+        var streaming = false
+        var end = MultilineEnd()
+    }
+
+    private let settings: POP3SessionSettings
+    private let id: UInt64
+    private let client: Endpoint
+    private var local: Endpoint?
+    private var phase = Phase.authorization
+    private var authorization: POP3Authorization
+    private var attempt: Attempt?
+    private var inFlight: InFlight?
+    private var quitting = false
+    private var clientHeld: [UInt8] = []
+    private var clientPaused = false
+    private var serverHeld: [UInt8] = []
+    private var unsupported = 0
+    private var user: [UInt8] = []
+    private var serverName = ""
+    /// What `--rules` set for the client (the access control program's environment).
+    private var ruleVariables: [RuleDecision.Variable] = []
+
+    private var started = Deadline(nanoseconds: 0)
+    private var now = Deadline(nanoseconds: 0)
+    private var bytesFromClient: UInt64 = 0
+    private var bytesToClient: UInt64 = 0
+    private var retrieved = 0
+
+    public init(settings: POP3SessionSettings, client: Endpoint, id: UInt64) {
+        self.settings = settings
+        self.client = client
+        self.id = id
+        authorization = POP3Authorization(options: settings.options)
+    }
+
+    private var options: POP3ProxyOptions { settings.options }
+    private var timeout: Duration { .seconds(max(options.timeout, 1)) }
+
+    public func statusLine(bytesFromClient: UInt64, bytesToClient: UInt64, now: Deadline) -> String? {
+        guard phase != .ended else { return nil }
+        let who = user.isEmpty ? "" : " user \(printable(user))"
+        return
+            "session \(id) from \(client)\(who): \(self.bytesFromClient) bytes from client, \(self.bytesToClient) bytes to client, \(SessionDriver.seconds(since: started, now: now))"
+    }
+
+    // MARK: - Events
+
+    public func handle(_ event: SessionEvent, context: any SessionContext, into actions: inout [SessionAction]) {
+        guard phase != .ended else { return }
+        now = context.now
+        switch event {
+        case .started:
+            started = context.now
+            local = try? context.localEndpoint()
+            let on = local.map { " on \($0)" } ?? ""
+            say("connect from \(client)\(on)", &actions)
+            if let rules = options.rules {
+                phase = .checkingRules
+                actions.append(.checkRules(path: rules, client: RuleClient(ip: client.address.unmapped.description)))
+            } else {
+                greet(&actions)
+            }
+
+        case .rulesChecked(let outcome):
+            guard phase == .checkingRules else { break }
+            let path = options.rules ?? ""
+            switch outcome {
+            case .missing, .noRule:
+                break
+            case .allowed(_, let variables):
+                ruleVariables = variables
+            case .denied(let rule):
+                say("denied by rule \"\(printable(rule))\" of \(path)", &actions)
+                return end("denied by \(path)", &actions)
+            case .unreadable(let errno):
+                say("unable to read \(path): \(SystemError.message(errno))", &actions)
+                return end("rules unreadable", &actions)
+            }
+            phase = .authorization
+            greet(&actions)
+
+        case .received(.client, let bytes):
+            bytesFromClient += UInt64(bytes.count)
+            clientHeld += bytes
+            actions.append(.setTimer(timeout))
+            takeClientLines(&actions)
+
+        case .endOfFile(.client):
+            end("client closed the connection", &actions)
+        case .streamFailed(.client, let error):
+            end("client: \(error)", &actions)
+
+        case .received(.server, let bytes):
+            actions.append(.setTimer(timeout))
+            fromServer(bytes, &actions)
+        case .endOfFile(.server):
+            serverGone("server closed the connection", &actions)
+        case .streamFailed(.server, let error):
+            serverGone("server: \(error)", &actions)
+        case .streamConnected(.server):
+            phase = .serverGreeting
+            serverHeld = []
+        case .connectFailed(.server, let error):
+            loginFailed("cannot connect to \(serverName): \(error)", &actions)
+        case .hostUnknown(.server, let reason):
+            loginFailed("cannot find server \(serverName): \(reason)", &actions)
+
+        case .received(.program, let bytes):
+            attempt?.programWrote = true
+            toClient(bytes, &actions)
+        case .endOfFile(.program), .streamFailed(.program, _):
+            attempt?.programOutputEnded = true
+            accessControlDecided(&actions)
+        case .programSaid(let line):
+            say("access control program: \(line)", &actions)
+        case .programExited(_, let status):
+            attempt?.programStatus = status
+            accessControlDecided(&actions)
+        case .programFailed(let error):
+            say("login denied: access control program \(options.accessControlProgram ?? ""): \(error)", &actions)
+            toClient(Array("-ERR access denied\r\n".utf8)[...], &actions)
+            end("access denied", &actions)
+
+        case .fileReplaced(let path, let error):
+            if let error { say("unable to write \(path): \(error)", &actions) }
+
+        case .timerFired:
+            if phase == .accessControl {
+                say("access control program timed out: killed", &actions)
+                actions.append(.killProgram)
+            }
+            end("timeout after \(options.timeout) s of inactivity", &actions)
+
+        default:
+            break
+        }
+    }
+
+    private func greet(_ actions: inout [SessionAction]) {
+        toClient(POP3Authorization.greeting[...], &actions)
+        actions.append(.read(.client))
+        actions.append(.setTimer(timeout))
+    }
+
+    // MARK: - The client
+
+    /// Takes the held client lines while the session can handle one.
+    private func takeClientLines(_ actions: inout [SessionAction]) {
+        while phase != .ended && canTakeLine {
+            guard let lineFeed = clientHeld.firstIndex(of: 10) else {
+                if clientHeld.count > Self.commandLimit {
+                    say("command line longer than \(Self.commandLimit) bytes", &actions)
+                    toClient(Array("-ERR line too long\r\n".utf8)[...], &actions)
+                    end("client sent an over-long line", &actions)
+                }
+                break
+            }
+            guard lineFeed < Self.commandLimit else {
+                say("command line longer than \(Self.commandLimit) bytes", &actions)
+                toClient(Array("-ERR line too long\r\n".utf8)[...], &actions)
+                return end("client sent an over-long line", &actions)
+            }
+            var line = Array(clientHeld[..<lineFeed])
+            if line.last == 13 { line.removeLast() }
+            clientHeld.removeSubrange(...lineFeed)
+            clientLine(line, &actions)
+        }
+        guard phase != .ended else { return }
+        if !clientPaused && clientHeld.count >= Self.heldLimit {
+            clientPaused = true
+            actions.append(.pause(.client))
+        } else if clientPaused && clientHeld.count < Self.heldLimit {
+            clientPaused = false
+            actions.append(.read(.client))
+        }
+    }
+
+    private var canTakeLine: Bool {
+        switch phase {
+        case .authorization: return !authorization.loggingIn
+        case .transaction: return inFlight == nil && !quitting
+        default: return false
+        }
+    }
+
+    private func clientLine(_ line: [UInt8], _ actions: inout [SessionAction]) {
+        if phase == .authorization {
+            for step in authorization.handle(line: line) {
+                switch step {
+                case .reply(let bytes): toClient(bytes[...], &actions)
+                case .log(let text): say(text, &actions)
+                case .logIn(let server, let login, let serverPassword, let proxyPassword):
+                    logIn(server, login, serverPassword, proxyPassword, &actions)
+                case .close:
+                    end(
+                        authorization.failedLogins >= POP3Authorization.limit ? "too many failed logins" : "quit",
+                        &actions)
+                }
+            }
+            unsupported = authorization.unsupported
+            return
+        }
+        let command = POP3Command.parse(line)
+        switch command {
+        case .capa:
+            toClient(POP3Authorization.capabilities[...], &actions)
+        case .unsupported, .malformed:
+            unsupported += 1
+            var why = ""
+            if case .malformed(_, let reason) = command { why = ": \(reason)" }
+            say("command \(command.keyword) refused\(why)", &actions)
+            if unsupported >= POP3Authorization.limit {
+                toClient(Array("-ERR too many unsupported commands\r\n".utf8)[...], &actions)
+                end("too many unsupported commands", &actions)
+            } else {
+                toClient(Array("-ERR unsupported command\r\n".utf8)[...], &actions)
+            }
+        default:
+            if !options.quiet {
+                if case .pass = command {
+                    say("command PASS", &actions)
+                } else {
+                    say("command \(printable(line))", &actions)
+                }
+            }
+            if case .quit = command { quitting = true }
+            inFlight = InFlight(command: command, multiline: command.hasMultilineAnswer)
+            actions.append(.send(.server, (line + [13, 10])[...]))
+        }
+    }
+
+    private func toClient(_ bytes: ArraySlice<UInt8>, _ actions: inout [SessionAction]) {
+        guard !bytes.isEmpty else { return }
+        bytesToClient += UInt64(bytes.count)
+        actions.append(.send(.client, bytes))
+    }
+
+    // MARK: - Logging in
+
+    private func logIn(
+        _ server: POP3ProxyOptions.Server, _ login: ServerLogin, _ serverPassword: [UInt8], _ proxyPassword: [UInt8],
+        _ actions: inout [SessionAction]
+    ) {
+        let request = LoginRequest(
+            client: client, local: local ?? Endpoint(address: .anyV4, port: 0), server: server.host,
+            serverPort: server.port, serverUser: login.serverUser, serverPassword: serverPassword,
+            proxyUser: login.proxyUser, proxyPassword: proxyPassword)
+        user = login.serverUser
+        serverName = Endpoint.textOrName(server.host, server.port)
+        attempt = Attempt(request: request, serverOperand: serverName)
+        if let program = options.accessControlProgram {
+            phase = .accessControl
+            var base = ChildEnvironment(base: settings.environment)
+            for variable in ruleVariables { base.set(variable.name, variable.value) }
+            let environment = request.accessControlEnvironment(prefix: options.variablePrefix, base: base.bytes)
+            actions.append(.runCapturing(SessionProgram(argv: [program], environment: environment)))
+        } else {
+            connect(&actions)
+        }
+    }
+
+    /// The access control program has exited and its output has ended: grant or deny.
+    private func accessControlDecided(_ actions: inout [SessionAction]) {
+        guard phase == .accessControl, let attempt, attempt.programOutputEnded, let status = attempt.programStatus
+        else { return }
+        guard WaitStatus.exited(status) == 0 else {
+            say(
+                "login denied: user \(printable(user)), server \(serverName): access control program \(WaitStatus.describe(status))",
+                &actions)
+            if !attempt.programWrote { toClient(Array("-ERR access denied\r\n".utf8)[...], &actions) }
+            return end("access denied", &actions)
+        }
+        connect(&actions)
+    }
+
+    private func connect(_ actions: inout [SessionAction]) {
+        guard let attempt else { return }
+        phase = .connecting
+        actions.append(
+            .connect(
+                .server,
+                to: .host(attempt.request.server, port: attempt.request.serverPort, from: options.sourceAddress),
+                timeout: timeout))
+    }
+
+    /// The login could not be completed: the client may try again (up to the limit).
+    private func loginFailed(_ reason: String, _ actions: inout [SessionAction]) {
+        actions.append(.closeStream(.server))
+        serverHeld = []
+        phase = .authorization
+        attempt = nil
+        for step in authorization.loginFailed("user \(printable(user)), server \(serverName): \(reason)") {
+            switch step {
+            case .reply(let bytes): toClient(bytes[...], &actions)
+            case .log(let text): say(text, &actions)
+            case .close: end("too many failed logins", &actions)
+            case .logIn: break
+            }
+        }
+        user = []
+        if phase != .ended { takeClientLines(&actions) }
+    }
+
+    /// A status line of the server during the login.
+    private func loginStep(_ line: [UInt8], _ actions: inout [SessionAction]) {
+        guard let attempt else { return }
+        let text = Self.withoutLineEnd(line)
+        guard let status = POP3Status.of(text) else {
+            return notPOP3(text, &actions)
+        }
+        switch (phase, status) {
+        case (.serverGreeting, .ok):
+            phase = .serverUser
+            actions.append(.send(.server, (Array("USER ".utf8) + attempt.request.serverUser + [13, 10])[...]))
+        case (.serverUser, .ok):
+            phase = .serverPass
+            actions.append(.send(.server, (Array("PASS ".utf8) + attempt.request.serverPassword + [13, 10])[...]))
+        case (.serverPass, .ok):
+            authorization.loginSucceeded()
+            phase = .transaction
+            say("login: user \(printable(user)), server \(serverName): granted", &actions)
+            toClient(line[...], &actions)
+            if let directory = options.clientLogDirectory {
+                let (name, contents) = attempt.request.clientLog(at: settings.clock())
+                actions.append(.replaceFile(path: directory + "/" + name, contents: contents))
+            }
+            self.attempt = nil
+            takeClientLines(&actions)
+        case (.serverGreeting, .error):
+            loginFailed("server greeting: \(printable(text))", &actions)
+        case (_, .error):
+            loginFailed("refused by the server: \(printable(text))", &actions)
+        default:
+            break
+        }
+    }
+
+    // MARK: - The server
+
+    private func fromServer(_ bytes: ArraySlice<UInt8>, _ actions: inout [SessionAction]) {
+        var rest = bytes
+        while !rest.isEmpty && phase != .ended {
+            if phase == .transaction, var command = inFlight, command.streaming {
+                // The body of a multi-line answer: relayed as it comes, its end found on the way.
+                let used = rest.withUnsafeBytes { command.end.scan($0) }
+                let count = used ?? rest.count
+                toClient(rest.prefix(count), &actions)
+                rest = rest.dropFirst(count)
+                inFlight = command
+                if used != nil { answered(&actions) }
+                continue
+            }
+            // A status line, gathered until its LF.
+            guard let lineFeed = rest.firstIndex(of: 10) else {
+                serverHeld += rest
+                if serverHeld.count > Self.statusLimit { notPOP3(serverHeld.prefix(80), &actions) }
+                return
+            }
+            var line = serverHeld
+            line += rest[...lineFeed]
+            serverHeld = []
+            rest = rest[(lineFeed + 1)...]
+            if line.count > Self.statusLimit { return notPOP3(line.prefix(80), &actions) }
+            statusLine(line, &actions)
+        }
+    }
+
+    private func statusLine(_ line: [UInt8], _ actions: inout [SessionAction]) {
+        switch phase {
+        case .serverGreeting, .serverUser, .serverPass:
+            loginStep(line, &actions)
+        case .transaction:
+            guard let command = inFlight else {
+                say("server sent a line nobody asked for: \(printable(Self.withoutLineEnd(line).prefix(80)))", &actions)
+                return
+            }
+            guard let status = POP3Status.of(Self.withoutLineEnd(line)) else {
+                return notPOP3(Self.withoutLineEnd(line), &actions)
+            }
+            toClient(line[...], &actions)
+            if status == .ok && command.multiline {
+                inFlight?.streaming = true
+            } else {
+                answered(&actions)
+            }
+        default:
+            break
+        }
+    }
+
+    /// The answer to the command in flight is complete.
+    private func answered(_ actions: inout [SessionAction]) {
+        guard let command = inFlight else { return }
+        inFlight = nil
+        if case .retr = command.command { retrieved += 1 }
+        if quitting { return end("quit", &actions) }
+        takeClientLines(&actions)
+    }
+
+    private func notPOP3(_ text: some Collection<UInt8>, _ actions: inout [SessionAction]) {
+        say("server answered with something that is not POP3: \(printable(Array(text.prefix(80))))", &actions)
+        if phase == .transaction, inFlight?.streaming != true {
+            toClient(Array("-ERR server error\r\n".utf8)[...], &actions)
+        }
+        end("server protocol error", &actions)
+    }
+
+    private func serverGone(_ reason: String, _ actions: inout [SessionAction]) {
+        switch phase {
+        case .serverGreeting, .serverUser, .serverPass, .connecting:
+            loginFailed(reason, &actions)
+        case .transaction:
+            if quitting && inFlight != nil && inFlight?.streaming != true {
+                return end("quit", &actions)
+            }
+            if inFlight?.streaming != true {
+                toClient(Array("-ERR server closed the connection\r\n".utf8)[...], &actions)
+            }
+            end(reason, &actions)
+        default:
+            break
+        }
+    }
+
+    // MARK: - Words
+
+    private func say(_ text: String, _ actions: inout [SessionAction]) {
+        actions.append(.log(.notice, "session \(id) from \(client.address.unmapped): \(text)"))
+    }
+
+    private func end(_ reason: String, _ actions: inout [SessionAction]) {
+        guard phase != .ended else { return }
+        phase = .ended
+        let who = user.isEmpty ? "" : "user \(printable(user)), "
+        say(
+            "end (\(reason)): \(who)\(bytesFromClient) bytes from client, \(bytesToClient) bytes to client, \(retrieved) messages retrieved, \(SessionDriver.seconds(since: started, now: now))",
+            &actions)
+        actions.append(.close)
+    }
+
+    static func withoutLineEnd(_ line: [UInt8]) -> ArraySlice<UInt8> {
+        var text = line[...]
+        if text.last == 10 { text = text.dropLast() }
+        if text.last == 13 { text = text.dropLast() }
+        return text
+    }
+}
+
+extension POP3Command {
+    /// RETR, TOP, and LIST and UIDL without a message number answer `+OK` with a multi-line body.
+    public var hasMultilineAnswer: Bool {
+        switch self {
+        case .retr, .top, .list(nil), .uidl(nil): return true
+        default: return false
+        }
+    }
+}
+
+extension Endpoint {
+    /// `host:port`, an IPv6 address in brackets, a name as it is.
+    static func textOrName(_ host: String, _ port: UInt16) -> String {
+        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+}

@@ -1,0 +1,3 @@
+import POP3Proxy
+
+POP3ProxyCommand.main()
