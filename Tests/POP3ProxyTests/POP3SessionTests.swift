@@ -1,0 +1,413 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import AccessRules
+import Gateway
+import GatewayKit
+import POP3Proxy
+import Testing
+
+// The whole pop3.proxy session as a pure machine: events in one at a time, a manual clock, no
+// socket. What reaches the client and the server is read off the actions.
+
+final class Context: SessionContext {
+    var now = Deadline(nanoseconds: 5_000_000_000)
+    func localEndpoint() throws(SystemError) -> Endpoint { Endpoint(address: IPAddress("127.0.0.1")!, port: 110) }
+}
+
+/// One session and everything it has done so far.
+final class Run {
+    let machine: POP3Session
+    let context = Context()
+    var actions: [SessionAction] = []
+
+    init(_ arguments: [String], clock: Int = 1_700_000_000) throws {
+        let options = try POP3ProxyOptions.parse(arguments)
+        let settings = POP3SessionSettings(
+            options: options, environment: [Array("PATH=/bin".utf8)], clock: { clock })
+        machine = POP3Session(
+            settings: settings, client: Endpoint(address: IPAddress("192.0.2.7")!, port: 40000), id: 3)
+    }
+
+    /// Feeds `event`; returns the actions it caused (also kept in `actions`).
+    @discardableResult
+    func feed(_ event: SessionEvent) -> [SessionAction] {
+        var new: [SessionAction] = []
+        machine.handle(event, context: context, into: &new)
+        actions += new
+        return new
+    }
+
+    @discardableResult
+    func client(_ text: String) -> [SessionAction] { feed(.received(.client, Array(text.utf8)[...])) }
+
+    @discardableResult
+    func server(_ text: String) -> [SessionAction] { feed(.received(.server, Array(text.utf8)[...])) }
+
+    /// Everything sent to `peer` in `actions`, as text.
+    static func sent(to peer: Peer, in actions: [SessionAction]) -> String {
+        var bytes: [UInt8] = []
+        for case .send(let to, let chunk) in actions where to == peer { bytes += chunk }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    func sent(to peer: Peer) -> String { Self.sent(to: peer, in: actions) }
+
+    var logLines: [String] {
+        actions.compactMap { if case .log(_, let line) = $0 { line } else { nil } }
+    }
+
+    var closed: Bool { actions.contains(.close) }
+
+    /// Starts the session and logs in as bob to the default server (the connection, the
+    /// server's greeting, USER and PASS accepted).
+    func loggedIn(greeting: String = "+OK hello\r\n") {
+        feed(.started)
+        client("USER bob\r\nPASS secret\r\n")
+        feed(.streamConnected(.server))
+        server(greeting)
+        server("+OK\r\n")
+        server("+OK logged in\r\n")
+        actions = []
+    }
+}
+
+@Suite("pop3.proxy's session")
+struct POP3SessionTests {
+    @Test func greetsReadsAndArmsTheTimer() throws {
+        let run = try Run(["mail.example:1110"])
+        let actions = run.feed(.started)
+        #expect(Run.sent(to: .client, in: actions) == "+OK pop3.proxy ready\r\n")
+        #expect(actions.contains(.read(.client)))
+        #expect(actions.contains(.setTimer(.seconds(600))))
+        #expect(run.logLines == ["session 3 from 192.0.2.7: connect from 192.0.2.7:40000 on 127.0.0.1:110"])
+    }
+
+    @Test func logsInToTheServerOnlyAfterPass() throws {
+        let run = try Run(["-q", "127.0.0.2", "mail.example:1110"])
+        run.feed(.started)
+        #expect(!run.client("USER bob\r\n").contains { if case .connect = $0 { true } else { false } })
+        let afterPass = run.client("PASS secret\r\n")
+        #expect(
+            afterPass.filter { if case .setTimer = $0 { false } else { true } } == [
+                .connect(
+                    .server, to: .host("mail.example", port: 1110, from: IPAddress("127.0.0.2")), timeout: .seconds(600)
+                )
+            ])
+        run.feed(.streamConnected(.server))
+        #expect(Run.sent(to: .server, in: run.server("+OK POP3 ready <1.2@x>\r\n")) == "USER bob\r\n")
+        #expect(Run.sent(to: .server, in: run.server("+OK\r\n")) == "PASS secret\r\n")
+        let granted = run.server("+OK 2 messages\r\n")
+        // The client's PASS is answered with the server's own +OK, only now.
+        #expect(Run.sent(to: .client, in: granted) == "+OK 2 messages\r\n")
+        #expect(run.logLines.last == "session 3 from 192.0.2.7: login: user bob, server mail.example:1110: granted")
+    }
+
+    @Test func aRefusedLoginCountsAndTheFifthEndsTheSession() throws {
+        let run = try Run(["mail.example"])
+        run.feed(.started)
+        for attempt in 1...5 {
+            run.actions = []
+            run.client("USER bob\r\nPASS wrong\r\n")
+            run.feed(.streamConnected(.server))
+            run.server("+OK hi\r\n+OK\r\n")
+            run.server("-ERR [AUTH] Authentication failed.\r\n")
+            #expect(run.actions.contains(.closeStream(.server)))
+            #expect(run.sent(to: .client).hasPrefix("+OK password required\r\n-ERR user bob, server mail.example:110"))
+            #expect(run.closed == (attempt == 5), "attempt \(attempt)")
+        }
+        #expect(run.sent(to: .client).contains("too many failed logins"))
+    }
+
+    @Test func anUnreachableServerIsAFailedLogin() throws {
+        let run = try Run(["mail.example"])
+        run.feed(.started)
+        run.client("USER bob\r\nPASS x\r\n")
+        let failed = run.feed(.connectFailed(.server, SystemError(errno: ECONNREFUSED)))
+        #expect(Run.sent(to: .client, in: failed).hasPrefix("-ERR user bob, server mail.example:110: cannot connect"))
+        #expect(!run.closed)
+        let unknown = try Run(["-e", "-"])
+        unknown.feed(.started)
+        unknown.client("USER bob@nowhere.invalid\r\nPASS x\r\n")
+        #expect(
+            unknown.actions.contains(
+                .connect(.server, to: .host("nowhere.invalid", port: 110, from: nil), timeout: .seconds(600))))
+        let said = unknown.feed(.hostUnknown(.server, reason: "no address"))
+        #expect(Run.sent(to: .client, in: said).contains("cannot find server nowhere.invalid:110: no address"))
+    }
+
+    @Test func aServerThatIsNotPOP3EndsTheSessionAtOnce() throws {
+        let greeting = try Run(["mail.example"])
+        greeting.feed(.started)
+        greeting.client("USER bob\r\nPASS x\r\n")
+        greeting.feed(.streamConnected(.server))
+        greeting.server("HTTP/1.1 400 Bad Request\r\n")
+        #expect(greeting.closed)
+        #expect(greeting.logLines.contains { $0.contains("not POP3: HTTP/1.1 400 Bad Request") })
+
+        let later = try Run(["mail.example"])
+        later.loggedIn()
+        later.client("STAT\r\n")
+        later.server("OK 2 320\r\n")
+        #expect(later.sent(to: .client) == "-ERR server error\r\n")
+        #expect(later.closed)
+    }
+
+    @Test func onlyTheCommandsOfTheManualReachTheServer() throws {
+        // (client line, forwarded?) from the manual's list and RFC 1939's arguments.
+        let cases: [(String, Bool)] = [
+            ("STAT", true), ("LIST", true), ("LIST 2", true), ("RETR 1", true), ("DELE 1", true), ("TOP 1 0", true),
+            ("UIDL", true), ("UIDL 3", true), ("LAST", true), ("NOOP", true), ("RSET", true), ("retr 1", true),
+            ("APOP bob 0123", false), ("AUTH PLAIN", false), ("STLS", false), ("XTND XMIT", false),
+            ("RETR", false), ("RETR abc", false), ("RETR 0", false), ("TOP 1", false), ("STAT 1", false),
+            ("NOOP now", false),
+        ]
+        for (line, forwarded) in cases {
+            let run = try Run(["mail.example"])
+            run.loggedIn()
+            run.client(line + "\r\n")
+            if forwarded {
+                #expect(run.sent(to: .server) == line + "\r\n", "\(line)")
+                #expect(run.sent(to: .client) == "", "\(line)")
+            } else {
+                #expect(run.sent(to: .server) == "", "\(line)")
+                #expect(run.sent(to: .client) == "-ERR unsupported command\r\n", "\(line)")
+                #expect(run.logLines.contains { $0.contains("refused") }, "\(line)")
+            }
+        }
+    }
+
+    @Test func theFifthUnsupportedCommandEndsTheSessionCountingBothPhases() throws {
+        let run = try Run(["mail.example"])
+        run.feed(.started)
+        run.client("APOP a b\r\nXTND\r\n")
+        run.client("USER bob\r\nPASS secret\r\n")
+        run.feed(.streamConnected(.server))
+        run.server("+OK\r\n+OK\r\n+OK in\r\n")
+        run.client("AUTH\r\nSTLS\r\n")
+        #expect(!run.closed)
+        run.actions = []
+        run.client("XTND\r\n")
+        #expect(run.closed)
+        #expect(run.sent(to: .client) == "-ERR too many unsupported commands\r\n")
+    }
+
+    @Test func capaIsTheProxysOwnInEveryPhase() throws {
+        let run = try Run(["mail.example"])
+        run.loggedIn()
+        run.client("CAPA\r\n")
+        #expect(run.sent(to: .server) == "")
+        #expect(run.sent(to: .client) == "+OK capability list follows\r\nUSER\r\nTOP\r\nUIDL\r\nPIPELINING\r\n.\r\n")
+    }
+
+    /// A multi-line answer with everything RFC 1939 lets through unchanged.
+    static let answer =
+        "+OK 120 octets\r\nFrom: a@b\r\n\r\n..stuffed line\r\nbare\rcr and bare\nlf\r\n.x\r\n\n.\n"
+        + "\u{e9}t\u{e9}\r\n.\r\n"
+
+    @Test(arguments: [1, 2, 3, 7, 1000])
+    func multilineAnswersPassByteForByteInAnyPieces(piece: Int) throws {
+        let run = try Run(["mail.example"])
+        run.loggedIn()
+        run.client("RETR 1\r\nSTAT\r\n")
+        // STAT waits until RETR's answer has ended.
+        #expect(run.sent(to: .server) == "RETR 1\r\n")
+        let bytes = Array(Self.answer.utf8)
+        var offset = 0
+        while offset < bytes.count {
+            let end = min(offset + piece, bytes.count)
+            run.feed(.received(.server, bytes[offset..<end]))
+            offset = end
+        }
+        #expect(run.sent(to: .client) == Self.answer)
+        #expect(run.sent(to: .server) == "RETR 1\r\nSTAT\r\n")
+        run.server("+OK 1 120\r\n")
+        #expect(run.sent(to: .client) == Self.answer + "+OK 1 120\r\n")
+    }
+
+    @Test func anErrorToAMultilineCommandIsOneLine() throws {
+        let run = try Run(["mail.example"])
+        run.loggedIn()
+        run.client("RETR 9\r\nNOOP\r\n")
+        run.server("-ERR no such message\r\n")
+        #expect(run.sent(to: .server) == "RETR 9\r\nNOOP\r\n")
+    }
+
+    @Test func pipelinedCommandsGoOneAtATimeInOrder() throws {
+        let run = try Run(["mail.example"])
+        run.loggedIn()
+        run.client("NOOP\r\nDELE 1\r\nXTND\r\nLIST 1\r\n")
+        #expect(run.sent(to: .server) == "NOOP\r\n")
+        run.server("+OK\r\n")
+        #expect(run.sent(to: .server) == "NOOP\r\nDELE 1\r\n")
+        run.server("+OK deleted\r\n")
+        // XTND is refused in its turn; LIST 1 goes on.
+        #expect(run.sent(to: .server) == "NOOP\r\nDELE 1\r\nLIST 1\r\n")
+        #expect(run.sent(to: .client) == "+OK\r\n+OK deleted\r\n-ERR unsupported command\r\n")
+    }
+
+    @Test func quitIsForwardedAndEndsTheSessionWithItsAnswer() throws {
+        let run = try Run(["mail.example"])
+        run.loggedIn()
+        run.client("RETR 1\r\n")
+        run.server("+OK\r\nbody\r\n.\r\n")
+        run.client("QUIT\r\n")
+        #expect(!run.closed)
+        run.server("+OK bye\r\n")
+        #expect(run.closed)
+        #expect(run.sent(to: .client) == "+OK\r\nbody\r\n.\r\n+OK bye\r\n")
+        #expect(
+            run.logLines.last?.hasSuffix(
+                "end (quit): user bob, 37 bytes from client, 83 bytes to client, 1 messages retrieved, 0.000 s")
+                == true,
+            "\(run.logLines)")
+    }
+
+    @Test func quietLogsNoCommandsButKeepsTheRest() throws {
+        let loud = try Run(["mail.example"])
+        loud.loggedIn()
+        loud.client("STAT\r\n")
+        #expect(loud.logLines == ["session 3 from 192.0.2.7: command STAT"])
+        let quiet = try Run(["-m", "mail.example"])
+        quiet.loggedIn()
+        quiet.client("STAT\r\nXTND\r\n")
+        quiet.server("+OK 0 0\r\n")
+        #expect(quiet.logLines == ["session 3 from 192.0.2.7: command XTND refused"])
+    }
+
+    @Test func anOverLongLineEndsTheSession() throws {
+        let run = try Run(["mail.example"])
+        run.feed(.started)
+        run.client(String(repeating: "A", count: 600))
+        #expect(!run.closed)
+        run.client(String(repeating: "A", count: 600))
+        #expect(run.closed)
+        #expect(run.sent(to: .client).hasSuffix("-ERR line too long\r\n"))
+    }
+
+    @Test func heldPipelinedBytesPauseTheClient() throws {
+        let run = try Run(["mail.example"])
+        run.loggedIn()
+        run.client("RETR 1\r\n")
+        let flood = String(repeating: "NOOP\r\n", count: POP3Session.heldLimit / 6 + 1)
+        #expect(run.client(flood).contains(.pause(.client)))
+        run.server("+OK\r\n.\r\n")
+        // One NOOP goes out; the rest wait for answers, still above the limit? No: one line
+        // less is below it, so reading resumes.
+        #expect(run.actions.contains(.read(.client)))
+    }
+
+    @Test func inactivityEndsTheSessionAndKillsAHangingProgram() throws {
+        let run = try Run(["-t", "5", "-a", "/bin/acp", "mail.example"])
+        run.feed(.started)
+        #expect(run.actions.contains(.setTimer(.seconds(5))))
+        run.client("USER bob\r\nPASS x\r\n")
+        run.feed(.programStarted(pid: 42))
+        let fired = run.feed(.timerFired)
+        #expect(fired.contains(.killProgram))
+        #expect(fired.last == .close)
+        #expect(run.logLines.last?.contains("end (timeout after 5 s of inactivity)") == true)
+    }
+
+    @Test func theAccessControlProgramSeesTheManualsVariablesAndDecides() throws {
+        let run = try Run(["-a", "/etc/acp", "-v", "GW_", "-e", "-"])
+        run.feed(.started)
+        run.client("USER joe:bob@mail.example:1110\r\nPASS joepw:bobpw\r\n")
+        guard case .runCapturing(let program)? = run.actions.last else {
+            Issue.record("no program: \(run.actions)")
+            return
+        }
+        #expect(program.argv == ["/etc/acp"])
+        let environment = Set(program.environment.map { String(decoding: $0, as: UTF8.self) })
+        for expected in [
+            "PATH=/bin", "GW_INTERFACE=127.0.0.1", "GW_PORT=110", "GW_CLIENT=192.0.2.7", "GW_SERVER=mail.example",
+            "GW_SERVERPORT=1110", "GW_SERVERLOGIN=bob", "GW_USERNAME=joe", "GW_PASSWD=joepw",
+        ] {
+            #expect(environment.contains(expected), "\(expected)")
+        }
+        // Its output goes to the client; the decision waits for both its exit and its end.
+        run.actions = []
+        run.feed(.received(.program, Array("-ERR not you\r\n".utf8)[...]))
+        run.feed(.programExited(pid: 9, status: 1 << 8))
+        #expect(!run.closed)
+        run.feed(.endOfFile(.program))
+        #expect(run.closed)
+        #expect(run.sent(to: .client) == "-ERR not you\r\n")
+        #expect(run.logLines.contains { $0.contains("login denied: user bob, server mail.example:1110") })
+    }
+
+    @Test func aGrantingProgramLetsTheLoginGoOn() throws {
+        let run = try Run(["-a", "/etc/acp", "mail.example"])
+        run.feed(.started)
+        run.client("USER bob\r\nPASS pw\r\n")
+        run.feed(.endOfFile(.program))
+        run.actions = []
+        run.feed(.programExited(pid: 9, status: 0))
+        #expect(
+            run.actions == [.connect(.server, to: .host("mail.example", port: 110, from: nil), timeout: .seconds(600))])
+        // Silent denial: the proxy answers for it.
+        let silent = try Run(["-a", "/etc/acp", "mail.example"])
+        silent.feed(.started)
+        silent.client("USER bob\r\nPASS pw\r\n")
+        silent.feed(.programExited(pid: 9, status: 2 << 8))
+        silent.feed(.endOfFile(.program))
+        #expect(silent.sent(to: .client).hasSuffix("-ERR access denied\r\n"))
+    }
+
+    @Test func theClientLogIsWrittenAfterEachLogin() throws {
+        let run = try Run(["-l", "/var/spool/pop3", "mail.example"], clock: 1_234_567_890)
+        run.feed(.started)
+        run.client("USER bob\r\nPASS secret\r\n")
+        run.feed(.streamConnected(.server))
+        run.server("+OK\r\n+OK\r\n+OK\r\n")
+        #expect(
+            run.actions.contains(
+                .replaceFile(
+                    path: "/var/spool/pop3/192.0.2.7", contents: Array("1234567890 192.0.2.7 bob mail.example\n".utf8)))
+        )
+        // A file that cannot be written is logged; the session goes on.
+        run.feed(.fileReplaced(path: "/var/spool/pop3/192.0.2.7", error: SystemError(errno: EACCES)))
+        #expect(!run.closed)
+        #expect(
+            run.logLines.last == "session 3 from 192.0.2.7: unable to write /var/spool/pop3/192.0.2.7: access denied")
+    }
+
+    @Test func rulesAreAppliedBeforeTheGreeting() throws {
+        let run = try Run(["--rules", "/etc/pop3.cdb", "mail.example"])
+        let first = run.feed(.started)
+        #expect(first.contains(.checkRules(path: "/etc/pop3.cdb", client: RuleClient(ip: Array("192.0.2.7".utf8)))))
+        #expect(Run.sent(to: .client, in: first) == "")
+        run.feed(.rulesChecked(.denied(rule: Array("192.0.2.:deny".utf8))))
+        #expect(run.closed)
+        #expect(run.sent(to: .client) == "")
+
+        let allowed = try Run(["--rules", "/etc/pop3.cdb", "-a", "/etc/acp", "mail.example"])
+        allowed.feed(.started)
+        allowed.feed(
+            .rulesChecked(
+                .allowed(
+                    rule: Array("192.0.2.:allow,QUOTA=\"5\"".utf8),
+                    variables: [RuleDecision.Variable(name: Array("QUOTA".utf8), value: Array("5".utf8))])))
+        #expect(allowed.sent(to: .client) == "+OK pop3.proxy ready\r\n")
+        allowed.client("USER bob\r\nPASS pw\r\n")
+        guard case .runCapturing(let program)? = allowed.actions.last else {
+            Issue.record("no program")
+            return
+        }
+        #expect(program.environment.contains(Array("QUOTA=5".utf8)))
+    }
+
+    @Test func aServerThatGoesAwayEndsTheSessionWithAnError() throws {
+        let run = try Run(["mail.example"])
+        run.loggedIn()
+        run.client("STAT\r\n")
+        run.feed(.endOfFile(.server))
+        #expect(run.sent(to: .client) == "-ERR server closed the connection\r\n")
+        #expect(run.closed)
+        let gone = try Run(["mail.example"])
+        gone.loggedIn()
+        gone.feed(.endOfFile(.client))
+        #expect(gone.closed)
+        #expect(gone.logLines.last?.contains("end (client closed the connection): user bob") == true)
+    }
+}
