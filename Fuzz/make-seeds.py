@@ -246,6 +246,26 @@ for a in [argv("pop.example.org"), argv("-e"), argv("-a", "/bin/acp", "-c", "@%"
 dictionary("pop3proxy-args", ["-a", "-c", "-e", "-l", "-m", "-q", "-s", "-t", "-u", "-v", "-z", "-D", "-DD", "-d",
                               "--clamd", "--rules", "--pid-file", "--log", "--help", "--no-scan-header",
                               "--scan-limit", "--scan-limit-pass", "\0", "[::1]:", "-"])
+def session_step(kind, payload=b""):
+    """One step of the pop3-session harness: a clock byte, the event's selector, its bytes."""
+    if kind in (0, 4):
+        return bytes([1, kind, len(payload)]) + payload
+    return bytes([1, kind]) + payload
+
+
+for variant in range(4):
+    steps = [session_step(0, b"USER bob\r\nPASS secret\r\n")]
+    if variant == 3:
+        steps.insert(0, bytes([0]))  # the rules answer (no rule) before anything else
+    if variant in (2, 3):
+        steps += [session_step(8, bytes([1, 3])), session_step(8, bytes([1, 4, 0]))]  # acp ends, exits 0
+    steps += [session_step(7, bytes([0])), session_step(4, b"+OK ready\r\n+OK\r\n+OK in\r\n"),
+              session_step(0, b"STAT\r\nRETR 1\r\nXTND\r\nLIST\r\n"), session_step(4, b"+OK 1 9\r\n"),
+              session_step(4, b"+OK\r\nSubject: x\r\n\r\n..dot\r\n.\r\n"),
+              session_step(4, b"+OK\r\n1 9\r\n.\r\n"), session_step(0, b"QUIT\r\n"), session_step(4, b"+OK bye\r\n")]
+    write("pop3-session", bytes([variant]) + b"".join(steps))
+dictionary("pop3-session", ["+OK", "-ERR", "\r\n.\r\n", "\r\n", "USER ", "PASS ", "RETR 1", "TOP 1 0", "LIST",
+                            "QUIT", "CAPA", "@", ":"])
 for r in [b"stream: OK\0", b"stream: Eicar-Test-Signature FOUND\0", b"INSTREAM size limit exceeded. ERROR\0",
           b"ClamAV 1.0.7/27500/Mon Dec  1 09:00:00 2026\0", b"UNKNOWN COMMAND\0"]:
     write("clamd-reply", r)

@@ -70,6 +70,9 @@ public enum Harnesses {
             run: POP3Harnesses.logins),
         Harness(
             name: "pop3proxy-args", summary: "pop3.proxy's command line (arbitrary argv)", run: POP3Harnesses.arguments),
+        Harness(
+            name: "pop3-session", summary: "pop3.proxy's whole session, both sides' bytes and every answer",
+            run: POP3SessionHarness.run),
         Harness(name: "clamd-reply", summary: "clamd's INSTREAM and VERSION replies", run: POP3Harnesses.clamdReply),
         Harness(
             name: "scan-notice", summary: "pop3.proxy's virus notification for any message",

@@ -162,12 +162,13 @@ struct POP3SessionTests {
             ("RETR", false), ("RETR abc", false), ("RETR 0", false), ("TOP 1", false), ("STAT 1", false),
             ("NOOP now", false),
         ]
-        for (line, forwarded) in cases {
+        for (line, forwarded) in cases + [("PASS a\rDELE 1", false), ("USER x\u{0}y", false)] {
             let run = try Run(["mail.example"])
             run.loggedIn()
             run.client(line + "\r\n")
             if forwarded {
-                #expect(run.sent(to: .server) == line + "\r\n", "\(line)")
+                // The canonical form: the keyword in capitals.
+                #expect(run.sent(to: .server) == line.uppercased() + "\r\n", "\(line)")
                 #expect(run.sent(to: .client) == "", "\(line)")
             } else {
                 #expect(run.sent(to: .server) == "", "\(line)")

@@ -44,6 +44,10 @@ public enum POP3Command: Equatable, Sendable {
         case "PASS":
             // The whole rest, spaces included; it may not be empty.
             guard let rest, !rest.isEmpty else { return .malformed(keyword: shown, reason: "a password is needed") }
+            // No byte that could end the line early on its way to the server.
+            guard !rest.contains(where: { $0 == 0 || $0 == 13 || $0 == 10 }) else {
+                return .malformed(keyword: shown, reason: "a password holds NUL, CR or LF")
+            }
             return .pass(rest)
         case "USER":
             switch arguments(rest) {

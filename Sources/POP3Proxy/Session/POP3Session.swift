@@ -290,8 +290,10 @@ public final class POP3Session: SessionMachine {
                 }
             }
             if case .quit = command { quitting = true }
-            inFlight = InFlight(command: command, multiline: command.hasMultilineAnswer)
-            actions.append(.send(.server, (line + [13, 10])[...]))
+            inFlight = InFlight(command: command, multiline: command.expectsMultiline)
+            // The canonical line, never the client's bytes: nothing but the command reaches
+            // the server.
+            actions.append(.send(.server, command.line[...]))
         }
     }
 
@@ -509,16 +511,6 @@ public final class POP3Session: SessionMachine {
         if text.last == 10 { text = text.dropLast() }
         if text.last == 13 { text = text.dropLast() }
         return text
-    }
-}
-
-extension POP3Command {
-    /// RETR, TOP, and LIST and UIDL without a message number answer `+OK` with a multi-line body.
-    public var hasMultilineAnswer: Bool {
-        switch self {
-        case .retr, .top, .list(nil), .uidl(nil): return true
-        default: return false
-        }
     }
 }
 

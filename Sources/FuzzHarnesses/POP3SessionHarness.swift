@@ -1,0 +1,143 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import AccessRules
+import Gateway
+import GatewayKit
+import POP3Proxy
+
+/// pop3.proxy's whole session (``POP3Session``) driven as the driver would drive it, both
+/// sides' bytes and every answer chosen by the input: client and server bytes in pieces of
+/// any size, connects that fail or find no host, access control programs that talk, fail and
+/// exit in any order, rules outcomes, files that cannot be written, timers.
+///
+/// Invariants: nothing after `close`; every line sent to the server is one line (CRLF only at
+/// its end: no client byte can smuggle a second command in) and, once logged in, a command
+/// the proxy forwards; the bytes the session holds stay bounded; log lines stay one line;
+/// the session ends within a bounded number of events.
+enum POP3SessionHarness {
+    final class Context: SessionContext {
+        var now = Deadline(nanoseconds: 1_000_000_000)
+        func localEndpoint() throws(SystemError) -> Endpoint { Endpoint(address: .loopbackV4, port: 110) }
+    }
+
+    static let variants: [[String]] = [
+        ["mail.example"],
+        ["-e", "-s", "*.example,127.0.0.1", "-c", "@%", "-"],
+        ["-a", "/bin/acp", "-l", "/var/log/pop3", "-q", "127.0.0.2", "-t", "5", "mail.example:1110"],
+        ["-m", "--rules", "/etc/pop3.cdb", "-a", "acp", "-e", "mail.example"],
+    ]
+
+    static func run(_ data: UnsafeRawBufferPointer) {
+        var input = FuzzReader(data)
+        let options = try! POP3ProxyOptions.parse(variants[input.below(variants.count)])
+        let settings = POP3SessionSettings(options: options, environment: [], clock: { 1_700_000_000 })
+        let machine = POP3Session(settings: settings, client: Endpoint(address: .loopbackV4, port: 4000), id: 1)
+        let context = Context()
+        var closed = false
+        var events = 0
+        var actions: [SessionAction] = []
+        var toServer: [UInt8] = []
+        var loggedIn = false
+        var connecting = false
+        var programRunning = false
+        var rulesOwed = false
+
+        func feed(_ event: SessionEvent) {
+            events += 1
+            precondition(events < 5000, "a session ends within a bounded number of events")
+            actions.removeAll(keepingCapacity: true)
+            machine.handle(event, context: context, into: &actions)
+            for action in actions {
+                precondition(!closed, "no action after close: \(action)")
+                switch action {
+                case .log(let level, let line):
+                    var stamp: String? = ""
+                    let written = SessionHarness.logTarget.line(level, line, stamp: &stamp)
+                    precondition(written.last == 10 && !written.dropLast().contains(10), "a log line breaks")
+                    if line.contains(": granted") { loggedIn = true }
+                case .send(.server, let bytes):
+                    toServer += bytes
+                    while let lineFeed = toServer.firstIndex(of: 10) {
+                        let line = Array(toServer[..<lineFeed])
+                        toServer.removeSubrange(...lineFeed)
+                        precondition(line.last == 13, "a line to the server ends with CRLF")
+                        let text = line.dropLast()
+                        precondition(!text.contains(13) && !text.contains(0), "one line, nothing smuggled")
+                        if loggedIn {
+                            switch POP3Command.parse(text) {
+                            case .unsupported, .malformed, .capa:
+                                preconditionFailure("a refused command reached the server")
+                            default: break
+                            }
+                        }
+                    }
+                case .connect: connecting = true
+                case .runCapturing: programRunning = true
+                case .checkRules: rulesOwed = true
+                case .close: closed = true
+                default: break
+                }
+            }
+            _ = machine.statusLine(bytesFromClient: 0, bytesToClient: 0, now: context.now)
+        }
+
+        feed(.started)
+        while !closed && !input.isAtEnd {
+            context.now = Deadline(nanoseconds: context.now.nanoseconds + UInt64(input.byte()) * 1_000_000)
+            if rulesOwed {
+                rulesOwed = false
+                switch input.below(4) {
+                case 0: feed(.rulesChecked(.noRule))
+                case 1: feed(.rulesChecked(.denied(rule: Array("127.:deny".utf8))))
+                case 2: feed(.rulesChecked(.unreadable(errno: EACCES)))
+                default:
+                    feed(
+                        .rulesChecked(
+                            .allowed(
+                                rule: [],
+                                variables: [
+                                    RuleDecision.Variable(name: input.bytes(upTo: 8), value: input.bytes(upTo: 8))
+                                ])))
+                }
+                continue
+            }
+            switch input.below(12) {
+            case 0, 1, 2, 3:
+                feed(.received(.client, input.bytes(upTo: 200)[...]))
+            case 4, 5, 6:
+                feed(.received(.server, input.bytes(upTo: 200)[...]))
+            case 7:
+                guard connecting else { continue }
+                connecting = false
+                switch input.below(3) {
+                case 0: feed(.streamConnected(.server))
+                case 1: feed(.connectFailed(.server, SystemError(errno: ECONNREFUSED)))
+                default: feed(.hostUnknown(.server, reason: "no address"))
+                }
+            case 8:
+                guard programRunning else { continue }
+                switch input.below(5) {
+                case 0: feed(.programStarted(pid: 7))
+                case 1: feed(.received(.program, input.bytes(upTo: 50)[...]))
+                case 2: feed(.programSaid(String(decoding: input.bytes(upTo: 30), as: UTF8.self)))
+                case 3: feed(.endOfFile(.program))
+                default:
+                    programRunning = false
+                    feed(.programExited(pid: 7, status: Int32(input.below(3)) << 8))
+                }
+            case 9:
+                switch input.below(4) {
+                case 0: feed(.endOfFile(.client))
+                case 1: feed(.endOfFile(.server))
+                case 2: feed(.streamFailed(.server, SystemError(errno: ECONNRESET)))
+                default: feed(.fileReplaced(path: "/var/log/pop3/127.0.0.1", error: SystemError(errno: EACCES)))
+                }
+            case 10:
+                feed(.timerFired)
+            default:
+                if programRunning && input.bool() { feed(.programFailed(SystemError(errno: ENOENT))) }
+            }
+        }
+    }
+}
