@@ -160,7 +160,7 @@ enum SessionHarness {
                 case .waitForDescriptors, .setTimer: owed.append(.timer)
                 case .close: closed = true
                 case .read, .pause, .send, .shutdownWrite, .closeStream, .connect, .runCapturing, .killProgram,
-                    .replaceFile:
+                    .replaceFile, .spoolBegin, .spoolWrite, .sendSpool, .spoolEnd:
                     preconditionFailure("tcpproxy's session uses no stream: \(action)")
                 }
             }

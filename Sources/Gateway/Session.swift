@@ -99,6 +99,15 @@ public enum StreamDestination: Equatable, Sendable {
     case unix(String)
 }
 
+/// How ``SessionAction/sendSpool(to:from:count:framing:)`` frames the spool's bytes.
+public enum SpoolFraming: Equatable, Sendable {
+    /// As they are.
+    case plain
+    /// Each chunk after its length in 4 bytes (network order), then a chunk of length 0
+    /// (clamd's INSTREAM).
+    case lengthPrefixed
+}
+
 /// What the driver observed, fed to the machine one at a time, in order.
 public enum SessionEvent: Equatable, Sendable {
     /// The session begins (the client socket is the driver's; `client` is its peer).
@@ -153,6 +162,11 @@ public enum SessionEvent: Equatable, Sendable {
     case hostUnknown(Peer, reason: String)
     /// The answer to ``SessionAction/replaceFile(path:contents:)``: nil when written.
     case fileReplaced(path: String, error: SystemError?)
+    /// The spool could not be made or written (the disk is full...): it is gone.
+    case spoolFailed(SystemError)
+    /// Everything of ``SessionAction/sendSpool(to:from:count:framing:)`` is with `peer`'s
+    /// stream (queued or written).
+    case spoolSent(Peer)
 }
 
 /// What the machine wants done. The driver carries the actions out in order; those with an
@@ -210,6 +224,19 @@ public enum SessionAction: Equatable, Sendable {
     /// ``SessionEvent/programFailed(_:)`` and ``SessionEvent/programExited(pid:status:)``
     /// (in no fixed order with the end of its output).
     case runCapturing(SessionProgram)
+    // The spool: a private file (mode 0600, unlinked as soon as it is made, so it goes away
+    // on every path, a crash included) for what is too large to hold in memory, such as a
+    // message waiting for its virus scan.
+
+    /// Start an empty spool (an earlier one is dropped).
+    case spoolBegin
+    /// Append bytes to the spool.
+    case spoolWrite(ArraySlice<UInt8>)
+    /// Send `count` bytes of the spool from `offset` on to `peer`, as its stream takes them
+    /// (answer: ``SessionEvent/spoolSent(_:)``).
+    case sendSpool(to: Peer, from: Int, count: Int, framing: SpoolFraming)
+    /// Drop the spool.
+    case spoolEnd
     /// Kill the program of ``runCapturing(_:)`` (SIGKILL): its exit follows as an event.
     case killProgram
     /// Replace the file at `path` with `contents` atomically (a new file beside it, renamed

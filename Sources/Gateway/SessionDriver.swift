@@ -90,6 +90,9 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
     private var blocked: UInt8 = 0
     /// After ``SessionAction/close``: the client's last bytes are still being written.
     private var lingering = false
+    /// The spool file (unlinked), and what of it is being sent where.
+    private var spool: Int32 = -1
+    private var spoolPump: (peer: Peer, offset: Int, end: Int, framing: SpoolFraming)?
 
     /// How long ``SessionAction/close`` waits for the client to take what is queued for it.
     public static let lingerLimit = Duration.seconds(10)
@@ -213,6 +216,25 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
             connect(peer, to: destination, timeout: timeout)
         case .runCapturing(let program):
             runCapturing(program)
+        case .spoolBegin:
+            spoolBegin()
+        case .spoolWrite(let bytes):
+            guard spool >= 0 else { return }
+            let failure: SystemError? = bytes.withUnsafeBytes { raw in
+                do throws(SystemError) {
+                    try FD.writeAll(spool, raw)
+                    return nil
+                } catch { return error }
+            }
+            if let failure {
+                spoolEnd()
+                feed(.spoolFailed(failure))
+            }
+        case .sendSpool(let peer, let offset, let count, let framing):
+            spoolPump = (peer, offset, offset + count, framing)
+            pumpSpool()
+        case .spoolEnd:
+            spoolEnd()
         case .killProgram:
             if let program { kill(program.pid, SIGKILL) }
         case .replaceFile(let path, let contents):
@@ -316,6 +338,7 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
         for case let connector? in connectors { connector.cancel() }
         connectors = []
         for peer in Peer.allCases where peer != .client { closeStream(peer) }
+        spoolEnd()
         if let clientStream = stream(.client), clientStream.socket.queuedBytes > 0 {
             // The last answer still waits for the client: write it out (bounded), then close.
             lingering = true
@@ -503,6 +526,59 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
         }
     }
 
+    // MARK: - The spool
+
+    private func spoolBegin() {
+        spoolEnd()
+        let directory = Environment.get("TMPDIR").flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
+        var template = Array("\(directory)/bastion-spool-XXXXXX".utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard fd >= 0 else { return feed(.spoolFailed(SystemError.current)) }
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
+        spool = fd
+    }
+
+    private func spoolEnd() {
+        spoolPump = nil
+        if spool >= 0 {
+            Glibc.close(spool)
+            spool = -1
+        }
+    }
+
+    /// Sends the next pieces of the spool while the peer's stream takes them.
+    private func pumpSpool() {
+        while let pump = spoolPump {
+            guard spool >= 0, let target = stream(pump.peer) else {
+                spoolPump = nil
+                return
+            }
+            if target.socket.isAboveHighWaterMark { return }  // its drain goes on
+            if pump.offset >= pump.end {
+                spoolPump = nil
+                if pump.framing == .lengthPrefixed { target.socket.write([0, 0, 0, 0] as [UInt8]) }
+                return feed(.spoolSent(pump.peer))
+            }
+            let size = min(64 * 1024, pump.end - pump.offset)
+            var chunk = [UInt8](repeating: 0, count: size + 4)
+            let n = chunk.withUnsafeMutableBytes { pread(spool, $0.baseAddress! + 4, size, off_t(pump.offset)) }
+            guard n > 0 else {
+                let error = n == 0 ? SystemError(errno: EIO) : SystemError.current
+                spoolEnd()
+                return feed(.spoolFailed(error))
+            }
+            if pump.framing == .lengthPrefixed {
+                chunk.replaceSubrange(
+                    0..<4, with: [UInt8(n >> 24 & 0xff), UInt8(n >> 16 & 0xff), UInt8(n >> 8 & 0xff), UInt8(n & 0xff)])
+                target.socket.write(chunk[0..<(n + 4)])
+            } else {
+                target.socket.write(chunk[4..<(n + 4)])
+            }
+            spoolPump?.offset += n
+        }
+    }
+
     // The streams' reports.
 
     fileprivate func stream(_ peer: Peer, received bytes: ArraySlice<UInt8>) {
@@ -517,6 +593,7 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
 
     fileprivate func streamDrained(_ peer: Peer) {
         if lingering && peer == .client { return lingerOver() }
+        if spoolPump?.peer == peer { pumpSpool() }
         if blocked & (1 << peer.rawValue) != 0 {
             blocked &= ~(1 << peer.rawValue)
             applyReadingToAll()

@@ -24,7 +24,8 @@ final class Run {
     init(_ arguments: [String], clock: Int = 1_700_000_000) throws {
         let options = try POP3ProxyOptions.parse(arguments)
         let settings = POP3SessionSettings(
-            options: options, environment: [Array("PATH=/bin".utf8)], clock: { clock })
+            options: options, environment: [Array("PATH=/bin".utf8)], clock: { clock },
+            clamdVersion: "ClamAV 1.0.7/27500", hostName: "gw.example")
         machine = POP3Session(
             settings: settings, client: Endpoint(address: IPAddress("192.0.2.7")!, port: 40000), id: 3)
     }
@@ -410,5 +411,124 @@ struct POP3SessionTests {
         gone.feed(.endOfFile(.client))
         #expect(gone.closed)
         #expect(gone.logLines.last?.contains("end (client closed the connection): user bob") == true)
+    }
+
+    // MARK: - Scanning (-z)
+
+    static let message = "From: a@b\r\nSubject: hi\r\n\r\n..dot\r\nbody\r\n.\r\n"
+
+    /// A session scanning RETR 1, the message spooled and clamd connected.
+    static func scanning(_ extra: [String] = []) throws -> Run {
+        let run = try Run(["-z", "--clamd", "/run/clamd.ctl"] + extra + ["mail.example"])
+        run.loggedIn()
+        run.client("RETR 1\r\nNOOP\r\n")
+        run.server("+OK 40 octets\r\n")
+        #expect(run.actions.contains(.spoolBegin))
+        #expect(run.sent(to: .client) == "", "nothing before the verdict")
+        run.server(Self.message)
+        return run
+    }
+
+    @Test func aCleanMessageIsDeliveredFromTheSpoolWithTheScanHeader() throws {
+        let run = try Self.scanning()
+        let spooled = run.actions.compactMap { if case .spoolWrite(let b) = $0 { Array(b) } else { nil } }
+        #expect(Array(spooled.joined()) == Array(Self.message.utf8))
+        #expect(run.actions.last == .connect(.scanner, to: .unix("/run/clamd.ctl"), timeout: .seconds(30)))
+        run.actions = []
+        run.feed(.streamConnected(.scanner))
+        let length = Self.message.utf8.count
+        #expect(
+            run.actions == [
+                .send(.scanner, Array("zINSTREAM\0".utf8)[...]),
+                .sendSpool(to: .scanner, from: 0, count: length - 3, framing: .lengthPrefixed),
+            ])
+        run.actions = []
+        run.feed(.received(.scanner, Array("stream: OK\0".utf8)[...]))
+        #expect(
+            run.sent(to: .client)
+                == "+OK 40 octets\r\nX-Proxy-Scanned: pop3.proxy (Bastion) with ClamAV 1.0.7/27500\r\n")
+        #expect(run.actions.contains(.sendSpool(to: .client, from: 0, count: length, framing: .plain)))
+        // NOOP waits until the message is out.
+        #expect(run.sent(to: .server) == "")
+        run.feed(.spoolSent(.client))
+        #expect(run.actions.contains(.spoolEnd))
+        #expect(run.sent(to: .server) == "NOOP\r\n")
+    }
+
+    @Test func noScanHeaderLeavesTheMessageAsItIs() throws {
+        let run = try Self.scanning(["--no-scan-header"])
+        run.feed(.streamConnected(.scanner))
+        run.actions = []
+        run.feed(.received(.scanner, Array("stream: OK\0".utf8)[...]))
+        #expect(run.sent(to: .client) == "+OK 40 octets\r\n")
+    }
+
+    @Test func anInfectedMessageIsReplacedByANotification() throws {
+        let run = try Self.scanning()
+        run.feed(.streamConnected(.scanner))
+        run.actions = []
+        run.feed(.received(.scanner, Array("stream: Eicar-Test-Signature FOUND\0".utf8)[...]))
+        let sent = run.sent(to: .client)
+        #expect(
+            sent.hasPrefix("+OK virus found, a notification follows\r\nFrom: pop3.proxy <MAILER-DAEMON@gw.example>\r\n")
+        )
+        #expect(sent.contains("Subject: Virus found: Eicar-Test-Signature\r\n"))
+        #expect(sent.contains("  Subject:     hi\r\n"))
+        #expect(sent.hasSuffix("\r\n.\r\n"))
+        #expect(run.actions.contains(.spoolEnd))
+        #expect(run.logLines.contains { $0.contains("virus Eicar-Test-Signature found") })
+        #expect(run.sent(to: .server) == "NOOP\r\n")
+    }
+
+    @Test(arguments: [
+        SessionEvent.connectFailed(.scanner, SystemError(errno: ECONNREFUSED)),
+        .hostUnknown(.scanner, reason: "no address"),
+    ])
+    func noScannerMeansNoDelivery(failure: SessionEvent) throws {
+        let run = try Self.scanning()
+        run.actions = []
+        run.feed(failure)
+        #expect(run.sent(to: .client).hasPrefix("-ERR message not delivered: virus scanner: "))
+        #expect(!run.closed)
+        #expect(run.sent(to: .server) == "NOOP\r\n")
+    }
+
+    @Test(arguments: ["INSTREAM size limit exceeded. ERROR\0", "UNKNOWN COMMAND\0"])
+    func anUnexpectedAnswerIsNeverClean(answer: String) throws {
+        let run = try Self.scanning()
+        run.feed(.streamConnected(.scanner))
+        run.actions = []
+        run.feed(.received(.scanner, Array(answer.utf8)[...]))
+        #expect(run.sent(to: .client).hasPrefix("-ERR message not delivered: virus scanner: clamd: "))
+        let silent = try Self.scanning()
+        silent.feed(.streamConnected(.scanner))
+        silent.actions = []
+        silent.feed(.endOfFile(.scanner))
+        #expect(
+            silent.sent(to: .client)
+                == "-ERR message not delivered: virus scanner: clamd closed the connection without an answer\r\n")
+    }
+
+    @Test func theScanLimitRefusesOrPasses() throws {
+        let refused = try Self.scanning(["--scan-limit", "10"])
+        #expect(
+            refused.sent(to: .client) == "-ERR message too large to scan (\(Self.message.utf8.count - 3) bytes)\r\n")
+        #expect(!refused.actions.contains { if case .connect(.scanner, _, _) = $0 { true } else { false } })
+        let passed = try Self.scanning(["--scan-limit", "10", "--scan-limit-pass"])
+        #expect(passed.sent(to: .client) == "+OK 40 octets\r\n")
+        #expect(
+            passed.actions.contains(.sendSpool(to: .client, from: 0, count: Self.message.utf8.count, framing: .plain)))
+        #expect(passed.logLines.contains { $0.contains("passed unscanned") })
+    }
+
+    @Test func aSpoolThatFailsRefusesTheMessage() throws {
+        let run = try Run(["-z", "mail.example"])
+        run.loggedIn()
+        run.client("TOP 1 0\r\n")
+        run.server("+OK\r\n")
+        run.feed(.spoolFailed(SystemError(errno: ENOSPC)))
+        run.server("Subject: x\r\n\r\n.\r\n")
+        #expect(run.sent(to: .client).hasPrefix("-ERR message not delivered: virus scanner: cannot spool the message"))
+        #expect(!run.closed)
     }
 }

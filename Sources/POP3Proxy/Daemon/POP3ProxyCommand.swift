@@ -24,19 +24,32 @@ public enum POP3ProxyCommand {
             try? FD.writeAll(1, POP3ProxyHelp.text)
             exit(0)
         }
-        if options.scan {
-            // Virus scanning is the next piece of work (issue 9, section 3): until it lands a
-            // proxy asked to scan refuses to start rather than deliver unscanned mail.
-            fail("-z: virus scanning through clamd is not available in this build; not starting unscanned")
-        }
         let log = DaemonLog(targets: logTargets(options))
+        var clamdVersion: String?
+        if options.scan {
+            do { clamdVersion = try ClamdVersion.ask(options.clamd) } catch {
+                // A daemon must not start without its scanner; one inetd session goes on and
+                // refuses each message it cannot have scanned.
+                if options.daemon > 0 { fail("-z: \(error)") }
+                log.error("-z: \(error): messages will not be delivered while it is missing")
+            }
+        }
         signal(SIGPIPE, SIG_IGN)
         let credential: Credential?
         do { credential = try self.credential(options) } catch { fail(error.description) }
         let settings = POP3SessionSettings(
-            options: options, environment: Environment.current(), clock: { Int(time(nil)) })
+            options: options, environment: Environment.current(), clock: { Int(time(nil)) },
+            clamdVersion: clamdVersion, hostName: hostName())
         if options.daemon > 0 { serveDaemon(options, settings, credential, log) }
         serveInetd(settings, credential, log)
+    }
+
+    /// This host's name (gethostname), for virus notifications.
+    static func hostName() -> String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count - 1) == 0 else { return "localhost" }
+        let bytes = buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
+        return bytes.isEmpty ? "localhost" : String(decoding: bytes, as: UTF8.self)
     }
 
     /// syslog, facility mail, level notice (the original's); standard error with `-d`;

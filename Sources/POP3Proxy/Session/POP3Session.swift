@@ -8,13 +8,22 @@ public struct POP3SessionSettings: Sendable {
     public var options: POP3ProxyOptions
     /// The proxy's own environment, the base of the access control program's.
     public var environment: [[UInt8]]
-    /// Seconds since the epoch (the `-l` line's first word).
+    /// Seconds since the epoch (the `-l` line's first word, a notification's date).
     public var clock: @Sendable () -> Int
+    /// clamd's version line (`ClamAV 1.0.7/...`) for the scan header, asked at start-up.
+    public var clamdVersion: String?
+    /// This host's name, for a virus notification's addresses.
+    public var hostName: String
 
-    public init(options: POP3ProxyOptions, environment: [[UInt8]], clock: @escaping @Sendable () -> Int) {
+    public init(
+        options: POP3ProxyOptions, environment: [[UInt8]], clock: @escaping @Sendable () -> Int,
+        clamdVersion: String? = nil, hostName: String = "localhost"
+    ) {
         self.options = options
         self.environment = environment
         self.clock = clock
+        self.clamdVersion = clamdVersion
+        self.hostName = hostName
     }
 }
 
@@ -68,7 +77,36 @@ public final class POP3Session: SessionMachine {
         var end = MultilineEnd()
     }
 
+    /// A message being scanned (`-z`): held in the spool until clamd has judged it.
+    private struct Scan {
+        enum Stage {
+            /// The server is still sending the message (into the spool).
+            case receiving
+            /// Waiting for clamd's connection.
+            case connecting
+            /// The message is with clamd: its answer so far.
+            case scanning([UInt8])
+            /// The clean message is on its way to the client from the spool.
+            case delivering
+        }
+        /// The server's `+OK` line, held until the verdict.
+        var status: [UInt8]
+        var stage = Stage.receiving
+        /// Bytes spooled: the answer's body with its final `.` line.
+        var length = 0
+        /// The first bytes of the message, for the notification's quotes.
+        var head: [UInt8] = []
+        /// Larger than `--scan-limit`.
+        var overLimit = false
+        /// Why it cannot be scanned (the spool failed).
+        var failure: String?
+    }
+
+    /// What of a message is kept in memory for the notification: its header.
+    static let scanHeadLimit = 64 * 1024
+
     private let settings: POP3SessionSettings
+    private var scan: Scan?
     private let id: UInt64
     private let client: Endpoint
     private var local: Endpoint?
@@ -186,6 +224,46 @@ public final class POP3Session: SessionMachine {
             say("login denied: access control program \(options.accessControlProgram ?? ""): \(error)", &actions)
             toClient(Array("-ERR access denied\r\n".utf8)[...], &actions)
             end("access denied", &actions)
+
+        case .streamConnected(.scanner):
+            scannerConnected(&actions)
+        case .connectFailed(.scanner, let error):
+            scanFailed("cannot connect to clamd at \(clamdName): \(error)", &actions)
+        case .hostUnknown(.scanner, let reason):
+            scanFailed("cannot find clamd's host \(clamdName): \(reason)", &actions)
+        case .received(.scanner, let bytes):
+            guard case .scanning(var reply) = scan?.stage else { break }
+            reply += bytes
+            if let nul = reply.firstIndex(of: 0) {
+                verdict(ClamdProtocol.verdict(reply[..<nul]), &actions)
+            } else if reply.count > 4096 {
+                scanFailed("clamd's answer is not one line", &actions)
+            } else {
+                scan?.stage = .scanning(reply)
+            }
+        case .endOfFile(.scanner), .streamFailed(.scanner, _):
+            guard case .scanning(let reply) = scan?.stage else { break }
+            if reply.isEmpty {
+                scanFailed("clamd closed the connection without an answer", &actions)
+            } else {
+                verdict(ClamdProtocol.verdict(reply), &actions)
+            }
+        case .spoolFailed(let error):
+            guard scan != nil else { break }
+            if case .delivering = scan?.stage {
+                end("spool: \(error)", &actions)
+            } else if case .receiving = scan?.stage {
+                scan?.failure = "cannot spool the message: \(error)"
+            } else {
+                scanFailed("cannot spool the message: \(error)", &actions)
+            }
+        case .spoolSent(.client):
+            guard case .delivering = scan?.stage else { break }
+            scan = nil
+            actions.append(.spoolEnd)
+            answered(&actions)
+        case .spoolSent(.scanner):
+            break
 
         case .fileReplaced(let path, let error):
             if let error { say("unable to write \(path): \(error)", &actions) }
@@ -409,14 +487,33 @@ public final class POP3Session: SessionMachine {
         var rest = bytes
         while !rest.isEmpty && phase != .ended {
             if phase == .transaction, var command = inFlight, command.streaming {
-                // The body of a multi-line answer: relayed as it comes, its end found on the way.
+                // The body of a multi-line answer: relayed as it comes (or spooled for the
+                // scan), its end found on the way.
                 let used = rest.withUnsafeBytes { command.end.scan($0) }
                 let count = used ?? rest.count
-                toClient(rest.prefix(count), &actions)
-                rest = rest.dropFirst(count)
                 inFlight = command
-                if used != nil { answered(&actions) }
+                if scan != nil {
+                    spool(rest.prefix(count), &actions)
+                } else {
+                    toClient(rest.prefix(count), &actions)
+                }
+                rest = rest.dropFirst(count)
+                if used != nil {
+                    if scan != nil {
+                        command.streaming = false
+                        inFlight = command
+                        received(&actions)
+                    } else {
+                        answered(&actions)
+                    }
+                }
                 continue
+            }
+            if scan != nil {
+                // Nothing is asked while a message is being scanned.
+                serverHeld += rest
+                if serverHeld.count > Self.statusLimit { notPOP3(serverHeld.prefix(80), &actions) }
+                return
             }
             // A status line, gathered until its LF.
             guard let lineFeed = rest.firstIndex(of: 10) else {
@@ -444,6 +541,13 @@ public final class POP3Session: SessionMachine {
             }
             guard let status = POP3Status.of(Self.withoutLineEnd(line)) else {
                 return notPOP3(Self.withoutLineEnd(line), &actions)
+            }
+            if status == .ok && options.scan && command.command.isScanned {
+                // The status line waits with the message for clamd's verdict.
+                scan = Scan(status: line)
+                inFlight?.streaming = true
+                actions.append(.spoolBegin)
+                return
             }
             toClient(line[...], &actions)
             if status == .ok && command.multiline {
@@ -490,6 +594,108 @@ public final class POP3Session: SessionMachine {
         }
     }
 
+    // MARK: - Scanning (-z)
+
+    private var clamdName: String {
+        switch options.clamd {
+        case .tcp(let server): return Endpoint.textOrName(server.host, server.port)
+        case .unix(let path): return path
+        }
+    }
+
+    private func spool(_ bytes: ArraySlice<UInt8>, _ actions: inout [SessionAction]) {
+        guard var current = scan, !bytes.isEmpty else { return }
+        current.length += bytes.count
+        if current.head.count < Self.scanHeadLimit {
+            current.head += bytes.prefix(Self.scanHeadLimit - current.head.count)
+        }
+        if let limit = options.scanLimit, current.length > limit + 3, !current.overLimit { current.overLimit = true }
+        // What is refused for its size is not kept; what passes unscanned is, to the end.
+        if current.failure == nil && (!current.overLimit || options.scanLimitPass) {
+            actions.append(.spoolWrite(bytes))
+        }
+        scan = current
+    }
+
+    /// The whole message is in the spool: to clamd with it (or not, by the scan limit).
+    private func received(_ actions: inout [SessionAction]) {
+        guard let current = scan else { return }
+        if let failure = current.failure { return scanFailed(failure, &actions) }
+        if current.overLimit {
+            let size = current.length - 3
+            if options.scanLimitPass {
+                say("message of \(size) bytes passed unscanned (--scan-limit \(options.scanLimit ?? 0))", &actions)
+                return deliver(header: false, &actions)
+            }
+            say("message of \(size) bytes refused: larger than --scan-limit \(options.scanLimit ?? 0)", &actions)
+            return refuse("message too large to scan (\(size) bytes)", &actions)
+        }
+        scan?.stage = .connecting
+        let destination: StreamDestination
+        switch options.clamd {
+        case .tcp(let server): destination = .host(server.host, port: server.port, from: nil)
+        case .unix(let path): destination = .unix(path)
+        }
+        actions.append(.connect(.scanner, to: destination, timeout: .seconds(30)))
+    }
+
+    private func scannerConnected(_ actions: inout [SessionAction]) {
+        guard let current = scan, case .connecting = current.stage else { return }
+        scan?.stage = .scanning([])
+        actions.append(.send(.scanner, ClamdProtocol.instream[...]))
+        // The body without the answer's final `.` line.
+        actions.append(.sendSpool(to: .scanner, from: 0, count: current.length - 3, framing: .lengthPrefixed))
+    }
+
+    private func verdict(_ verdict: ClamdProtocol.Verdict, _ actions: inout [SessionAction]) {
+        actions.append(.closeStream(.scanner))
+        switch verdict {
+        case .clean:
+            if !options.quiet { say("message clean", &actions) }
+            deliver(header: options.scanHeader, &actions)
+        case .infected(let virus):
+            say("virus \(virus) found: the message is replaced by a notification", &actions)
+            let notice = ScanNotice.infected(
+                virus: virus, message: scan?.head ?? [], clamdVersion: version, seconds: settings.clock(),
+                host: settings.hostName)
+            toClient(Array("+OK virus found, a notification follows\r\n".utf8)[...], &actions)
+            toClient(notice[...], &actions)
+            scan = nil
+            actions.append(.spoolEnd)
+            answered(&actions)
+        case .failed(let reason):
+            scanFailed("clamd: \(reason)", &actions)
+        }
+    }
+
+    private var version: String { settings.clamdVersion ?? "ClamAV (version unknown)" }
+
+    /// The clean message goes out from the spool: the status line, the scan header, the bytes.
+    private func deliver(header: Bool, _ actions: inout [SessionAction]) {
+        guard let current = scan else { return }
+        scan?.stage = .delivering
+        toClient(current.status[...], &actions)
+        if header { toClient(ScanNotice.header(clamdVersion: version)[...], &actions) }
+        bytesToClient += UInt64(current.length)
+        actions.append(.sendSpool(to: .client, from: 0, count: current.length, framing: .plain))
+    }
+
+    private func scanFailed(_ reason: String, _ actions: inout [SessionAction]) {
+        say("message not delivered: \(reason)", &actions)
+        refuse("message not delivered: virus scanner: \(reason)", &actions)
+    }
+
+    /// The command's answer is `-ERR` after all; the session goes on.
+    private func refuse(_ reason: String, _ actions: inout [SessionAction]) {
+        actions.append(.closeStream(.scanner))
+        actions.append(.spoolEnd)
+        scan = nil
+        toClient(Array("-ERR \(reason)\r\n".utf8)[...], &actions)
+        // Not a retrieval: the message stayed with the server.
+        if case .retr? = inFlight?.command { inFlight = InFlight(command: .noop, multiline: false) }
+        answered(&actions)
+    }
+
     // MARK: - Words
 
     private func say(_ text: String, _ actions: inout [SessionAction]) {
@@ -511,6 +717,16 @@ public final class POP3Session: SessionMachine {
         if text.last == 10 { text = text.dropLast() }
         if text.last == 13 { text = text.dropLast() }
         return text
+    }
+}
+
+extension POP3Command {
+    /// RETR and TOP return a message: `-z` scans it.
+    var isScanned: Bool {
+        switch self {
+        case .retr, .top: return true
+        default: return false
+        }
     }
 }
 
