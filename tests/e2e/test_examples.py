@@ -67,3 +67,14 @@ def test_example_configurations_are_valid(name, tmp_path):
     again = subprocess.run([str(bastion_bin("tcpproxy")), "-zz", "-f", str(copy)],
                            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert again.stdout == done.stdout, written.stdout
+
+
+def test_pop3proxy_quickstart():
+    out = run_script("pop3proxy-quickstart.sh")
+    # Three retrievals of the dot-stuffed message, each through a pop3.proxy.
+    assert out.count("  .a line that starts with a dot\n") == 3, out
+    assert out.count("+OK pop3.proxy ready\n") == 3, out
+    # -e: the server came from the user name.
+    assert re.search(r"login: user alice, server 127\.0\.0\.1:\d+: granted", out.split("== selecting.log")[1]), out
+    assert re.search(r"login: user bob, server 127\.0\.0\.1:\d+: granted", out.split("== fixed.log")[1]), out
+    assert "unable to" not in out, out
