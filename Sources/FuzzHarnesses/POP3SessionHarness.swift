@@ -14,7 +14,10 @@ import POP3Proxy
 /// Invariants: nothing after `close`; every line sent to the server is one line (CRLF only at
 /// its end: no client byte can smuggle a second command in) and, once logged in, a command
 /// the proxy forwards; the bytes the session holds stay bounded; log lines stay one line;
-/// the session ends within a bounded number of events.
+/// the session ends within a bounded number of events. With `-z`: what goes to clamd is one
+/// well-formed INSTREAM (chunks, then the chunk of length 0, nothing after) holding exactly
+/// the spooled bytes but the final `.` line, and a message is delivered from the spool only
+/// after clamd called it clean (or, with `--scan-limit-pass`, when it was not scanned).
 enum POP3SessionHarness {
     final class Context: SessionContext {
         var now = Deadline(nanoseconds: 1_000_000_000)
@@ -26,11 +29,51 @@ enum POP3SessionHarness {
         ["-e", "-s", "*.example,127.0.0.1", "-c", "@%", "-"],
         ["-a", "/bin/acp", "-l", "/var/log/pop3", "-q", "127.0.0.2", "-t", "5", "mail.example:1110"],
         ["-m", "--rules", "/etc/pop3.cdb", "-a", "acp", "-e", "mail.example"],
+        ["-z", "--clamd", "/run/clamd.ctl", "mail.example"],
+        ["-z", "--scan-limit", "64", "--scan-limit-pass", "--no-scan-header", "mail.example"],
     ]
+
+    static let clamdReplies: [[UInt8]] = [
+        "stream: OK\0", "stream: Eicar-Test-Signature FOUND\0", "INSTREAM size limit exceeded. ERROR\0",
+        "stream: OK", "UNKNOWN COMMAND\0",
+    ].map { Array($0.utf8) }
+
+    /// What one scan sent and spooled, checked when the spool goes to the client.
+    struct Scan {
+        var spooled: [UInt8] = []
+        var toClamd: [UInt8] = []
+        /// What clamd answered.
+        var reply: [UInt8] = []
+
+        var clean: Bool {
+            ClamdProtocol.verdict(reply.split(separator: 0, omittingEmptySubsequences: false)[0]) == .clean
+        }
+
+        /// The chunks' data, when `toClamd` is one whole INSTREAM.
+        var instreamData: [UInt8]? {
+            let command = Array("zINSTREAM\0".utf8)
+            guard toClamd.starts(with: command) else { return nil }
+            var rest = toClamd[command.count...]
+            var data: [UInt8] = []
+            while rest.count >= 4 {
+                let n = rest.prefix(4).reduce(0) { $0 << 8 | Int($1) }
+                rest = rest.dropFirst(4)
+                if n == 0 { return rest.isEmpty ? data : nil }
+                guard rest.count >= n else { return nil }
+                data += rest.prefix(n)
+                rest = rest.dropFirst(n)
+            }
+            return nil
+        }
+    }
 
     static func run(_ data: UnsafeRawBufferPointer) {
         var input = FuzzReader(data)
         let options = try! POP3ProxyOptions.parse(variants[input.below(variants.count)])
+        var scan = Scan()
+        var scannerConnecting = false
+        var scannerOpen = false
+        var spoolOwed = false
         let settings = POP3SessionSettings(options: options, environment: [], clock: { 1_700_000_000 })
         let machine = POP3Session(settings: settings, client: Endpoint(address: .loopbackV4, port: 4000), id: 1)
         let context = Context()
@@ -72,6 +115,31 @@ enum POP3SessionHarness {
                             }
                         }
                     }
+                case .connect(.scanner, _, _):
+                    precondition(!scannerConnecting && !scannerOpen, "one clamd connection at a time")
+                    scannerConnecting = true
+                case .send(.scanner, let bytes):
+                    precondition(scannerOpen, "nothing sent to clamd before it is connected")
+                    scan.toClamd += bytes
+                case .closeStream(.scanner):
+                    scannerConnecting = false
+                    scannerOpen = false
+                case .spoolBegin:
+                    scan = Scan()
+                case .spoolWrite(let bytes):
+                    scan.spooled += bytes
+                case .sendSpool(.client, let from, let count):
+                    precondition(from == 0 && count == scan.spooled.count, "the whole spool goes out")
+                    if scan.clean {
+                        precondition(
+                            scan.instreamData == Array(scan.spooled.dropLast(3)),
+                            "clamd judged exactly the message")
+                    } else {
+                        precondition(options.scanLimitPass && scan.toClamd.isEmpty, "delivered only when clean")
+                    }
+                    spoolOwed = true
+                case .spoolEnd:
+                    spoolOwed = false
                 case .connect: connecting = true
                 case .runCapturing: programRunning = true
                 case .checkRules: rulesOwed = true
@@ -107,6 +175,32 @@ enum POP3SessionHarness {
                 feed(.received(.client, input.bytes(upTo: 200)[...]))
             case 4, 5, 6:
                 feed(.received(.server, input.bytes(upTo: 200)[...]))
+            case 7 where scannerConnecting:
+                scannerConnecting = false
+                switch input.below(3) {
+                case 0:
+                    scannerOpen = true
+                    feed(.streamConnected(.scanner))
+                case 1: feed(.connectFailed(.scanner, SystemError(errno: ECONNREFUSED)))
+                default: feed(.hostUnknown(.scanner, reason: "no address"))
+                }
+            case 10 where scannerOpen:
+                switch input.below(4) {
+                case 0, 1:
+                    let reply = clamdReplies[input.below(clamdReplies.count)]
+                    scan.reply += reply
+                    feed(.received(.scanner, reply[...]))
+                case 2:
+                    let reply = input.bytes(upTo: 20)
+                    scan.reply += reply
+                    feed(.received(.scanner, reply[...]))
+                default:
+                    scannerOpen = false
+                    feed(input.bool() ? .endOfFile(.scanner) : .streamFailed(.scanner, SystemError(errno: ECONNRESET)))
+                }
+            case 11 where spoolOwed:
+                spoolOwed = false
+                feed(input.bool() ? .spoolSent(.client) : .spoolFailed(SystemError(errno: EIO)))
             case 7:
                 guard connecting else { continue }
                 connecting = false

@@ -99,15 +99,6 @@ public enum StreamDestination: Equatable, Sendable {
     case unix(String)
 }
 
-/// How ``SessionAction/sendSpool(to:from:count:framing:)`` frames the spool's bytes.
-public enum SpoolFraming: Equatable, Sendable {
-    /// As they are.
-    case plain
-    /// Each chunk after its length in 4 bytes (network order), then a chunk of length 0
-    /// (clamd's INSTREAM).
-    case lengthPrefixed
-}
-
 /// What the driver observed, fed to the machine one at a time, in order.
 public enum SessionEvent: Equatable, Sendable {
     /// The session begins (the client socket is the driver's; `client` is its peer).
@@ -164,7 +155,7 @@ public enum SessionEvent: Equatable, Sendable {
     case fileReplaced(path: String, error: SystemError?)
     /// The spool could not be made or written (the disk is full...): it is gone.
     case spoolFailed(SystemError)
-    /// Everything of ``SessionAction/sendSpool(to:from:count:framing:)`` is with `peer`'s
+    /// Everything of ``SessionAction/sendSpool(to:from:count:)`` is with `peer`'s
     /// stream (queued or written).
     case spoolSent(Peer)
 }
@@ -234,7 +225,7 @@ public enum SessionAction: Equatable, Sendable {
     case spoolWrite(ArraySlice<UInt8>)
     /// Send `count` bytes of the spool from `offset` on to `peer`, as its stream takes them
     /// (answer: ``SessionEvent/spoolSent(_:)``).
-    case sendSpool(to: Peer, from: Int, count: Int, framing: SpoolFraming)
+    case sendSpool(to: Peer, from: Int, count: Int)
     /// Drop the spool.
     case spoolEnd
     /// Kill the program of ``runCapturing(_:)`` (SIGKILL): its exit follows as an event.

@@ -92,7 +92,10 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
     private var lingering = false
     /// The spool file (unlinked), and what of it is being sent where.
     private var spool: Int32 = -1
-    private var spoolPump: (peer: Peer, offset: Int, end: Int, framing: SpoolFraming)?
+    /// What the spool is read into on its way out (kept while the spool is).
+    private var spoolBuffer: [UInt8] = []
+    private static let spoolChunk = 256 * 1024
+    private var spoolPump: (peer: Peer, offset: Int, end: Int)?
 
     /// How long ``SessionAction/close`` waits for the client to take what is queued for it.
     public static let lingerLimit = Duration.seconds(10)
@@ -230,8 +233,8 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
                 spoolEnd()
                 feed(.spoolFailed(failure))
             }
-        case .sendSpool(let peer, let offset, let count, let framing):
-            spoolPump = (peer, offset, offset + count, framing)
+        case .sendSpool(let peer, let offset, let count):
+            spoolPump = (peer, offset, offset + count)
             pumpSpool()
         case .spoolEnd:
             spoolEnd()
@@ -541,6 +544,7 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
 
     private func spoolEnd() {
         spoolPump = nil
+        spoolBuffer = []
         if spool >= 0 {
             Glibc.close(spool)
             spool = -1
@@ -557,24 +561,17 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
             if target.socket.isAboveHighWaterMark { return }  // its drain goes on
             if pump.offset >= pump.end {
                 spoolPump = nil
-                if pump.framing == .lengthPrefixed { target.socket.write([0, 0, 0, 0] as [UInt8]) }
                 return feed(.spoolSent(pump.peer))
             }
-            let size = min(64 * 1024, pump.end - pump.offset)
-            var chunk = [UInt8](repeating: 0, count: size + 4)
-            let n = chunk.withUnsafeMutableBytes { pread(spool, $0.baseAddress! + 4, size, off_t(pump.offset)) }
+            let size = min(Self.spoolChunk, pump.end - pump.offset)
+            if spoolBuffer.count < size { spoolBuffer = [UInt8](repeating: 0, count: Self.spoolChunk) }
+            let n = spoolBuffer.withUnsafeMutableBytes { pread(spool, $0.baseAddress!, size, off_t(pump.offset)) }
             guard n > 0 else {
                 let error = n == 0 ? SystemError(errno: EIO) : SystemError.current
                 spoolEnd()
                 return feed(.spoolFailed(error))
             }
-            if pump.framing == .lengthPrefixed {
-                chunk.replaceSubrange(
-                    0..<4, with: [UInt8(n >> 24 & 0xff), UInt8(n >> 16 & 0xff), UInt8(n >> 8 & 0xff), UInt8(n & 0xff)])
-                target.socket.write(chunk[0..<(n + 4)])
-            } else {
-                target.socket.write(chunk[4..<(n + 4)])
-            }
+            target.socket.write(spoolBuffer[0..<n])
             spoolPump?.offset += n
         }
     }

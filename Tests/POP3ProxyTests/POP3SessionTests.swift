@@ -417,37 +417,62 @@ struct POP3SessionTests {
 
     static let message = "From: a@b\r\nSubject: hi\r\n\r\n..dot\r\nbody\r\n.\r\n"
 
-    /// A session scanning RETR 1, the message spooled and clamd connected.
-    static func scanning(_ extra: [String] = []) throws -> Run {
+    /// A session scanning RETR 1: clamd being connected as the command goes to the server,
+    /// the status line in, then the message (before clamd's connection is made, unless
+    /// `connected`).
+    static func scanning(_ extra: [String] = [], connected: Bool = false) throws -> Run {
         let run = try Run(["-z", "--clamd", "/run/clamd.ctl"] + extra + ["mail.example"])
         run.loggedIn()
         run.client("RETR 1\r\nNOOP\r\n")
+        #expect(run.sent(to: .server) == "RETR 1\r\n")
+        #expect(run.actions.last == .connect(.scanner, to: .unix("/run/clamd.ctl"), timeout: .seconds(30)))
         run.server("+OK 40 octets\r\n")
         #expect(run.actions.contains(.spoolBegin))
         #expect(run.sent(to: .client) == "", "nothing before the verdict")
+        if connected { run.feed(.streamConnected(.scanner)) }
         run.server(Self.message)
         return run
     }
 
-    @Test func aCleanMessageIsDeliveredFromTheSpoolWithTheScanHeader() throws {
-        let run = try Self.scanning()
+    /// What went to clamd, decoded: whether it began with zINSTREAM, the chunks' bytes joined,
+    /// and whether the chunk of length 0 ended them (nothing may follow it).
+    static func toClamd(_ run: Run) -> (instream: Bool, data: String, ended: Bool) {
+        var bytes: [UInt8] = []
+        for case .send(.scanner, let chunk) in run.actions { bytes += chunk }
+        let command = Array("zINSTREAM\0".utf8)
+        guard bytes.starts(with: command) else { return (false, "", false) }
+        var rest = bytes[command.count...]
+        var data: [UInt8] = []
+        while rest.count >= 4 {
+            let n = rest.prefix(4).reduce(0) { $0 << 8 | Int($1) }
+            rest = rest.dropFirst(4)
+            if n == 0 { return (true, String(decoding: data, as: UTF8.self), rest.isEmpty) }
+            #expect(rest.count >= n, "a chunk as long as its length says")
+            data += rest.prefix(n)
+            rest = rest.dropFirst(n)
+        }
+        #expect(rest.isEmpty, "no partial chunk length")
+        return (true, String(decoding: data, as: UTF8.self), false)
+    }
+
+    @Test(arguments: [false, true])
+    func aCleanMessageIsDeliveredFromTheSpoolWithTheScanHeader(connectedFirst: Bool) throws {
+        let run = try Self.scanning(connected: connectedFirst)
         let spooled = run.actions.compactMap { if case .spoolWrite(let b) = $0 { Array(b) } else { nil } }
         #expect(Array(spooled.joined()) == Array(Self.message.utf8))
-        #expect(run.actions.last == .connect(.scanner, to: .unix("/run/clamd.ctl"), timeout: .seconds(30)))
-        run.actions = []
-        run.feed(.streamConnected(.scanner))
-        let length = Self.message.utf8.count
-        #expect(
-            run.actions == [
-                .send(.scanner, Array("zINSTREAM\0".utf8)[...]),
-                .sendSpool(to: .scanner, from: 0, count: length - 3, framing: .lengthPrefixed),
-            ])
+        if !connectedFirst {
+            #expect(Self.toClamd(run).instream == false, "nothing for clamd before its connection")
+            run.feed(.streamConnected(.scanner))
+        }
+        // The body without the answer's final `.` line, then the end.
+        #expect(Self.toClamd(run) == (true, String(decoding: Self.message.utf8.dropLast(3), as: UTF8.self), true))
         run.actions = []
         run.feed(.received(.scanner, Array("stream: OK\0".utf8)[...]))
         #expect(
             run.sent(to: .client)
                 == "+OK 40 octets\r\nX-Proxy-Scanned: pop3.proxy (Bastion) with ClamAV 1.0.7/27500\r\n")
-        #expect(run.actions.contains(.sendSpool(to: .client, from: 0, count: length, framing: .plain)))
+        #expect(run.actions.contains(.closeStream(.scanner)))
+        #expect(run.actions.contains(.sendSpool(to: .client, from: 0, count: Self.message.utf8.count)))
         // NOOP waits until the message is out.
         #expect(run.sent(to: .server) == "")
         run.feed(.spoolSent(.client))
@@ -455,17 +480,75 @@ struct POP3SessionTests {
         #expect(run.sent(to: .server) == "NOOP\r\n")
     }
 
-    @Test func noScanHeaderLeavesTheMessageAsItIs() throws {
-        let run = try Self.scanning(["--no-scan-header"])
+    @Test func clamdConnectedBeforeTheStatusHearsNothingUntilTheMessageBegins() throws {
+        let run = try Run(["-z", "--clamd", "/run/clamd.ctl", "mail.example"])
+        run.loggedIn()
+        run.client("RETR 1\r\nRETR 2\r\n")
         run.feed(.streamConnected(.scanner))
+        #expect(Self.toClamd(run).instream == false)
+        // -ERR: nothing to scan, clamd's connection closed unused, the answer relayed.
+        run.server("-ERR no such message\r\n")
+        #expect(run.actions.contains(.closeStream(.scanner)))
+        #expect(run.sent(to: .client) == "-ERR no such message\r\n")
+        #expect(!run.actions.contains(.spoolBegin))
+        // The next RETR connects again; its +OK starts the stream.
+        #expect(run.sent(to: .server) == "RETR 1\r\nRETR 2\r\n")
+        #expect(run.actions.last == .connect(.scanner, to: .unix("/run/clamd.ctl"), timeout: .seconds(30)))
+        run.actions = []
+        run.feed(.streamConnected(.scanner))
+        run.server("+OK\r\n")
+        #expect(Self.toClamd(run) == (true, "", false))
+        run.server(Self.message)
+        #expect(Self.toClamd(run) == (true, String(decoding: Self.message.utf8.dropLast(3), as: UTF8.self), true))
+    }
+
+    /// The message goes to clamd as it comes, in every split, the final `.` line held back
+    /// until the end shows it is the end.
+    @Test(arguments: [1, 2, 3, 4, 5, 7, 13])
+    func theMessageStreamsToClamdInAnySplit(piece: Int) throws {
+        let run = try Run(["-z", "--clamd", "/run/clamd.ctl", "mail.example"])
+        run.loggedIn()
+        run.client("RETR 1\r\n")
+        run.server("+OK\r\n")
+        run.feed(.streamConnected(.scanner))
+        let bytes = Array(Self.message.utf8)
+        var offset = 0
+        while offset < bytes.count {
+            let end = min(offset + piece, bytes.count)
+            run.feed(.received(.server, bytes[offset..<end]))
+            offset = end
+            let (instream, data, ended) = Self.toClamd(run)
+            #expect(instream)
+            #expect(data == String(decoding: bytes[..<max(0, end - 3)], as: UTF8.self), "all but the last 3 bytes")
+            #expect(ended == (end == bytes.count))
+        }
+    }
+
+    @Test func bytesWaitingForClamdsConnectionPauseTheServerBeyondTheLimit() throws {
+        let run = try Run(["-z", "--clamd", "/run/clamd.ctl", "mail.example"])
+        run.loggedIn()
+        run.client("RETR 1\r\n")
+        run.server("+OK\r\n")
+        let line = Array(String(repeating: "x", count: 998).utf8) + [13, 10]
+        for _ in 0..<(POP3Session.scanPendingLimit / line.count) { run.feed(.received(.server, line[...])) }
+        #expect(!run.actions.contains(.pause(.server)))
+        run.feed(.received(.server, line[...]))
+        #expect(run.actions.contains(.pause(.server)))
+        run.actions = []
+        run.feed(.streamConnected(.scanner))
+        #expect(run.actions.contains(.read(.server)))
+        #expect(Self.toClamd(run).data.utf8.count == (POP3Session.scanPendingLimit / line.count + 1) * line.count - 3)
+    }
+
+    @Test func noScanHeaderLeavesTheMessageAsItIs() throws {
+        let run = try Self.scanning(["--no-scan-header"], connected: true)
         run.actions = []
         run.feed(.received(.scanner, Array("stream: OK\0".utf8)[...]))
         #expect(run.sent(to: .client) == "+OK 40 octets\r\n")
     }
 
     @Test func anInfectedMessageIsReplacedByANotification() throws {
-        let run = try Self.scanning()
-        run.feed(.streamConnected(.scanner))
+        let run = try Self.scanning(connected: true)
         run.actions = []
         run.feed(.received(.scanner, Array("stream: Eicar-Test-Signature FOUND\0".utf8)[...]))
         let sent = run.sent(to: .client)
@@ -491,33 +574,59 @@ struct POP3SessionTests {
         #expect(run.sent(to: .client).hasPrefix("-ERR message not delivered: virus scanner: "))
         #expect(!run.closed)
         #expect(run.sent(to: .server) == "NOOP\r\n")
+        // Before the message is whole: its rest is read (not delivered), then the -ERR.
+        let early = try Run(["-z", "--clamd", "/run/clamd.ctl", "mail.example"])
+        early.loggedIn()
+        early.client("RETR 1\r\nNOOP\r\n")
+        early.server("+OK\r\nFrom: a@b\r\n")
+        early.actions = []
+        early.feed(failure)
+        #expect(early.sent(to: .client) == "")
+        early.server("\r\nbody\r\n.\r\n")
+        #expect(early.sent(to: .client).hasPrefix("-ERR message not delivered: virus scanner: "))
+        #expect(early.sent(to: .server) == "NOOP\r\n")
     }
 
-    @Test(arguments: ["INSTREAM size limit exceeded. ERROR\0", "UNKNOWN COMMAND\0"])
+    @Test(arguments: ["INSTREAM size limit exceeded. ERROR\0", "UNKNOWN COMMAND\0", "stream: OK\0"])
     func anUnexpectedAnswerIsNeverClean(answer: String) throws {
-        let run = try Self.scanning()
-        run.feed(.streamConnected(.scanner))
-        run.actions = []
-        run.feed(.received(.scanner, Array(answer.utf8)[...]))
-        #expect(run.sent(to: .client).hasPrefix("-ERR message not delivered: virus scanner: clamd: "))
-        let silent = try Self.scanning()
-        silent.feed(.streamConnected(.scanner))
+        if answer != "stream: OK\0" {
+            let run = try Self.scanning(connected: true)
+            run.actions = []
+            run.feed(.received(.scanner, Array(answer.utf8)[...]))
+            #expect(run.sent(to: .client).hasPrefix("-ERR message not delivered: virus scanner: clamd: "))
+        }
+        let silent = try Self.scanning(connected: true)
         silent.actions = []
         silent.feed(.endOfFile(.scanner))
         #expect(
             silent.sent(to: .client)
                 == "-ERR message not delivered: virus scanner: clamd closed the connection without an answer\r\n")
+        // clamd's answer before the end of the message (its StreamMaxLength; and a clean one
+        // there cannot be true): the message is read to its end and refused, never delivered.
+        let early = try Run(["-z", "--clamd", "/run/clamd.ctl", "mail.example"])
+        early.loggedIn()
+        early.client("RETR 1\r\n")
+        early.server("+OK\r\n")
+        early.feed(.streamConnected(.scanner))
+        early.server("From: a@b\r\n\r\n")
+        early.feed(.received(.scanner, Array(answer.utf8)[...]))
+        #expect(early.actions.contains(.closeStream(.scanner)))
+        #expect(early.sent(to: .client) == "")
+        early.server("body\r\n.\r\n")
+        #expect(early.sent(to: .client).hasPrefix("-ERR message not delivered: virus scanner: clamd: "))
+        #expect(!early.actions.contains { if case .sendSpool = $0 { true } else { false } })
     }
 
     @Test func theScanLimitRefusesOrPasses() throws {
         let refused = try Self.scanning(["--scan-limit", "10"])
         #expect(
             refused.sent(to: .client) == "-ERR message too large to scan (\(Self.message.utf8.count - 3) bytes)\r\n")
-        #expect(!refused.actions.contains { if case .connect(.scanner, _, _) = $0 { true } else { false } })
+        #expect(refused.actions.contains(.closeStream(.scanner)))
+        #expect(Self.toClamd(refused).instream == false, "nothing of it reaches clamd")
         let passed = try Self.scanning(["--scan-limit", "10", "--scan-limit-pass"])
         #expect(passed.sent(to: .client) == "+OK 40 octets\r\n")
         #expect(
-            passed.actions.contains(.sendSpool(to: .client, from: 0, count: Self.message.utf8.count, framing: .plain)))
+            passed.actions.contains(.sendSpool(to: .client, from: 0, count: Self.message.utf8.count)))
         #expect(passed.logLines.contains { $0.contains("passed unscanned") })
     }
 

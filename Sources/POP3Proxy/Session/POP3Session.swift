@@ -77,33 +77,60 @@ public final class POP3Session: SessionMachine {
         var end = MultilineEnd()
     }
 
-    /// A message being scanned (`-z`): held in the spool until clamd has judged it.
+    /// A message being scanned (`-z`): held in the spool until clamd has judged it. The bytes
+    /// go to clamd as they come from the server (clamd is connected when the `+OK` arrives), so
+    /// the scan's transfer overlaps the retrieval and the spool is read only once, to deliver.
     private struct Scan {
         enum Stage {
-            /// The server is still sending the message (into the spool).
+            /// The command is with the server (clamd being connected meanwhile).
+            case awaitingStatus
+            /// The server is still sending the message (into the spool and on to clamd).
             case receiving
-            /// Waiting for clamd's connection.
-            case connecting
-            /// The message is with clamd: its answer so far.
-            case scanning([UInt8])
+            /// The whole message is with clamd: waiting for its answer.
+            case scanning
             /// The clean message is on its way to the client from the spool.
             case delivering
         }
+        /// The connection to clamd.
+        enum Scanner {
+            /// Not yet connected: the bytes for it so far (the server pauses beyond
+            /// ``POP3Session/scanPendingLimit``).
+            case connecting(pending: [UInt8])
+            /// Connected, the server's status line not yet in: nothing sent.
+            case idle
+            /// `zINSTREAM` sent: each piece goes as a chunk.
+            case streaming
+            /// Closed, or never needed (the message is over the scan limit, or failed).
+            case closed
+        }
         /// The server's `+OK` line, held until the verdict.
-        var status: [UInt8]
-        var stage = Stage.receiving
+        var status: [UInt8] = []
+        var stage = Stage.awaitingStatus
+        var scanner = Scanner.connecting(pending: [])
         /// Bytes spooled: the answer's body with its final `.` line.
         var length = 0
+        /// The last bytes received, not yet sent to clamd: the final `.` line is not scanned,
+        /// and until the end is found any 3 bytes may be it.
+        var unsent: [UInt8] = []
+        /// clamd's answer so far.
+        var reply: [UInt8] = []
+        /// What clamd said before the message was whole (it refuses a stream beyond its
+        /// StreamMaxLength at once).
+        var early: ClamdProtocol.Verdict?
         /// The first bytes of the message, for the notification's quotes.
         var head: [UInt8] = []
         /// Larger than `--scan-limit`.
         var overLimit = false
-        /// Why it cannot be scanned (the spool failed).
+        /// Why it cannot be scanned (the spool failed, clamd cannot be reached).
         var failure: String?
+        /// The server's reading is paused until clamd's connection takes the pending bytes.
+        var serverPaused = false
     }
 
     /// What of a message is kept in memory for the notification: its header.
     static let scanHeadLimit = 64 * 1024
+    /// Bytes of a message kept for clamd while its connection is being made.
+    public static let scanPendingLimit = 256 * 1024
 
     private let settings: POP3SessionSettings
     private var scan: Scan?
@@ -228,25 +255,27 @@ public final class POP3Session: SessionMachine {
         case .streamConnected(.scanner):
             scannerConnected(&actions)
         case .connectFailed(.scanner, let error):
-            scanFailed("cannot connect to clamd at \(clamdName): \(error)", &actions)
+            scannerLost("cannot connect to clamd at \(clamdName): \(error)", &actions)
         case .hostUnknown(.scanner, let reason):
-            scanFailed("cannot find clamd's host \(clamdName): \(reason)", &actions)
+            scannerLost("cannot find clamd's host \(clamdName): \(reason)", &actions)
         case .received(.scanner, let bytes):
-            guard case .scanning(var reply) = scan?.stage else { break }
-            reply += bytes
-            if let nul = reply.firstIndex(of: 0) {
-                verdict(ClamdProtocol.verdict(reply[..<nul]), &actions)
-            } else if reply.count > 4096 {
-                scanFailed("clamd's answer is not one line", &actions)
+            guard var current = scan, case .streaming = current.scanner else { break }
+            current.reply += bytes
+            if let nul = current.reply.firstIndex(of: 0) {
+                scan = current
+                clamdAnswered(ClamdProtocol.verdict(current.reply[..<nul]), &actions)
+            } else if current.reply.count > 4096 {
+                scan = current
+                scannerLost("clamd's answer is not one line", &actions)
             } else {
-                scan?.stage = .scanning(reply)
+                scan = current
             }
         case .endOfFile(.scanner), .streamFailed(.scanner, _):
-            guard case .scanning(let reply) = scan?.stage else { break }
-            if reply.isEmpty {
-                scanFailed("clamd closed the connection without an answer", &actions)
+            guard let current = scan, case .streaming = current.scanner else { break }
+            if current.reply.isEmpty {
+                scannerLost("clamd closed the connection without an answer", &actions)
             } else {
-                verdict(ClamdProtocol.verdict(reply), &actions)
+                clamdAnswered(ClamdProtocol.verdict(current.reply), &actions)
             }
         case .spoolFailed(let error):
             guard scan != nil else { break }
@@ -254,6 +283,7 @@ public final class POP3Session: SessionMachine {
                 end("spool: \(error)", &actions)
             } else if case .receiving = scan?.stage {
                 scan?.failure = "cannot spool the message: \(error)"
+                closeScanner(&actions)
             } else {
                 scanFailed("cannot spool the message: \(error)", &actions)
             }
@@ -372,6 +402,11 @@ public final class POP3Session: SessionMachine {
             // The canonical line, never the client's bytes: nothing but the command reaches
             // the server.
             actions.append(.send(.server, command.line[...]))
+            if options.scan && command.isScanned {
+                // clamd's connection is made while the server finds the message.
+                scan = Scan()
+                connectScanner(&actions)
+            }
         }
     }
 
@@ -509,7 +544,7 @@ public final class POP3Session: SessionMachine {
                 }
                 continue
             }
-            if scan != nil {
+            if let current = scan, current.stage != .awaitingStatus {
                 // Nothing is asked while a message is being scanned.
                 serverHeld += rest
                 if serverHeld.count > Self.statusLimit { notPOP3(serverHeld.prefix(80), &actions) }
@@ -542,12 +577,20 @@ public final class POP3Session: SessionMachine {
             guard let status = POP3Status.of(Self.withoutLineEnd(line)) else {
                 return notPOP3(Self.withoutLineEnd(line), &actions)
             }
-            if status == .ok && options.scan && command.command.isScanned {
+            if status == .ok, var current = scan, current.stage == .awaitingStatus {
                 // The status line waits with the message for clamd's verdict.
-                scan = Scan(status: line)
+                current.status = line
+                current.stage = .receiving
+                scan = current
                 inFlight?.streaming = true
                 actions.append(.spoolBegin)
+                if case .idle = current.scanner { startStream([], &actions) }
                 return
+            }
+            if scan != nil {
+                // -ERR: no message to scan.
+                closeScanner(&actions)
+                scan = nil
             }
             toClient(line[...], &actions)
             if status == .ok && command.multiline {
@@ -615,9 +658,103 @@ public final class POP3Session: SessionMachine {
             actions.append(.spoolWrite(bytes))
         }
         scan = current
+        if current.overLimit || current.failure != nil {
+            closeScanner(&actions)
+        } else {
+            toScanner(bytes, &actions)
+        }
     }
 
-    /// The whole message is in the spool: to clamd with it (or not, by the scan limit).
+    private func connectScanner(_ actions: inout [SessionAction]) {
+        let destination: StreamDestination
+        switch options.clamd {
+        case .tcp(let server): destination = .host(server.host, port: server.port, from: nil)
+        case .unix(let path): destination = .unix(path)
+        }
+        actions.append(.connect(.scanner, to: destination, timeout: .seconds(30)))
+    }
+
+    /// The message's bytes on to clamd, but for the last 3 received (the final `.` line, until
+    /// more come).
+    private func toScanner(_ bytes: ArraySlice<UInt8>, _ actions: inout [SessionAction]) {
+        guard var current = scan else { return }
+        let total = current.unsent.count + bytes.count
+        let count = max(0, total - 3)
+        let fromUnsent = min(count, current.unsent.count)
+        let fromBytes = count - fromUnsent
+        var piece: [UInt8] = []
+        switch current.scanner {
+        case .closed, .idle:  // idle: not once the message has begun
+            return
+        case .connecting(var pending):
+            pending += current.unsent[..<fromUnsent]
+            pending += bytes.prefix(fromBytes)
+            if pending.count > Self.scanPendingLimit && !current.serverPaused {
+                current.serverPaused = true
+                actions.append(.pause(.server))
+            }
+            current.scanner = .connecting(pending: pending)
+        case .streaming:
+            if count > 0 {
+                piece.reserveCapacity(count + 4)
+                piece += ClamdProtocol.chunkHeader(count)
+                piece += current.unsent[..<fromUnsent]
+                piece += bytes.prefix(fromBytes)
+            }
+        }
+        current.unsent = Array(current.unsent[fromUnsent...]) + bytes.dropFirst(fromBytes)
+        scan = current
+        if !piece.isEmpty { actions.append(.send(.scanner, piece[...])) }
+    }
+
+    private func scannerConnected(_ actions: inout [SessionAction]) {
+        guard var current = scan, case .connecting(let pending) = current.scanner else { return }
+        if current.stage == .awaitingStatus {
+            current.scanner = .idle
+            scan = current
+            return
+        }
+        startStream(pending, &actions)
+    }
+
+    /// The message has begun and clamd is connected: INSTREAM, with what waited for it.
+    private func startStream(_ pending: [UInt8], _ actions: inout [SessionAction]) {
+        guard var current = scan else { return }
+        current.scanner = .streaming
+        actions.append(.send(.scanner, ClamdProtocol.instream[...]))
+        if !pending.isEmpty {
+            actions.append(.send(.scanner, (ClamdProtocol.chunkHeader(pending.count) + pending)[...]))
+        }
+        if current.serverPaused {
+            current.serverPaused = false
+            actions.append(.read(.server))
+        }
+        scan = current
+        if current.stage == .scanning { actions.append(.send(.scanner, ClamdProtocol.endOfStream[...])) }
+    }
+
+    /// clamd cannot be reached or gave up: the message is refused once it is whole.
+    private func scannerLost(_ reason: String, _ actions: inout [SessionAction]) {
+        guard let current = scan else { return }
+        if case .closed = current.scanner { return }
+        if case .scanning = current.stage { return scanFailed(reason, &actions) }
+        if current.failure == nil && current.early == nil { scan?.failure = reason }
+        closeScanner(&actions)
+    }
+
+    private func closeScanner(_ actions: inout [SessionAction]) {
+        guard var current = scan else { return }
+        if case .closed = current.scanner { return }
+        current.scanner = .closed
+        if current.serverPaused {
+            current.serverPaused = false
+            actions.append(.read(.server))
+        }
+        scan = current
+        actions.append(.closeStream(.scanner))
+    }
+
+    /// The whole message is in the spool: clamd has it too, or the scan limit says otherwise.
     private func received(_ actions: inout [SessionAction]) {
         guard let current = scan else { return }
         if let failure = current.failure { return scanFailed(failure, &actions) }
@@ -630,25 +767,24 @@ public final class POP3Session: SessionMachine {
             say("message of \(size) bytes refused: larger than --scan-limit \(options.scanLimit ?? 0)", &actions)
             return refuse("message too large to scan (\(size) bytes)", &actions)
         }
-        scan?.stage = .connecting
-        let destination: StreamDestination
-        switch options.clamd {
-        case .tcp(let server): destination = .host(server.host, port: server.port, from: nil)
-        case .unix(let path): destination = .unix(path)
-        }
-        actions.append(.connect(.scanner, to: destination, timeout: .seconds(30)))
+        if let early = current.early { return verdict(early, &actions) }
+        scan?.stage = .scanning
+        if case .streaming = current.scanner { actions.append(.send(.scanner, ClamdProtocol.endOfStream[...])) }
     }
 
-    private func scannerConnected(_ actions: inout [SessionAction]) {
-        guard let current = scan, case .connecting = current.stage else { return }
-        scan?.stage = .scanning([])
-        actions.append(.send(.scanner, ClamdProtocol.instream[...]))
-        // The body without the answer's final `.` line.
-        actions.append(.sendSpool(to: .scanner, from: 0, count: current.length - 3, framing: .lengthPrefixed))
+    /// clamd's answer: judged now if the message is whole, else when it is.
+    private func clamdAnswered(_ answer: ClamdProtocol.Verdict, _ actions: inout [SessionAction]) {
+        guard let current = scan else { return }
+        if case .scanning = current.stage { return verdict(answer, &actions) }
+        if current.failure == nil && current.early == nil {
+            // Clean before it has seen the whole message is not clean.
+            scan?.early = answer == .clean ? .failed("answered before the end of the message") : answer
+        }
+        closeScanner(&actions)
     }
 
     private func verdict(_ verdict: ClamdProtocol.Verdict, _ actions: inout [SessionAction]) {
-        actions.append(.closeStream(.scanner))
+        closeScanner(&actions)
         switch verdict {
         case .clean:
             if !options.quiet { say("message clean", &actions) }
@@ -677,7 +813,7 @@ public final class POP3Session: SessionMachine {
         toClient(current.status[...], &actions)
         if header { toClient(ScanNotice.header(clamdVersion: version)[...], &actions) }
         bytesToClient += UInt64(current.length)
-        actions.append(.sendSpool(to: .client, from: 0, count: current.length, framing: .plain))
+        actions.append(.sendSpool(to: .client, from: 0, count: current.length))
     }
 
     private func scanFailed(_ reason: String, _ actions: inout [SessionAction]) {
@@ -687,7 +823,7 @@ public final class POP3Session: SessionMachine {
 
     /// The command's answer is `-ERR` after all; the session goes on.
     private func refuse(_ reason: String, _ actions: inout [SessionAction]) {
-        actions.append(.closeStream(.scanner))
+        closeScanner(&actions)
         actions.append(.spoolEnd)
         scan = nil
         toClient(Array("-ERR \(reason)\r\n".utf8)[...], &actions)
