@@ -64,9 +64,17 @@ public final class DaemonLog: Sendable {
     public func debug(_ message: @autoclosure () -> String) { log(.debug, message()) }
 
     /// Reopens the log files (after rotation, on SIGHUP). The writers do it, before their next
-    /// line; the caller does not wait for the open.
-    public func reopen() {
+    /// line; the caller waits until they have, for at most `timeout` (a process about to fork
+    /// must: its children keep the descriptor as it is at the fork, and a reopen still pending
+    /// then would be done by the child, as whatever user it has become). False when a writer
+    /// had not reopened in time.
+    @discardableResult
+    public func reopen(timeout: Duration = .seconds(2)) -> Bool {
         for writer in writers { writer.reopen() }
+        let deadline = Deadline.after(timeout)
+        var done = true
+        for writer in writers { done = writer.waitUntilReopened(deadline) && done }
+        return done
     }
 
     /// Waits until every line queued so far has been written (or given up), for at most
@@ -96,7 +104,8 @@ final class LogWriter: @unchecked Sendable {
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     /// Signalled for the writer: lines (when it waits for them), a reopen, a stop.
     private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    /// Broadcast by the writer when it has nothing left to write, for `waitUntilWritten`.
+    /// Broadcast by the writer when it has nothing left to write, for `waitUntilWritten`, and
+    /// when it has reopened its target, for `waitUntilReopened`.
     private let idle = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
 
     /// Under `mutex`.
@@ -165,6 +174,21 @@ final class LogWriter: @unchecked Sendable {
         pthread_mutex_unlock(mutex)
         pthread_cond_signal(wake)
         if start { startThread() }
+    }
+
+    /// Waits until every reopen asked so far is done, or `deadline`.
+    func waitUntilReopened(_ deadline: Deadline) -> Bool {
+        guard case .file = target.kind else { return true }
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        var until = Self.absolute(deadline)
+        while state.reopenDone != state.reopenAsked {
+            guard state.running else { return false }
+            if pthread_cond_timedwait(idle, mutex, &until) == ETIMEDOUT {
+                return state.reopenDone == state.reopenAsked
+            }
+        }
+        return true
     }
 
     /// Lets the writer end once it has nothing to write (or its target is stalled).
@@ -247,6 +271,7 @@ final class LogWriter: @unchecked Sendable {
                 sink.reopen()
                 pthread_mutex_lock(mutex)
                 state.reopenDone = asked
+                pthread_cond_broadcast(idle)  // for waitUntilReopened
                 continue
             }
             guard state.queue.hasWork else {

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import re
 import shutil
 import signal
@@ -64,22 +65,36 @@ def family_of(host: str) -> int:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = open("/proc/sys/net/ipv4/ip_local_port_range").read().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_ports = random.Random()
+
+
 def free_port(host: str = "127.0.0.1", also: Sequence[str] = ()) -> int:
-    """A port that is free on `host` (and on every address in `also`) right now."""
-    for _ in range(50):
-        with socket.socket(family_of(host), socket.SOCK_STREAM) as s:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
-        ok = True
-        for other in also:
-            try:
-                with socket.socket(family_of(other), socket.SOCK_STREAM) as t:
-                    t.bind((other, port))
-            except OSError:
-                ok = False
-                break
-        if ok:
-            return port
+    """A port that is free on `host` (and on every address in `also`) right now, chosen below
+    the ephemeral range: a port the kernel hands out for port 0 is also one it may give the
+    next outgoing connection (a test's own clients, thousands of them), and a daemon binding
+    the wildcard address then finds it in use."""
+    low, _ = _ephemeral_range()
+    top = low - 1 if low > 12000 else 65535
+    bottom = 10000 if low > 12000 else 61000
+    for _ in range(200):
+        port = _ports.randint(bottom, top)
+        try:
+            for address in (host, *also):
+                with socket.socket(family_of(address), socket.SOCK_STREAM) as t:
+                    if ":" in address:
+                        t.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                    t.bind((address, port))
+        except OSError:
+            continue
+        return port
     raise AssertionError("no free port found")
 
 
