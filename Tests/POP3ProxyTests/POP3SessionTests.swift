@@ -502,6 +502,22 @@ struct POP3SessionTests {
         #expect(Self.toClamd(run) == (true, String(decoding: Self.message.utf8.dropLast(3), as: UTF8.self), true))
     }
 
+    @Test func clamdGoneBeforeTheStatusMeansNoDelivery() throws {
+        let run = try Run(["-z", "--clamd", "/run/clamd.ctl", "mail.example"])
+        run.loggedIn()
+        run.client("RETR 1\r\nNOOP\r\n")
+        run.feed(.streamConnected(.scanner))
+        run.feed(.endOfFile(.scanner))
+        #expect(run.actions.contains(.closeStream(.scanner)))
+        run.server("+OK\r\n")
+        run.server(Self.message)
+        #expect(Self.toClamd(run).instream == false, "nothing sent to a connection clamd closed")
+        #expect(
+            run.sent(to: .client)
+                == "-ERR message not delivered: virus scanner: clamd closed the connection without an answer\r\n")
+        #expect(run.sent(to: .server).hasSuffix("NOOP\r\n"))
+    }
+
     /// The message goes to clamd as it comes, in every split, the final `.` line held back
     /// until the end shows it is the end.
     @Test(arguments: [1, 2, 3, 4, 5, 7, 13])

@@ -271,7 +271,11 @@ public final class POP3Session: SessionMachine {
                 scan = current
             }
         case .endOfFile(.scanner), .streamFailed(.scanner, _):
-            guard let current = scan, case .streaming = current.scanner else { break }
+            guard let current = scan else { break }
+            switch current.scanner {
+            case .streaming, .idle: break
+            case .connecting, .closed: return
+            }
             if current.reply.isEmpty {
                 scannerLost("clamd closed the connection without an answer", &actions)
             } else {
