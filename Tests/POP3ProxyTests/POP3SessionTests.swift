@@ -253,14 +253,17 @@ struct POP3SessionTests {
         run.loggedIn()
         run.client("RETR 1\r\n")
         run.server("+OK\r\nbody\r\n.\r\n")
+        // A message the server refuses is not one retrieved.
+        run.client("RETR 9\r\n")
+        run.server("-ERR no such message\r\n")
         run.client("QUIT\r\n")
         #expect(!run.closed)
         run.server("+OK bye\r\n")
         #expect(run.closed)
-        #expect(run.sent(to: .client) == "+OK\r\nbody\r\n.\r\n+OK bye\r\n")
+        #expect(run.sent(to: .client) == "+OK\r\nbody\r\n.\r\n-ERR no such message\r\n+OK bye\r\n")
         #expect(
             run.logLines.last?.hasSuffix(
-                "end (quit): user bob, 37 bytes from client, 83 bytes to client, 1 messages retrieved, 0.000 s")
+                "end (quit): user bob, 45 bytes from client, 105 bytes to client, 1 messages retrieved, 0.000 s")
                 == true,
             "\(run.logLines)")
     }
@@ -297,6 +300,14 @@ struct POP3SessionTests {
         // One NOOP goes out; the rest wait for answers, still above the limit? No: one line
         // less is below it, so reading resumes.
         #expect(run.actions.contains(.read(.client)))
+    }
+
+    @Test func noTimeoutWithTZero() throws {
+        let run = try Run(["-t", "0", "mail.example"])
+        run.loggedIn()
+        run.client("STAT\r\n")
+        run.server("+OK 0 0\r\n")
+        #expect(!run.actions.contains { if case .setTimer = $0 { true } else { false } })
     }
 
     @Test func inactivityEndsTheSessionAndKillsAHangingProgram() throws {

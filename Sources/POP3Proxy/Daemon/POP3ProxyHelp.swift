@@ -19,7 +19,7 @@ enum POP3ProxyHelp {
           -m             fewer log lines (no line per command)
           -q srcip       connect to the server from this address
           -s list        servers a client may select (comma-separated, ? and * wildcards)
-          -t seconds     inactivity timeout on both sides (default 600)
+          -t seconds     inactivity timeout on both sides (default 600, 0 for none)
           -u user        user to serve as when started as root (default nobody)
           -v prefix      prefix of the access control program's variables (default PROXY_)
           -z             scan every retrieved message with clamd

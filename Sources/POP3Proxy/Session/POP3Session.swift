@@ -72,6 +72,8 @@ public final class POP3Session: SessionMachine {
     private struct InFlight {
         var command: POP3Command
         var multiline: Bool
+        /// The server's status line said +OK.
+        var accepted = false
         /// The status line has come; the rest is a multi-line body being relayed.
         var streaming = false
         var end = MultilineEnd()
@@ -165,7 +167,12 @@ public final class POP3Session: SessionMachine {
     }
 
     private var options: POP3ProxyOptions { settings.options }
-    private var timeout: Duration { .seconds(max(options.timeout, 1)) }
+    /// `-t`'s inactivity timeout; none for `-t 0`.
+    private var timeout: Duration? { options.timeout > 0 ? .seconds(options.timeout) : nil }
+
+    private func armTimer(_ actions: inout [SessionAction]) {
+        if let timeout { actions.append(.setTimer(timeout)) }
+    }
 
     public func statusLine(bytesFromClient: UInt64, bytesToClient: UInt64, now: Deadline) -> String? {
         guard phase != .ended else { return nil }
@@ -213,7 +220,7 @@ public final class POP3Session: SessionMachine {
         case .received(.client, let bytes):
             bytesFromClient += UInt64(bytes.count)
             clientHeld += bytes
-            actions.append(.setTimer(timeout))
+            armTimer(&actions)
             takeClientLines(&actions)
 
         case .endOfFile(.client):
@@ -222,7 +229,7 @@ public final class POP3Session: SessionMachine {
             end("client: \(error)", &actions)
 
         case .received(.server, let bytes):
-            actions.append(.setTimer(timeout))
+            armTimer(&actions)
             fromServer(bytes, &actions)
         case .endOfFile(.server):
             serverGone("server closed the connection", &actions)
@@ -317,7 +324,7 @@ public final class POP3Session: SessionMachine {
     private func greet(_ actions: inout [SessionAction]) {
         toClient(POP3Authorization.greeting[...], &actions)
         actions.append(.read(.client))
-        actions.append(.setTimer(timeout))
+        armTimer(&actions)
     }
 
     // MARK: - The client
@@ -465,7 +472,7 @@ public final class POP3Session: SessionMachine {
             .connect(
                 .server,
                 to: .host(attempt.request.server, port: attempt.request.serverPort, from: options.sourceAddress),
-                timeout: timeout))
+                timeout: timeout ?? .seconds(120)))
     }
 
     /// The login could not be completed: the client may try again (up to the limit).
@@ -581,6 +588,7 @@ public final class POP3Session: SessionMachine {
             guard let status = POP3Status.of(Self.withoutLineEnd(line)) else {
                 return notPOP3(Self.withoutLineEnd(line), &actions)
             }
+            inFlight?.accepted = status == .ok
             if status == .ok, var current = scan, current.stage == .awaitingStatus {
                 // The status line waits with the message for clamd's verdict.
                 current.status = line
@@ -611,7 +619,7 @@ public final class POP3Session: SessionMachine {
     private func answered(_ actions: inout [SessionAction]) {
         guard let command = inFlight else { return }
         inFlight = nil
-        if case .retr = command.command { retrieved += 1 }
+        if case .retr = command.command, command.accepted { retrieved += 1 }
         if quitting { return end("quit", &actions) }
         takeClientLines(&actions)
     }
