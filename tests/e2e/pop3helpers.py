@@ -21,6 +21,7 @@ import hashlib
 import os
 import pwd
 import re
+import select
 import shutil
 import socket
 import tempfile
@@ -139,6 +140,7 @@ state_dir = {self.dir}/state
 instance_name = bastion-e2e-{self.port}
 log_path = {self.log}
 ssl = no
+auth_failure_delay = 0
 disable_plaintext_auth = no
 auth_mechanisms = plain
 first_valid_uid = {mail.pw_uid}
@@ -154,6 +156,12 @@ userdb {{
 }}
 protocol pop3 {{
   mail_max_userip_connections = 10000
+}}
+# No penalty for the failed logins the tests make on purpose (all from loopback).
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
 }}
 service pop3-login {{
   inet_listener pop3 {{
@@ -400,11 +408,8 @@ class ScriptedServer:
                 line = bytes(buf[:i + 1])
                 del buf[:i + 1]
                 ahead = bool(buf)
-                if not ahead:
-                    try:
-                        ahead = bool(conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-                    except (BlockingIOError, InterruptedError):
-                        pass
+                if not ahead and select.select([conn], [], [], 0)[0]:
+                    ahead = bool(conn.recv(1, socket.MSG_PEEK))
                 with self.cond:
                     record.lines.append(line)
                     record.ahead |= ahead
@@ -568,11 +573,10 @@ def under_tcpserver(lab: Lab, server: str, *options: str | os.PathLike, host: st
     """Our tcpserver on HOST:PORT starting `pop3.proxy --log stderr:5 OPTIONS SERVER` per
     client (inetd mode); the proxies' logs come out of tcpserver's standard error."""
     port = free_port(host)
-    argv = [bastion_bin("tcpserver"), host, str(port), proxy_bin(), "--log", "stderr:5", *options, server]
+    argv = [bastion_bin("tcpserver"), "-v", host, str(port), proxy_bin(), "--log", "stderr:5", *options, server]
     proc = lab.start(argv, env=env, name="tcpserver")
-    wait_port(host, port, proc=proc)
-    # wait_port's own connection is one pop3.proxy session: let it end before the test's.
-    proc.wait_for(r"session \d+ from \S+: end \(", timeout=START_TIMEOUT)
+    # tcpserver -v says `status: 0/40` once it listens.
+    proc.wait_for(r"tcpserver: status: 0/\d+", timeout=START_TIMEOUT)
     return Daemon(proc, host, port)
 
 
@@ -596,3 +600,32 @@ def wait_gone(pid: int, timeout: float = IO_TIMEOUT) -> None:
             return
         time.sleep(0.02)
     raise AssertionError(f"process {pid} still running after {timeout}s")
+
+
+# MARK: - Access control programs
+
+def recording_acp(lab: Lab, name: str = "acp", status: int = 0, body: str = "") -> Path:
+    """An access control program that writes its environment (and its uid, gid and groups as
+    ACP_UID, ACP_GID, ACP_GROUPS) to LAB/NAME.env, runs `body`, and exits with `status`."""
+    out = lab.dir / f"{name}.env"
+    return lab.script(name, f"""#!/bin/sh
+{{ env; echo "ACP_UID=$(id -u)"; echo "ACP_GID=$(id -g)"; echo "ACP_GROUPS=$(id -G)"; }} > "{out}.$$"
+mv "{out}.$$" "{out}"
+{body}
+exit {status}
+""")
+
+
+def acp_environment(lab: Lab, name: str = "acp", timeout: float = IO_TIMEOUT) -> dict[str, str]:
+    """What the access control program NAME recorded (waits for the file)."""
+    path = lab.dir / f"{name}.env"
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"the access control program wrote no {path}"
+        time.sleep(0.02)
+    env = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            env[key] = value
+    return env
