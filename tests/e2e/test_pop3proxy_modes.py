@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import poplib
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -173,3 +174,26 @@ def test_a_daemon_in_the_background_with_a_pid_file_stops_on_sigterm(lab, doveco
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def port_110_is_free() -> bool:
+    for family, address in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
+        with socket.socket(family) as s:
+            try:
+                s.bind((address, 110))
+            except OSError:
+                return False
+    return True
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="-D alone listens on port 110: root only")
+def test_a_single_d_listens_on_port_110_of_every_address(lab, dovecot, direct):
+    if not port_110_is_free():
+        pytest.skip("port 110 is taken on this machine")
+    proc = lab.start([proxy_bin(), "-d", "-D", dovecot.address], name="pop3.proxy")
+    proc.wait_for(r"listening on \S+:110")
+    proc.wait_for(r"pop3\.proxy started")
+    assert retrieve(110) == direct
+    with POP3(110, "::1") as c:
+        assert c.login("bob", PASSWORD) == b"+OK Logged in.\r\n"
+    proc.wait_for(r"session \d+ from ::1: login: user bob")
