@@ -332,8 +332,10 @@ def test_1000_sessions_at_once_with_bounded_memory_and_one_more_working(lab):
         # Bounded by the sessions, not by what they do: about 70 KiB each once logged in
         # (buffers of both streams), here at most 128 KiB.
         hostile.assert_memory(rss[1] - rss[0], 1000 * 128, "RSS growth for 1,000 logged-in sessions")
-        # And given back for the next ones: the second thousand reuses it.
-        hostile.assert_memory(rss[2] - rss[1], 16 * 1024, "RSS growth for the second 1,000 sessions")
+        # And given back for the next ones: the second thousand mostly reuses it (the event
+        # loops' malloc arenas vary by some tens of MiB from run to run; a session's memory
+        # kept after its end would add another 70 MiB).
+        hostile.assert_memory(rss[2] - rss[1], 48 * 1024, "RSS growth for the second 1,000 sessions")
         assert "ERROR" not in proxy.proc.text() and "WARNING" not in proxy.proc.text()
     finally:
         for s in sessions:

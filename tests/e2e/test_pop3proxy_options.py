@@ -37,7 +37,8 @@ def servers():
 
 
 def login(proxy, user: str, password: str = "pw", source: str | None = None) -> tuple[POP3, bytes]:
-    c = proxy.client(source=source)
+    """USER and PASS through `proxy` (a Daemon, or a port): the client and PASS's answer."""
+    c = POP3(proxy, source=source) if isinstance(proxy, int) else proxy.client(source=source)
     assert c.command(f"USER {user}") == b"+OK password required\r\n"
     return c, c.command(f"PASS {password}")
 
@@ -472,3 +473,68 @@ def test_t_0_means_no_timeout_as_its_usage_message_says(lab, servers):
         # Idle for twice what the proxy makes of 0: still there.
         assert c.rest(timeout=2.2) == (b"", "timeout")
         assert c.command("NOOP") == b"+OK\r\n"
+
+
+LOG_MAIL, LOG_NOTICE = 2 << 3, 5
+
+
+@pytest.mark.parametrize("mode", ["inetd", "daemon"])
+def test_the_default_log_is_syslog_facility_mail_level_notice(lab, servers, mode):
+    """What would reach syslogd is read from a datagram socket of the test's own
+    ($BASTION_SYSLOG_SOCKET instead of /dev/log)."""
+    server = servers()
+    path = lab.dir / "log.sock"
+    sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sink.bind(str(path))
+    path.chmod(0o777)  # the proxy serves as nobody
+    sink.settimeout(5)
+    env = lab.env({"BASTION_SYSLOG_SOCKET": str(path)})
+    port = free_port()
+    pid = None
+    try:
+        if mode == "inetd":
+            proc = lab.start([bastion_bin("tcpserver"), "-v", "127.0.0.1", str(port), proxy_bin(), server.address],
+                             env=env, name="tcpserver")
+            proc.wait_for(r"tcpserver: status: 0/")
+        else:
+            starter = lab.start([proxy_bin(), "--pid-file", lab.dir / "pid", "-D", "-D", f"127.0.0.1:{port}",
+                                 server.address], env=env, name="pop3.proxy")
+            assert starter.wait() == 0
+            pid = int(wait_file(lab.dir / "pid", r"^\d+$"))
+        c, answer = login(port, "bob")
+        c.close()
+        assert answer == GRANTED
+        lines = []
+        deadline = time.monotonic() + 5
+        while not any(b": end (" in line for line in lines):
+            assert time.monotonic() < deadline, lines
+            lines.append(sink.recv(4096))
+    finally:
+        sink.close()
+        if pid is not None:
+            os.kill(pid, 15)
+            wait_gone(pid)
+    pattern = rb"<%d>[A-Z][a-z]{2} [ 0-9]\d \d\d:\d\d:\d\d pop3\.proxy\[\d+\]: " % (LOG_MAIL | LOG_NOTICE)
+    for line in lines:
+        assert re.match(pattern, line), line
+    assert any(re.search(rb"session \d+ from 127\.0\.0\.1: login: user bob, server 127\.0\.0\.1:%d: granted$"
+                         % server.port, line) for line in lines), lines
+
+
+
+@needs_root
+def test_a_server_without_a_port_is_on_port_110(lab):
+    try:
+        server = ScriptedServer(MESSAGES, port=110)
+    except OSError as e:
+        pytest.skip(f"port 110 of 127.0.0.1 is taken: {e}")
+    try:
+        acp = recording_acp(lab)
+        proxy = daemon(lab, "127.0.0.1", "-a", acp)
+        c, answer = login(proxy, "bob")
+        c.close()
+        assert answer == GRANTED and server.accepted == 1
+        assert acp_environment(lab)["PROXY_SERVERPORT"] == "110"
+        proxy.wait_for(r"login: user bob, server 127\.0\.0\.1:110: granted")
+    finally:
+        server.close()

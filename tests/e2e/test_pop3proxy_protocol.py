@@ -14,12 +14,14 @@ import time
 
 import pytest
 
-from pop3helpers import POP3, ScriptedServer, crlf, daemon, message_dots, message_8bit
+from pop3helpers import POP3, ScriptedServer, crlf, daemon, message_8bit, message_bare, message_dots
 from proxyhelpers import lab  # noqa: F401  (fixture)
 
 LOOKALIKES = crlf("From: x@example.org\nSubject: status lines in a body\n\n+OK not a status\n-ERR nor this\n"
                   "HELLO\n.\n")
-MESSAGES = [message_dots(), LOOKALIKES, message_8bit()]
+# The scripted server sends bare CR and LF as they are (Dovecot normalises the LF): a `.`
+# after a bare LF is no end of the answer.
+MESSAGES = [message_dots(), LOOKALIKES, message_8bit(), message_bare()]
 
 
 @pytest.fixture
@@ -44,7 +46,7 @@ def logged_in(proxy, user: str = "bob", password: str = "pw") -> POP3:
 
 # MARK: - What reaches the server
 
-FORWARDED = ["stat", "list", "LIST 2", "uidl", "Uidl 3", "retr 1", "RETR 2", "top 1 0", "TOP 3 2", "dele 2",
+FORWARDED = ["stat", "list", "LIST 2", "uidl", "Uidl 3", "retr 1", "RETR 2", "top 1 0", "TOP 3 2", "RETR 4", "dele 2",
              "LIST 2", "rset", "last", "noop", "RETR 9", "quit"]
 
 
@@ -63,6 +65,7 @@ def test_the_manuals_commands_reach_the_server_in_canonical_form_one_at_a_time(l
     assert not server.connections[-1].ahead, "the proxy sent a command before the previous answer"
     # The body lines that look like status lines were relayed as the body they are.
     assert b"\r\n+OK not a status\r\n-ERR nor this\r\nHELLO\r\n..\r\n.\r\n" in proxied[6]
+    assert proxied[9].endswith(b"two\nline feed\r\ncr before\r\r\ndot after lf\n.\r\ntrailing cr\r\r\nend\r\n.\r\n")
 
 
 # Groups of four (the fifth would end the session): each answered -ERR by the proxy itself.
