@@ -128,6 +128,17 @@ def test_a_hanging_access_control_program_is_killed_after_the_timeout(lab, serve
     assert server.accepted == 0
 
 
+def test_an_access_control_program_that_cannot_run_denies(lab, servers):
+    server = servers()
+    missing = lab.dir / "no-such-acp"
+    proxy = daemon(lab, server.address, "-a", missing)
+    c, answer = login(proxy, "bob")
+    with c:
+        assert answer + c.rest()[0] == b"-ERR access denied\r\n"
+    assert server.accepted == 0
+    proxy.wait_for(r"login denied: access control program %s" % re.escape(str(missing)))
+
+
 def test_v_changes_the_variables_prefix(lab, servers):
     server = servers()
     acp = recording_acp(lab)

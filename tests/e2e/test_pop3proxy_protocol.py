@@ -15,7 +15,7 @@ import time
 import pytest
 
 from pop3helpers import POP3, ScriptedServer, crlf, daemon, message_8bit, message_bare, message_dots
-from proxyhelpers import lab  # noqa: F401  (fixture)
+from proxyhelpers import free_port, lab  # noqa: F401  (lab: fixture)
 
 LOOKALIKES = crlf("From: x@example.org\nSubject: status lines in a body\n\n+OK not a status\n-ERR nor this\n"
                   "HELLO\n.\n")
@@ -47,7 +47,7 @@ def logged_in(proxy, user: str = "bob", password: str = "pw") -> POP3:
 # MARK: - What reaches the server
 
 FORWARDED = ["stat", "list", "LIST 2", "uidl", "Uidl 3", "retr 1", "RETR 2", "top 1 0", "TOP 3 2", "RETR 4", "dele 2",
-             "LIST 2", "rset", "last", "noop", "RETR 9", "quit"]
+             "LIST 2", "rset", "last", "noop", "RETR 9", "user carol", "quit"]
 
 
 def test_the_manuals_commands_reach_the_server_in_canonical_form_one_at_a_time(lab, servers):
@@ -61,7 +61,9 @@ def test_the_manuals_commands_reach_the_server_in_canonical_form_one_at_a_time(l
         assert c.rest()[0] == b""
     assert proxied == direct
     got = server.lines(-1)
-    assert got == [b"USER bob\r\n", b"PASS pw\r\n"] + [f"{c.upper()}\r\n".encode() for c in FORWARDED]
+    # The keyword in capitals, the arguments as they were.
+    canonical = [(c.split(" ", 1)[0].upper() + c[len(c.split(" ", 1)[0]):] + "\r\n").encode() for c in FORWARDED]
+    assert got == [b"USER bob\r\n", b"PASS pw\r\n"] + canonical
     assert not server.connections[-1].ahead, "the proxy sent a command before the previous answer"
     # The body lines that look like status lines were relayed as the body they are.
     assert b"\r\n+OK not a status\r\n-ERR nor this\r\nHELLO\r\n..\r\n.\r\n" in proxied[6]
@@ -311,3 +313,28 @@ def test_the_end_line_counts_only_messages_retrieved(lab, servers):
         assert c.ask("QUIT").startswith(b"+OK")
     end = proxy.wait_for(r"end \(quit\): user bob, \d+ bytes from client, \d+ bytes to client, (\d+) messages retrieved")
     assert end.group(1) == "1"
+
+
+def test_the_end_line_counts_the_bytes_each_way(lab, servers):
+    server = servers(MESSAGES)
+    proxy = daemon(lab, server.address)
+    with proxy.client() as c:
+        sent = b"USER bob\r\nPASS pw\r\nSTAT\r\nRETR 2\r\nXTND\r\nCAPA\r\nQUIT\r\n"
+        c.send(sent)
+        received, end = c.rest()
+        assert end == "eof"
+    received = c.greeting + received
+    line = proxy.wait_for(r"end \(quit\): user bob, (\d+) bytes from client, (\d+) bytes to client, "
+                          r"\d+ messages retrieved, \d+\.\d+ s")
+    assert (int(line.group(1)), int(line.group(2))) == (len(sent), len(received))
+
+
+def test_an_unreachable_server_is_a_failed_login_and_the_client_may_retry(lab, servers):
+    up = servers(MESSAGES)
+    down = free_port()
+    proxy = daemon(lab, f"127.0.0.1:{down}", "-e")
+    with proxy.client() as c:
+        answer = c.login("bob", "pw")
+        assert answer.startswith(b"-ERR ") and b"cannot connect to 127.0.0.1:%d" % down in answer, answer
+        assert c.login(f"bob@{up.address}", "pw") == b"+OK mailbox locked and ready\r\n"
+    proxy.wait_for(r"login failed: user bob, server 127\.0\.0\.1:%d: cannot connect" % down)
