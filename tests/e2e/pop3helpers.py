@@ -17,7 +17,6 @@ a log line, a line the scripted server received), never a fixed time.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pwd
 import re
@@ -48,10 +47,6 @@ def stuffed(message: bytes) -> bytes:
     if lines and lines[-1] == b"":
         lines.pop()
     return b"".join((b"." + l if l.startswith(b".") else l) + b"\r\n" for l in lines) + b".\r\n"
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 # MARK: - The mailbox the tests write

@@ -14,7 +14,6 @@ import hashlib
 import poplib
 import re
 import subprocess
-import time
 
 import pytest
 

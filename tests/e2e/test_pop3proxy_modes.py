@@ -11,7 +11,6 @@ import os
 import poplib
 import signal
 import socket
-import time
 from pathlib import Path
 
 import pytest
@@ -179,6 +178,7 @@ def test_a_daemon_in_the_background_with_a_pid_file_stops_on_sigterm(lab, doveco
 def port_110_is_free() -> bool:
     for family, address in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
         with socket.socket(family) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a TIME_WAIT of an earlier run is no owner
             try:
                 s.bind((address, 110))
             except OSError:
