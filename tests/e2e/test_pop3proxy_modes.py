@@ -197,3 +197,18 @@ def test_a_single_d_listens_on_port_110_of_every_address(lab, dovecot, direct):
     with POP3(110, "::1") as c:
         assert c.login("bob", PASSWORD) == b"+OK Logged in.\r\n"
     proc.wait_for(r"session \d+ from ::1: login: user bob")
+
+
+def test_sighup_leaves_sessions_alone_and_sigterm_ends_the_daemon_with_sessions_open(lab, dovecot, direct):
+    proxy = daemon(lab, dovecot.address)
+    with POP3(proxy.port) as open_session:
+        open_session.login("bob", PASSWORD)
+        proxy.proc.signal(signal.SIGHUP)
+        proxy.wait_for(r"SIGHUP: logs reopened")
+        # The session from before goes on; a new one is served.
+        assert open_session.ask("STAT") == direct[0]
+        assert retrieve(proxy.port) == direct
+        proxy.proc.signal(signal.SIGTERM)
+        assert proxy.proc.wait() == 0
+        # The open session's client is not left hanging.
+        assert open_session.rest(timeout=5)[1] in ("eof", "reset")
