@@ -248,6 +248,34 @@ struct POP3SessionTests {
         #expect(run.sent(to: .client) == "+OK\r\n+OK deleted\r\n-ERR unsupported command\r\n")
     }
 
+    /// `printf 'USER..PASS..STAT..QUIT' | nc -N`: a client that half-closes after its commands
+    /// gets every answer, in order; then the session ends.
+    @Test func commandsBeforeAHalfCloseAreAllAnswered() throws {
+        let run = try Run(["mail.example"])
+        run.feed(.started)
+        run.client("USER bob\r\nPASS secret\r\nSTAT\r\nNOOP\r\n")
+        run.feed(.endOfFile(.client))
+        #expect(!run.closed)
+        run.feed(.streamConnected(.server))
+        run.server("+OK hello\r\n")
+        run.server("+OK\r\n")
+        run.server("+OK logged in\r\n")
+        #expect(run.sent(to: .server) == "USER bob\r\nPASS secret\r\nSTAT\r\n")
+        run.server("+OK 2 320\r\n")
+        #expect(!run.closed)
+        run.server("+OK\r\n")
+        #expect(run.sent(to: .client).hasSuffix("+OK logged in\r\n+OK 2 320\r\n+OK\r\n"))
+        #expect(run.closed)
+        #expect(run.logLines.last?.contains("end (client closed the connection)") == true)
+        // A line without its end, then the half-close: nothing to answer, the end at once.
+        let partial = try Run(["mail.example"])
+        partial.loggedIn()
+        partial.client("STA")
+        partial.feed(.endOfFile(.client))
+        #expect(partial.closed)
+        #expect(partial.sent(to: .server) == "")
+    }
+
     @Test func quitIsForwardedAndEndsTheSessionWithItsAnswer() throws {
         let run = try Run(["mail.example"])
         run.loggedIn()

@@ -299,3 +299,69 @@ class EchoServer:
         for s in list(self.pending):
             s.close()
         self.sock.close()
+
+
+def flood(port: int, serve: Callable[[int], None], total: int = 5000, threads: int = 4) -> int:
+    """`total` connections to `port` opened and dropped (every other one reset) as fast as
+    `threads` threads can, while `serve(n)` (one well-behaved exchange; it asserts) is called
+    again and again in this thread. Returns how many times `serve` ran (at least once)."""
+    opened = [0]
+    lock = threading.Lock()
+
+    def one_thread() -> None:
+        while True:
+            with lock:
+                if opened[0] >= total:
+                    return
+                opened[0] += 1
+                n = opened[0]
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            except OSError:
+                continue
+            if n % 2:
+                reset(s)
+            else:
+                s.close()
+
+    workers = [threading.Thread(target=one_thread, daemon=True) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    served = 0
+    while served == 0 or any(t.is_alive() for t in workers):
+        serve(served)
+        served += 1
+    assert opened[0] >= total, opened[0]
+    return served
+
+
+def leave_in_turn(received: dict, allowed: tuple[bytes, ...], poll: Callable[[], object], timeout: float,
+                  context: Callable[[], str] = lambda: "") -> int:
+    """Held connections (socket -> bytes so far) leave ten at a time as each has had its
+    answer (one of `allowed`), so that those still waiting get in; `poll` reads on. Returns how
+    many left: all of them, within `timeout`."""
+    left = 0
+    deadline = time.monotonic() + timeout
+    while received:
+        assert time.monotonic() < deadline, f"{len(received)} connections never served:\n{context()}"
+        done = [s for s, got in received.items() if got]
+        for s in done[:10]:
+            got = bytes(received.pop(s))
+            assert got in allowed, got
+            s.close()
+            left += 1
+        time.sleep(0.05)
+        poll()
+    return left
+
+
+def read_some(received: dict) -> set:
+    """Reads what has arrived on each socket of `received` (socket -> bytes so far, non-blocking
+    sockets) without waiting; the sockets that have had something."""
+    for s, got in received.items():
+        try:
+            got += s.recv(100)
+        except (BlockingIOError, OSError):
+            pass
+    return {s for s, got in received.items() if got}
+

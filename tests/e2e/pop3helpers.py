@@ -330,6 +330,14 @@ class Connection:
 Answer = Callable[["ScriptedServer", socket.socket, list[bytes]], Optional[bytes]]
 
 
+def readable(sock: socket.socket, timeout: float) -> bool:
+    """Whether `sock` can be read within `timeout` seconds (poll: select cannot watch a
+    descriptor above 1023, and the hostile tests hold thousands)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
+
+
 class ScriptedServer:
     """A POP3 server of the tests' own, on loopback, one thread per connection.
 
@@ -403,7 +411,7 @@ class ScriptedServer:
                 line = bytes(buf[:i + 1])
                 del buf[:i + 1]
                 ahead = bool(buf)
-                if not ahead and select.select([conn], [], [], 0)[0]:
+                if not ahead and readable(conn, 0):
                     ahead = bool(conn.recv(1, socket.MSG_PEEK))
                 with self.cond:
                     record.lines.append(line)
@@ -482,7 +490,7 @@ class ScriptedServer:
         server is closed."""
         def answer(server: "ScriptedServer", conn: socket.socket, words: list[bytes]) -> Optional[bytes]:
             while not self.release.is_set():
-                if select.select([conn], [], [], 0.1)[0] and not conn.recv(65536):
+                if readable(conn, 0.1) and not conn.recv(65536):
                     break
             return None
         return answer

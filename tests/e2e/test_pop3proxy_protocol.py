@@ -253,10 +253,6 @@ def test_pipelined_commands_in_one_segment_are_handled_in_order(lab, servers):
     assert not server.connections[-1].ahead
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: on the client's end of file (a half-close after pipelined commands, "
-                                       "as `printf ... | nc -N` does) the session ends at once: the commands "
-                                       "already received are dropped unanswered, QUIT never reaches the server "
-                                       "(Dovecot itself answers them all)")
 def test_pipelined_commands_before_a_half_close_are_all_answered(lab, servers):
     server = servers(MESSAGES)
     proxy = daemon(lab, server.address)

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import re
 import socket
-import threading
 import time
 from pathlib import Path
 
-from hostile import (SLOWER, EchoServer, assert_memory, connect_all, expect_downloads, expect_echoes, reset,
-                     roomy_descriptors, send_byte, stall_both_ways, until_still)
+from hostile import (SLOWER, EchoServer, assert_memory, connect_all, expect_downloads, expect_echoes, flood,
+                     leave_in_turn, read_some, reset, roomy_descriptors, send_byte, stall_both_ways, until_still)
 from proxyhelpers import exchange, free_port, lab, pattern_bytes, wait_port  # noqa: F401
 from test_tcpproxy_faults import group_rss_kib
 
@@ -239,13 +238,7 @@ def test_descriptors_exhausted_by_held_connections(lab):
             send_byte(s, 65)
         proxy.wait_for(r"accepting paused for a moment: process cannot open more files", timeout=10 * SLOWER)
 
-        def answered() -> set:
-            for s, got in received.items():
-                try:
-                    got += s.recv(100)
-                except (BlockingIOError, OSError):
-                    pass
-            return {s for s, got in received.items() if got}
+        answered = lambda: read_some(received)  # noqa: E731
 
         inside = until_still(lambda: tuple(sorted(s.fileno() for s in answered())), quiet=1.0)
         assert 0 < len(inside) < len(held), f"{len(inside)} of {len(held)} served with 64 descriptors"
@@ -257,18 +250,8 @@ def test_descriptors_exhausted_by_held_connections(lab):
         assert_memory(group_rss_kib(proxy.pid) - baseline, 16 * 1024, "120 held connections cost")
         assert proxy.poll() is None, proxy.text()
         # Holders leave a few at a time: each waiting connection gets its byte back, in turn.
-        closed = 0
-        deadline = time.monotonic() + 60 * SLOWER
-        while received:
-            assert time.monotonic() < deadline, f"{len(received)} connections never served:\n{proxy.text()}"
-            done = [s for s, got in received.items() if got]
-            for s in done[:10]:
-                assert bytes(received.pop(s)) in (b"A", b"AB"), received
-                s.close()
-                closed += 1
-            time.sleep(0.05)
-            answered()
-        assert closed == len(held)
+        count = len(held)
+        assert leave_in_turn(received, (b"A", b"AB"), answered, 60 * SLOWER, proxy.text) == count
         well_behaved(port, 3)
         big = pattern_bytes(4 << 20, 10)
         data, end, _ = exchange("127.0.0.1", port, big, timeout=10 * SLOWER)
@@ -290,30 +273,7 @@ def test_a_flood_of_connections_faster_than_served(lab):
         proxy, port = start_proxy(lab, echo.port)
         well_behaved(port, 3)
         baseline = group_rss_kib(proxy.pid)
-        stop = threading.Event()
-        opened = [0]
-
-        def flood() -> None:
-            while not stop.is_set() and opened[0] < 5000:
-                try:
-                    s = socket.create_connection(("127.0.0.1", port), timeout=5)
-                except OSError:
-                    continue
-                opened[0] += 1
-                if opened[0] % 2:
-                    reset(s)
-                else:
-                    s.close()
-
-        threads = [threading.Thread(target=flood, daemon=True) for _ in range(4)]
-        for t in threads:
-            t.start()
-        served = 0
-        while any(t.is_alive() for t in threads):
-            well_behaved(port, 1, deadline_each=5.0 * SLOWER)
-            served += 1
-        stop.set()
-        assert opened[0] >= 5000 and served > 0, (opened[0], served)
+        flood(port, lambda n: well_behaved(port, 1, deadline_each=5.0 * SLOWER))
         well_behaved(port, 3)
         # Every flood connection ends: the proxy's memory settles near where it started.
         assert_memory(group_rss_kib(proxy.pid) - baseline, 32 * 1024, "after the flood the proxy holds more")

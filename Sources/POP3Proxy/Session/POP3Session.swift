@@ -146,6 +146,8 @@ public final class POP3Session: SessionMachine {
     private var quitting = false
     private var clientHeld: [UInt8] = []
     private var clientPaused = false
+    /// The client has half-closed: what it sent is answered, then the session ends.
+    private var clientClosed = false
     private var serverHeld: [UInt8] = []
     private var unsupported = 0
     private var user: [UInt8] = []
@@ -224,7 +226,10 @@ public final class POP3Session: SessionMachine {
             takeClientLines(&actions)
 
         case .endOfFile(.client):
-            end("client closed the connection", &actions)
+            // Commands sent before a half-close are still answered (`printf ... | nc -N`),
+            // in order; the session ends once none is left.
+            clientClosed = true
+            takeClientLines(&actions)
         case .streamFailed(.client, let error):
             end("client: \(error)", &actions)
 
@@ -351,6 +356,10 @@ public final class POP3Session: SessionMachine {
             clientLine(line, &actions)
         }
         guard phase != .ended else { return }
+        if clientClosed {
+            if canTakeLine && !clientHeld.contains(10) { end("client closed the connection", &actions) }
+            return
+        }
         if !clientPaused && clientHeld.count >= Self.heldLimit {
             clientPaused = true
             actions.append(.pause(.client))
