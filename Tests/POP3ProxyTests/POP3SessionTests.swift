@@ -685,6 +685,30 @@ struct POP3SessionTests {
         #expect(passed.logLines.contains { $0.contains("passed unscanned") })
     }
 
+    /// The size is known only at the end: a message that outgrows the limit after its
+    /// beginning went to clamd is still passed (the stream to clamd abandoned) or refused.
+    @Test(arguments: [true, false])
+    func aMessageOutgrowingTheScanLimitWhileStreaming(pass: Bool) throws {
+        let run = try Run(["-z", "--scan-limit", "20"] + (pass ? ["--scan-limit-pass"] : []) + ["mail.example"])
+        run.loggedIn()
+        run.client("RETR 1\r\n")
+        run.server("+OK\r\n")
+        run.feed(.streamConnected(.scanner))
+        run.server("Subject: x\r\n\r\n")
+        #expect(Self.toClamd(run).data == "Subject: x\r", "all but the last 3 bytes went to clamd")
+        run.server("a body longer than twenty bytes\r\n.\r\n")
+        #expect(run.actions.contains(.closeStream(.scanner)))
+        let size = "Subject: x\r\n\r\na body longer than twenty bytes\r\n".utf8.count
+        if pass {
+            #expect(run.sent(to: .client) == "+OK\r\n")
+            #expect(run.actions.contains(.sendSpool(to: .client, from: 0, count: size + 3)))
+            #expect(run.logLines.contains { $0.contains("message of \(size) bytes passed unscanned") })
+        } else {
+            #expect(run.sent(to: .client) == "-ERR message too large to scan (\(size) bytes)\r\n")
+            #expect(!run.actions.contains { if case .sendSpool = $0 { true } else { false } })
+        }
+    }
+
     @Test func aSpoolThatFailsRefusesTheMessage() throws {
         let run = try Run(["-z", "mail.example"])
         run.loggedIn()
