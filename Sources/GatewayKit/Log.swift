@@ -288,6 +288,21 @@ struct LogSink {
     }
 }
 
+/// `bytes` for a log line or a message: printable ASCII as it is, anything else (and the
+/// backslash itself) as `\ooo`, so that bytes from the network or a file (a POP3 keyword, a
+/// SOCKS user id, a word of a configuration line) can never break a line or forge one.
+public func printable(_ bytes: some Collection<UInt8>) -> String {
+    var out = ""
+    for byte in bytes {
+        if byte >= 32 && byte < 127 && byte != UInt8(ascii: "\\") {
+            out.unicodeScalars.append(Unicode.Scalar(byte))
+        } else {
+            out += "\\" + String(byte >> 6) + String((byte >> 3) & 7) + String(byte & 7)
+        }
+    }
+    return out
+}
+
 /// The pure parts of log formatting.
 public enum LogFormat {
     /// Local time as `2026-11-21 07:15:04`.

@@ -1,3 +1,5 @@
+import GatewayKit
+
 /// A client's command line, as pop3.proxy judges it: one of the commands it forwards (with
 /// arguments checked as RFC 1939 defines them), CAPA (answered by the proxy), or a line it
 /// refuses. Pure: bytes in, a value out.
@@ -198,17 +200,4 @@ public enum POP3Command: Equatable, Sendable {
 @inline(__always)
 func uppercased(_ byte: UInt8) -> UInt8 {
     byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z") ? byte - 32 : byte
-}
-
-/// `bytes` for a log line: printable ASCII as it is, anything else as `\ooo`.
-func printable(_ bytes: some Collection<UInt8>) -> String {
-    var out = ""
-    for byte in bytes {
-        if byte >= 32 && byte < 127 && byte != UInt8(ascii: "\\") {
-            out.unicodeScalars.append(Unicode.Scalar(byte))
-        } else {
-            out += "\\" + String(byte >> 6) + String((byte >> 3) & 7) + String(byte & 7)
-        }
-    }
-    return out
 }

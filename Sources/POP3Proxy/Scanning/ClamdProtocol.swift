@@ -1,3 +1,5 @@
+import GatewayKit
+
 /// clamd's protocol for scanning a stream (clamd(8), "INSTREAM"), as bytes: pure, so the
 /// driver only moves what these functions make and read.
 ///

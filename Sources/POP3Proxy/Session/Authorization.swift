@@ -1,3 +1,5 @@
+import GatewayKit
+
 /// The session's first phase, before any server is involved: the proxy greets the client,
 /// takes USER and PASS itself, answers CAPA, and decides which server the login goes to (the
 /// manual's server selection and proxy authentication). Pure: lines in, actions out; the
