@@ -58,9 +58,13 @@ let package = Package(
         .target(
             name: "FuzzHarnesses",
             dependencies: [
-                "AccessRules", "CDB", "Gateway", "GatewayKit", "Loop", "POP3Proxy", "Relay", "TCPProxy", "UCSPI",
+                "AccessRules", "CDB", "Gateway", "GatewayKit", "Loop", "POP3Proxy", "Relay", "Socks", "TCPProxy",
+                "UCSPI",
             ]),
         .target(name: "POP3Proxy", dependencies: ["AccessRules", "Gateway", "GatewayKit", "Loop"]),
+        // sockd: the SOCKS4/4a/5 codecs, sockd.conf and sockd.route with their matchers, the %
+        // substitutions, the frozen-file format (all pure), and the session the driver runs.
+        .target(name: "Socks", dependencies: ["AccessRules", "Gateway", "GatewayKit", "Loop"], swiftSettings: crossModule),
         .executableTarget(name: "tcprules", dependencies: ["UCSPI"], linkerSettings: staticTool),
         .executableTarget(name: "tcprulescheck", dependencies: ["UCSPI"], linkerSettings: staticTool),
         .executableTarget(name: "tcpserver", dependencies: ["UCSPI"], linkerSettings: staticTool),
@@ -76,6 +80,7 @@ let package = Package(
         .testTarget(name: "TCPProxyTests", dependencies: ["TCPProxy", "Gateway", "Loop", "GatewayKit", "AccessRules"]),
         .testTarget(name: "UCSPITests", dependencies: ["UCSPI", "GatewayKit", "AccessRules"]),
         .testTarget(name: "POP3ProxyTests", dependencies: ["POP3Proxy", "Gateway", "GatewayKit", "AccessRules"]),
+        .testTarget(name: "SocksTests", dependencies: ["Socks", "Gateway", "GatewayKit", "AccessRules"]),
     ],
     swiftLanguageModes: [.v6]
 )
