@@ -246,6 +246,14 @@ for a in [argv("pop.example.org"), argv("-e"), argv("-a", "/bin/acp", "-c", "@%"
 dictionary("pop3proxy-args", ["-a", "-c", "-e", "-l", "-m", "-q", "-s", "-t", "-u", "-v", "-z", "-D", "-DD", "-d",
                               "--clamd", "--rules", "--pid-file", "--log", "--help", "--no-scan-header",
                               "--scan-limit", "--scan-limit-pass", "\0", "[::1]:", "-"])
+for a in [argv(), argv("-ver"), argv("-I"), argv("-i", "--ident-timeout", "5"),
+          argv("--config", "/etc/sockd.conf", "--route", "/etc/sockd.route", "--listen", "[::1]:1080",
+               "--listen", "127.0.0.1:1081", "--listen", "1082"),
+          argv("--foreground", "--pid-file", "/run/s.pid", "--log", "stderr:5", "--user", "nobody",
+               "--passwd", "/etc/sockd.passwd"), argv("--help")]:
+    write("sockd-args", a)
+dictionary("sockd-args", ["-ver", "-I", "-i", "--config", "--route", "--listen", "--foreground", "--pid-file",
+                          "--log", "--user", "--passwd", "--ident-timeout", "--help", "\0", "[::1]:", ":", "="])
 def session_step(kind, payload=b""):
     """One step of the pop3-session harness: a clock byte, the event's selector, its bytes."""
     if kind in (0, 4):
