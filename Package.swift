@@ -35,7 +35,7 @@ let package = Package(
     ],
     targets: [
         // C shims for what Swift cannot call directly (variadic syslog, environ).
-        .target(name: "CBastion"),
+        .target(name: "CBastion", linkerSettings: [.linkedLibrary("crypt")]),
         // djb's constant database: reader and writer, byte-compatible with cdb_make.
         .target(name: "CDB", swiftSettings: crossModule),
         // tcprules grammar, compilation into cdb, tcpserver's lookup order.

@@ -254,6 +254,14 @@ for a in [argv(), argv("-ver"), argv("-I"), argv("-i", "--ident-timeout", "5"),
     write("sockd-args", a)
 dictionary("sockd-args", ["-ver", "-I", "-i", "--config", "--route", "--listen", "--foreground", "--pid-file",
                           "--log", "--user", "--passwd", "--ident-timeout", "--help", "\0", "[::1]:", ":", "="])
+PASSWD_HASHES = ["$y$j9T$F5Jx5fExrKuPp53xLKQ..1$8c0O2L8gFA3jUVvwMFdXpZKM78kTwpdGJswaLb6IRr/",
+                 "$6$saltsalt$As4wrv0kZlfch1du9WeH7qhskyLriQWySXrZzynnvi46nFnNxjdpl6ksRegrrKexvhIa/Iny8S8uF3fVWTMuC1",
+                 "$5$saltsalt$i1q2ZQzc.tl/BQ6CHiENAcVDvEY6nJ1OWlWXKh94b1.",
+                 "$2b$05$abcdefghijklmnopqrstuuLK7U1u6pVRmL7L1BBM2aS35PSZnDXlK",
+                 "$1$saltsalt$RwMqRjSWhXMKbW72DwzGd1", "abhWCwoTZY2c6"]
+write("sockd-passwd", "".join(f"user{i}:{h}\n" for i, h in enumerate(PASSWD_HASHES)).encode())
+write("sockd-passwd", b"# users\n\nalice:" + PASSWD_HASHES[1].encode() + b":19000:0:99999:7:::\r\nnohash\n:x\n")
+dictionary("sockd-passwd", [":", "\n", "#", "$y$j9T$", "$6$", "$5$", "$2b$05$", "$1$", "rounds=", "$"])
 def session_step(kind, payload=b""):
     """One step of the pop3-session harness: a clock byte, the event's selector, its bytes."""
     if kind in (0, 4):

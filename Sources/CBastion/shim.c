@@ -75,3 +75,35 @@ uint64_t bastion_counter_next(uint64_t *counter) { return __atomic_add_fetch(cou
 int bastion_set_parent_death_signal(int sig) {
     return prctl(PR_SET_PDEATHSIG, (unsigned long)sig, 0UL, 0UL, 0UL);
 }
+
+// MARK: - Passwords
+
+#include <crypt.h>
+#include <stdlib.h>
+#include <string.h>
+
+int bastion_crypt_matches(const char *password, const char *hash) {
+    struct crypt_data *data = calloc(1, sizeof(struct crypt_data));
+    if (data == NULL) return -1;
+    const char *out = crypt_rn(password, hash, data, (int)sizeof(struct crypt_data));
+    int result = -1;
+    if (out != NULL && out[0] != '*') {
+        size_t n = strlen(hash);
+        size_t m = strlen(out);
+        unsigned char differ = (unsigned char)(n != m);
+        size_t length = n < m ? n : m;
+        for (size_t i = 0; i < length; i++) differ |= (unsigned char)(out[i] ^ hash[i]);
+        result = differ == 0;
+    }
+    explicit_bzero(data, sizeof(struct crypt_data));
+    free(data);
+    return result;
+}
+
+int bastion_crypt_known(const char *hash) {
+    if (hash[0] == '\0' || hash[0] == '*' || hash[0] == '!') return 0;
+    int verdict = crypt_checksalt(hash);
+    // Old methods (DES, md5crypt) and cheap settings still check passwords; only what crypt
+    // cannot use at all is refused.
+    return verdict == CRYPT_SALT_OK || verdict == CRYPT_SALT_METHOD_LEGACY || verdict == CRYPT_SALT_TOO_CHEAP;
+}

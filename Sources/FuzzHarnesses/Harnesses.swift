@@ -78,6 +78,7 @@ public enum Harnesses {
             name: "scan-notice", summary: "pop3.proxy's virus notification for any message",
             run: POP3Harnesses.scanNotice),
         Harness(name: "sockd-args", summary: "sockd's command line (arbitrary argv)", run: SockdOptionsHarness.run),
+        Harness(name: "sockd-passwd", summary: "sockd's --passwd user:hash file", run: SockdPasswordHarness.run),
     ]
 
     /// tcprules-differential against the ucspi-tcp binaries in the folder `reference`, whatever

@@ -21,3 +21,23 @@ enum SockdOptionsHarness {
         }
     }
 }
+
+/// sockd's `--passwd` file: arbitrary bytes. Invariants: a refusal names lines that exist, in
+/// order, each once; what is accepted has users without blanks and whole hashes. (Passwords
+/// are not checked here: crypt(3)'s cost is the hash's own setting, chosen by the admin.)
+enum SockdPasswordHarness {
+    static func run(_ data: UnsafeRawBufferPointer) {
+        let lines = data.split(separator: 10, omittingEmptySubsequences: false).count
+        do {
+            let file = try PasswordFile(data, path: "passwd")
+            for (user, hash) in file.hashes {
+                precondition(!user.isEmpty && !user.utf8.contains { $0 <= 32 }, "a user name without blanks")
+                precondition(!hash.isEmpty && !hash.contains(":"), "a whole hash")
+            }
+        } catch {
+            let numbers = error.lines.map(\.line)
+            precondition(!numbers.isEmpty && numbers == numbers.sorted() && Set(numbers).count == numbers.count)
+            precondition(numbers.allSatisfy { $0 >= 1 && $0 <= lines }, "the lines exist")
+        }
+    }
+}

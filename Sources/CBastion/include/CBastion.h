@@ -70,4 +70,15 @@ uint64_t *bastion_shared_counter(void);
 /// Adds 1 to `*counter` atomically, also across processes, and returns the new value.
 uint64_t bastion_counter_next(uint64_t *counter);
 
+// MARK: - Passwords
+
+/// Whether `password` hashes to `hash` under crypt(3) (libxcrypt: yescrypt, sha512crypt,
+/// sha256crypt, bcrypt, md5crypt, DES), compared in constant time. 0 for no, 1 for yes, -1
+/// when `hash` is no hash crypt(3) knows. Thread-safe (crypt_rn with its own state); slow on
+/// purpose (milliseconds): call it away from an event loop.
+int bastion_crypt_matches(const char *password, const char *hash);
+
+/// Whether `hash` is a setting crypt(3) can check passwords against: 1 or 0.
+int bastion_crypt_known(const char *hash);
+
 #endif
