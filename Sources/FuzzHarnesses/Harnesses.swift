@@ -77,6 +77,12 @@ public enum Harnesses {
         Harness(
             name: "scan-notice", summary: "pop3.proxy's virus notification for any message",
             run: POP3Harnesses.scanNotice),
+        Harness(
+            name: "socks-request",
+            summary: "sockd's SOCKS4/4a/5 negotiation, fed whole, a byte at a time and in pieces",
+            run: SocksHarnesses.request),
+        Harness(
+            name: "socks-udp", summary: "the SOCKS5 UDP datagram header, read and rebuilt", run: SocksHarnesses.udp),
     ]
 
     /// tcprules-differential against the ucspi-tcp binaries in the folder `reference`, whatever
