@@ -46,9 +46,9 @@ public enum NegotiationAction: Hashable, Sendable {
 /// the actions are the same whatever the pieces (the unit tests and the `socks-request` fuzz
 /// harness check it at every split). It holds at most one incomplete message (520 bytes at
 /// most, a SOCKS4a request with a user id and a host name of 255 bytes each), plus, while a
-/// password check is pending, what it is given meanwhile (see ``NegotiationAction/checkPassword(username:password:)``).
-/// Once it has said `ready` or `failed` it takes no more bytes: they are the relay's, or
-/// nobody's.
+/// password check is pending, what it is given meanwhile (see
+/// ``NegotiationAction/checkPassword(username:password:)``). Once it has said `ready` or
+/// `failed` it takes no more bytes: they are the relay's, or nobody's.
 public struct SocksNegotiation: Sendable {
     public let policy: NegotiationPolicy
 
