@@ -290,3 +290,69 @@ for m in [b"From: a@b\r\nTo: c@d\r\nSubject: s\r\n\tfolded\r\nDate: Tue, 1 Dec 2
           b"Message-ID: <1@b>\r\n\r\nbody\r\n", b"Subject: \xc3\xa9\x01\r\n\r\n", b"no header at all"]:
     write("scan-notice", bytes([20]) + b"Eicar-Test-Signature" + m)
 dictionary("scan-notice", ["From:", "To:", "Subject:", "Date:", "Message-ID:", "\r\n", "\r\n\r\n", "\t", "."])
+
+# --- sockd's SOCKS wire layer (SocksHarnesses: a setting byte, a piece seed, then the client's
+# bytes; setting bit 0 --passwd, bit 1 username/password preferred, bit 2 end of file, bit 3
+# even-length passwords pass), the streams of Tests/SocksTests ---------------------------------
+def socks4(cd, port, ip, user=b"", host=None):
+    out = bytes([4, cd]) + struct.pack(">H", port) + bytes(ip) + user + b"\0"
+    return out + host + b"\0" if host is not None else out
+
+
+def socks5_address(kind, value, port):
+    if kind == 1 or kind == 4:
+        return bytes([kind]) + bytes(value) + struct.pack(">H", port)
+    return bytes([3, len(value)]) + value + struct.pack(">H", port)
+
+
+def socks5(cmd, kind, value, port):
+    return bytes([5, cmd, 0]) + socks5_address(kind, value, port)
+
+
+def login(user, password):
+    return bytes([1, len(user)]) + user + bytes([len(password)]) + password
+
+
+V6_ADDRESS = bytes.fromhex("20010db8000000000000000000000001")
+HTTP = b"GET / HTTP/1.0\r\n\r\n"
+SOCKS_STREAMS = [
+    socks4(1, 80, [192, 0, 2, 1], b"joe") + HTTP,
+    socks4(2, 8080, [10, 0, 0, 7]),
+    socks4(1, 443, [0, 0, 0, 1], b"ann", b"www.example.org"),
+    socks4(1, 1, [0, 0, 0, 1], b"u" * 255, b"h" * 255),
+    socks4(3, 80, [1, 2, 3, 4]),
+    bytes([4, 1, 0, 80, 1, 2, 3, 4]) + b"A" * 300,
+    socks4(1, 80, [0, 0, 0, 9], b"", b""),
+    b"\x05\x01\x00" + socks5(1, 1, [192, 0, 2, 1], 80) + HTTP,
+    b"\x05\x01\x00" + socks5(2, 4, V6_ADDRESS, 8080),
+    b"\x05\x01\x00" + socks5(3, 1, [0, 0, 0, 0], 0),
+    b"\x05\x01\x00" + socks5(1, 3, b"www.example.org", 443) + HTTP,
+    b"\x05\x02\x00\x02" + login(b"bob", b"secret") + socks5(1, 1, [192, 0, 2, 1], 80) + HTTP,
+    b"\x05\x01\x02" + login(b"bob", b"guess") + socks5(1, 3, b"a.example", 80),
+    b"\x05\x01\x02" + login(b"n" * 255, b"p" * 255) + socks5(1, 3, b"a" * 255, 1),
+    b"\x05\x01\x00\x05\x09\x00\x01\x01\x02\x03\x04\x00\x50",
+    b"\x05\x01\x00\x05\x01\x00\x02\x01\x02\x03\x04\x00\x50",
+    b"\x05\x01\x00\x05\x01\x00\x03\x00\x00\x50",
+    b"\x05\x01\x00\x05\x01\x00\x03\x02a\x00\x00\x50",
+    b"\x05\x01\x02\x02\x03bob",
+    b"\x05\x01\x02\x01\x00\x01x",
+    b"\x05\x00",
+    b"\x05\x01\x00\x05\x01",
+    HTTP,
+]
+for setting in (0, 1, 2, 4, 9, 14):
+    for i, stream in enumerate(SOCKS_STREAMS):
+        write("socks-request", bytes([setting, i * 37 % 256]) + stream)
+dictionary("socks-request", ["\x04\x01", "\x04\x02", "\x05\x01\x00", "\x05\x02\x00\x02", "\x05\x01\x02",
+                             "\x01\x03bob\x06secret", "\x05\x01\x00\x01", "\x05\x02\x00\x04", "\x05\x03\x00\x03",
+                             "\x00\x00\x00\x01", "\x00\x50", "\x00", "\xff"])
+
+for datagram in [b"\0\0\0" + socks5_address(1, [192, 0, 2, 1], 53) + b"query",
+                 b"\0\0\0" + socks5_address(4, V6_ADDRESS, 5353) + b"\0payload",
+                 b"\0\0\0" + socks5_address(3, b"dns.example", 53),
+                 b"\0\0\0" + socks5_address(4, bytes(10) + b"\xff\xff" + bytes([192, 0, 2, 1]), 53) + b"x",
+                 b"\0\0\x01" + socks5_address(1, [192, 0, 2, 1], 53) + b"fragment",
+                 b"\xff\xff\0" + socks5_address(1, [192, 0, 2, 1], 53),
+                 b"\0\0\0\x02\x01\x02\x03\x04\x00\x35", b"\0\0\0\x03\x05a"]:
+    write("socks-udp", datagram)
+dictionary("socks-udp", ["\x00\x00\x00\x01", "\x00\x00\x00\x03", "\x00\x00\x00\x04", "\x00\x35", "\xff\xff"])

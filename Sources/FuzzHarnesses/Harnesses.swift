@@ -79,6 +79,12 @@ public enum Harnesses {
             run: POP3Harnesses.scanNotice),
         Harness(name: "sockd-args", summary: "sockd's command line (arbitrary argv)", run: SockdOptionsHarness.run),
         Harness(name: "sockd-passwd", summary: "sockd's --passwd user:hash file", run: SockdPasswordHarness.run),
+        Harness(
+            name: "socks-request",
+            summary: "sockd's SOCKS4/4a/5 negotiation, fed whole, a byte at a time and in pieces",
+            run: SocksHarnesses.request),
+        Harness(
+            name: "socks-udp", summary: "the SOCKS5 UDP datagram header, read and rebuilt", run: SocksHarnesses.udp),
     ]
 
     /// tcprules-differential against the ucspi-tcp binaries in the folder `reference`, whatever
