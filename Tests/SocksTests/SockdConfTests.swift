@@ -393,6 +393,7 @@ struct SockdConfParserTests {
         let dumped = configuration.text
         let again = try Fixture.parser.load(dumped, mode: .strict).configuration
         #expect(again == configuration)
+        #expect(again.frozen == configuration.frozen)
         #expect(again.text == dumped)
         let lines = String(decoding: dumped, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
         #expect(lines[8] == "permit ?=I *=ann,/etc/socks/staff 2001:db8::/32 .example.com 0.0.0.0 neq smtp : echo %u")
