@@ -77,6 +77,18 @@ public enum Harnesses {
         Harness(
             name: "scan-notice", summary: "pop3.proxy's virus notification for any message",
             run: POP3Harnesses.scanNotice),
+        Harness(
+            name: "sockd-conf",
+            summary: "sockd.conf in both modes, listed and parsed back, frozen and thawed, the matcher on each rule",
+            run: SockdHarnesses.configuration),
+        Harness(
+            name: "sockd-route", summary: "sockd.route in both modes, listed and parsed back, frozen, matched",
+            run: SockdHarnesses.routes),
+        Harness(
+            name: "sockd-frozen",
+            summary:
+                "frozen sockd.fc and sockd.fr bytes: decoded, re-encoded to the same bytes, dumped and parsed back",
+            run: SockdHarnesses.frozen),
     ]
 
     /// tcprules-differential against the ucspi-tcp binaries in the folder `reference`, whatever

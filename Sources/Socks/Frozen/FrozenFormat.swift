@@ -38,8 +38,8 @@ public enum FrozenFormat {
     /// True when `bytes` begin with the magic of a frozen file of `kind`.
     public static func isFrozen(_ bytes: [UInt8], kind: Kind) -> Bool { bytes.starts(with: magic(kind)) }
 
-    /// The header and `body`.
-    static func container(_ kind: Kind, body: [UInt8]) -> [UInt8] {
+    /// The header and `body` (the fuzz harness wraps arbitrary bodies with it).
+    package static func container(_ kind: Kind, body: [UInt8]) -> [UInt8] {
         var out = FrozenWriter()
         out.bytes = magic(kind)
         out.u16(version)
