@@ -32,6 +32,10 @@ let package = Package(
         .executable(name: "tcpserver", targets: ["tcpserver"]),
         .executable(name: "tcpproxy", targets: ["tcpproxy"]),
         .executable(name: "pop3.proxy", targets: ["pop3proxy"]),
+        .executable(name: "make_sockdfc", targets: ["make_sockdfc"]),
+        .executable(name: "dump_sockdfc", targets: ["dump_sockdfc"]),
+        .executable(name: "make_sockdfr", targets: ["make_sockdfr"]),
+        .executable(name: "dump_sockdfr", targets: ["dump_sockdfr"]),
     ],
     targets: [
         // C shims for what Swift cannot call directly (variadic syslog, environ).
@@ -70,6 +74,11 @@ let package = Package(
         .executableTarget(name: "tcpserver", dependencies: ["UCSPI"], linkerSettings: staticTool),
         .executableTarget(name: "tcpproxy", dependencies: ["TCPProxy"], linkerSettings: staticTool),
         .executableTarget(name: "pop3proxy", dependencies: ["POP3Proxy"], linkerSettings: staticTool),
+        // sockd's frozen-file tools: check a text file and freeze it, or print a frozen file.
+        .executableTarget(name: "make_sockdfc", dependencies: ["Socks"], linkerSettings: staticTool),
+        .executableTarget(name: "dump_sockdfc", dependencies: ["Socks"], linkerSettings: staticTool),
+        .executableTarget(name: "make_sockdfr", dependencies: ["Socks"], linkerSettings: staticTool),
+        .executableTarget(name: "dump_sockdfr", dependencies: ["Socks"], linkerSettings: staticTool),
         .testTarget(name: "CDBTests", dependencies: ["CDB"]),
         .testTarget(name: "AccessRulesTests", dependencies: ["AccessRules", "CDB"]),
         .testTarget(name: "GatewayKitTests", dependencies: ["GatewayKit"]),

@@ -356,3 +356,88 @@ for datagram in [b"\0\0\0" + socks5_address(1, [192, 0, 2, 1], 53) + b"query",
                  b"\0\0\0\x02\x01\x02\x03\x04\x00\x35", b"\0\0\0\x03\x05a"]:
     write("socks-udp", datagram)
 dictionary("socks-udp", ["\x00\x00\x00\x01", "\x00\x00\x00\x03", "\x00\x00\x00\x04", "\x00\x35", "\xff\xff"])
+
+# --- sockd.conf and sockd.route (the CSTC example, the tests' forms) and their frozen forms ------
+SOCKD_CONF = [
+    "deny   *=bonnie,clyde 128.12.6.0 255.255.255.0 : /usr/ucb/mail -s 'Rejected SOCKS access by %u' $USER",
+    "permit *=ylee 128.12.6.4 255.255.255.255 137.12.0.0 255.255.0.0",
+    "deny   128.12.0.0 255.255.0.0 eq telnet",
+    "permit 128.12.0.0 255.255.0.0",
+    "#NO_IDENTD: /usr/ucb/mail -s 'please run identd on %A' $USER",
+    "#BAD_ID: /usr/ucb/mail -s '%U pretends to be %u on %A' $USER",
+]
+SOCKD_MORE = [
+    "# a comment", "",
+    "permit ?=I *=ann,/u 2001:db8::/32 .Example.COM. whatever neq smtp : echo %u",
+    "deny ?=n host.example 1.2.3.4 10.0.0.0 255.0.0.255 ge 1024",
+    "permit ?=i ::1 ::ffff:ffff:0:0 ALL x lt 1",
+    "permit *=/e,/u eq 0.0.0.0 gt 65535",
+    "permit ::1 ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff :/bin/true",
+    "permit 2001:db8::1 ffff:ffff:: : echo a:b # not the command",
+    "deny ALL 0.0.0.0 .evil.org x le 1023",
+    "permit *= 10.0.0.0/8 0.0.0.0/0 eq 80",
+    "permit 10.0.0.0 255.255.0",
+    "permitt 10.0.0.0/8",
+    "permit ALL x eq nosuch",
+    "permit *=/missing ALL x",
+]
+write("sockd-conf", "\n".join(SOCKD_CONF).encode() + b"\n")
+write("sockd-conf", "\r\n".join(SOCKD_CONF + SOCKD_MORE).encode() + b"\r\n")
+for line in SOCKD_CONF + SOCKD_MORE:
+    write("sockd-conf", line.encode() + b"\n")
+dictionary("sockd-conf", [
+    "permit", "deny", "?=I", "?=i", "?=n", "*=", "ALL", "eq", "neq", "lt", "gt", "le", "ge", ":", " : ", "#",
+    "#NO_IDENTD:", "#BAD_ID:", "/", ".", ",", "::", "::1", "255.255.255.0", "0.0.0.0", "ffff::", "/u", "/e",
+    "telnet", "smtp", "%u", "\n", "\t", "\r\n", " "])
+
+SOCKD_ROUTE = [
+    "# interface     destination      mask",
+    "128.12.6.1      128.12.0.0       255.255.0.0",
+    "192.168.1.1     .inside.example  0.0.0.0",
+    "2001:db8::1     2001:db8::/32",
+    "gw.example.     far.example.org  0.0.0.0",
+    "10.0.0.1        0.0.0.0          0.0.0.0   # everything else",
+    "10.0.0.1 ALL x",
+    "10.0.0.1",
+    "1.2.3 10.0.0.0/40",
+]
+write("sockd-route", "\n".join(SOCKD_ROUTE).encode() + b"\n")
+for line in SOCKD_ROUTE:
+    write("sockd-route", line.encode() + b"\n")
+dictionary("sockd-route", ["ALL", "/", ".", "::", "::1", "255.255.255.0", "0.0.0.0", "ffff::", "#", "\n", " "])
+
+# Frozen seeds from the tools (built with swift build; without them, none): each file as it is (mode byte 0 for a
+# configuration, 2 for routes) and its body alone behind mode 1 or 3 (the harness adds a header
+# with a correct checksum, so the fuzzer reaches the body).
+BIN = None
+for config in ("release", "debug"):
+    d = os.path.join(REPO, ".build", config)
+    if os.access(os.path.join(d, "make_sockdfc"), os.X_OK) and os.access(os.path.join(d, "make_sockdfr"), os.X_OK):
+        BIN = d
+        break
+if BIN:
+    import tempfile
+    with tempfile.TemporaryDirectory() as t:
+        frozen = []
+        # Without user files: a frozen file holds their path, and a temporary one would make
+        # the seeds differ on every run.
+        confs = ["\n".join(SOCKD_CONF), "\n".join(l for l in SOCKD_MORE[:10] if "/u" not in l and "/e" not in l),
+                 "permit 10.0.0.0/8"]
+        for i, text in enumerate(confs):
+            src, out = os.path.join(t, f"c{i}"), os.path.join(t, f"c{i}.fc")
+            with open(src, "w") as f:
+                f.write(text + "\n")
+            subprocess.run([os.path.join(BIN, "make_sockdfc"), src, out], check=True)
+            with open(out, "rb") as f:
+                frozen.append((0, f.read()))
+        src, out = os.path.join(t, "r"), os.path.join(t, "r.fr")
+        with open(src, "w") as f:
+            f.write("\n".join(SOCKD_ROUTE[:7]) + "\n")
+        subprocess.run([os.path.join(BIN, "make_sockdfr"), src, out], check=True)
+        with open(out, "rb") as f:
+            frozen.append((2, f.read()))
+    for mode, data in frozen:
+        write("sockd-frozen", bytes([mode]) + data)
+        write("sockd-frozen", bytes([mode | 1]) + data[20:])
+dictionary("sockd-frozen", ["\x89SOCKDFC", "\x89SOCKDFR", "\x00\x01\x00\x00", "\x00\x00\x00\x00", "\x00\x00\x00\x01",
+                            "\x01\x04", "\x01\x10", "\xff\xff\xff\xff", "\xff", "/u"])

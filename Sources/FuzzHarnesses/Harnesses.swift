@@ -85,6 +85,18 @@ public enum Harnesses {
             run: SocksHarnesses.request),
         Harness(
             name: "socks-udp", summary: "the SOCKS5 UDP datagram header, read and rebuilt", run: SocksHarnesses.udp),
+        Harness(
+            name: "sockd-conf",
+            summary: "sockd.conf in both modes, listed and parsed back, frozen and thawed, the matcher on each rule",
+            run: SockdHarnesses.configuration),
+        Harness(
+            name: "sockd-route", summary: "sockd.route in both modes, listed and parsed back, frozen, matched",
+            run: SockdHarnesses.routes),
+        Harness(
+            name: "sockd-frozen",
+            summary:
+                "frozen sockd.fc and sockd.fr bytes: decoded, re-encoded to the same bytes, dumped and parsed back",
+            run: SockdHarnesses.frozen),
     ]
 
     /// tcprules-differential against the ucspi-tcp binaries in the folder `reference`, whatever

@@ -1,0 +1,3 @@
+import Socks
+
+FrozenTools.main { FrozenTools.dump(.configuration, arguments: $0) }

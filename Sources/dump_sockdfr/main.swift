@@ -1,0 +1,3 @@
+import Socks
+
+FrozenTools.main { FrozenTools.dump(.routes, arguments: $0) }

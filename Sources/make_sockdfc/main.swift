@@ -1,0 +1,3 @@
+import Socks
+
+FrozenTools.main { FrozenTools.make(.configuration, arguments: $0) }

@@ -1,0 +1,3 @@
+import Socks
+
+FrozenTools.main { FrozenTools.make(.routes, arguments: $0) }
