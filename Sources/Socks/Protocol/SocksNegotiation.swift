@@ -191,7 +191,10 @@ public struct SocksNegotiation: Sendable {
         partial += input[..<taken]
         let buffer = partial  // parse may change `partial`: read a copy of it
         let result = buffer.withUnsafeBytes { parse($0, into: &actions) }
-        guard let length = result else { return nil }
+        guard let length = result else {
+            precondition(isFinished || taken == input.count, "a message of its longest form is decided")
+            return nil
+        }
         partial = []
         return length - before
     }
