@@ -11,7 +11,7 @@ enum SockdOptionsHarness {
             let o = try SockdOptions.parse(words)
             precondition(o.listen.allSatisfy { $0.port >= 1 && $0.host?.isEmpty != true }, "a usable listen address")
             precondition((1...3600).contains(o.identTimeout), "ident timeout in range")
-            precondition(!(o.version && o.identCheck != .none), "the manual's options exclude each other")
+            precondition(!(o.version && o.identCheck != .off), "the manual's options exclude each other")
             let config = o.configPath { $0.hasSuffix(".fc") }
             precondition(config == o.config ?? SockdOptions.frozenConfig, "the frozen file first")
             precondition(o.routePath { _ in false } == o.route, "no route file unless one exists or is given")

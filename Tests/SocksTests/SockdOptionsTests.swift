@@ -11,7 +11,7 @@ struct SockdOptionsTests {
     @Test func theDefaultsAreTheManuals() throws {
         let o = try Self.parse("")
         #expect(o == SockdOptions())
-        #expect(o.identCheck == .none && !o.version && o.listen.isEmpty && !o.foreground)
+        #expect(o.identCheck == .off && !o.version && o.listen.isEmpty && !o.foreground)
         #expect(o.pidFile == "/run/sockd.pid" && o.identTimeout == 15 && o.passwd == nil && o.user == nil)
     }
 

@@ -8,17 +8,6 @@ import GatewayKit
 /// [--ident-timeout SECONDS] [--help]`. The manual's options exclude each other. sockd takes
 /// no operands.
 public struct SockdOptions: Equatable, Sendable {
-    /// identd verification (RFC 1413) asked for on the command line; a sockd.conf line may
-    /// override it with `?=I`, `?=i` or `?=n`.
-    public enum IdentCheck: Equatable, Sendable {
-        /// No verification (`?=n`).
-        case none
-        /// `-i`: deny only when identd names another user than the client claims.
-        case lenient
-        /// `-I`: deny also when identd cannot be reached.
-        case strict
-    }
-
     /// One `--listen`: an address (nil: every address, IPv6 and IPv4) and a port.
     public struct Listen: Equatable, Sendable {
         public var host: String?
@@ -31,8 +20,8 @@ public struct SockdOptions: Equatable, Sendable {
 
     /// `-ver`: print what this sockd is and exit.
     public var version = false
-    /// `-I` or `-i`.
-    public var identCheck = IdentCheck.none
+    /// `-I` or `-i` (``IdentCheck``); a sockd.conf line may override it with `?=I`, `?=i`, `?=n`.
+    public var identCheck = IdentCheck.off
     /// `--config` (nil: /etc/sockd.fc when it exists, else /etc/sockd.conf).
     public var config: String?
     /// `--route` (nil: /etc/sockd.fr when it exists, else /etc/sockd.route, when that exists).
