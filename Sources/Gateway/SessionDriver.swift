@@ -399,7 +399,7 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
         identQuery = nil
         pendingStreamRelay = nil
         relay?.cancel()  // a relay of the streams (its end is not told: the session is over)
-        timer?.cancel()
+        timer?.invalidate()  // else the loop keeps it registered until the loop closes
         timer = nil
         if client >= 0 {
             Glibc.close(client)
@@ -426,7 +426,7 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
     private func lingerOver() {
         guard lingering else { return }
         lingering = false
-        timer?.cancel()
+        timer?.invalidate()
         timer = nil
         closeStream(.client)
         host.sessionEnded(self)
