@@ -169,10 +169,10 @@ struct SessionRelayStreamsTests {
             default: return []
             }
         }
-        SessionDriver(
-            host: fixture.host, machine: machine, client: fixture.accepted, peer: fixture.peer, id: 2, names: nil
-        )
-        .start()
+        let driver = SessionDriver(
+            host: fixture.host, machine: machine, client: fixture.accepted, peer: fixture.peer, id: 2, names: nil)
+        defer { withExtendedLifetime(driver) {} }
+        driver.start()
         #expect(script.events == [.started, .relayFailed(SystemError(errno: ENOTCONN))])
         #expect(fixture.host.lines == ["after"], "the answer came after the batch")
         #expect(script.deepest == 1)
