@@ -36,6 +36,7 @@ public final class AddressQuery {
         loop: EventLoop, name: [UInt8], types: [DNSType], servers: [DNSServer], timeouts: [Duration],
         limit: Duration, completion: @escaping Completion
     ) -> AddressQuery {
+        precondition(!types.isEmpty, "AddressQuery without a record type")
         let query = AddressQuery(count: types.count, completion: completion)
         for (index, type) in types.enumerated() {
             query.queries[index] = DNSQuery.start(

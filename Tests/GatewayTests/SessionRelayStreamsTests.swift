@@ -47,7 +47,8 @@ final class Addresses: @unchecked Sendable {
 
 @Suite("The session driver relays its streams")
 struct SessionRelayStreamsTests {
-    @Test func connectPathMovesLeftoversAndQueuedRepliesFirstThenBothWaysWithHalfClose() throws {
+    @Test(arguments: [RelayTransfer.copy, .splice, .automatic])
+    func connectPathMovesLeftoversAndQueuedRepliesFirstThenBothWaysWithHalfClose(transfer: RelayTransfer) throws {
         let fixture = try Fixture()
         defer { withExtendedLifetime(fixture) {} }
         let (server, serverEndpoint) = try loopbackServer()
@@ -80,7 +81,7 @@ struct SessionRelayStreamsTests {
             case .timerFired:
                 return [
                     .send(.client, reply[...]),
-                    .relayStreams(RelayConfiguration(transfer: .copy), toServer: Array("extra".utf8)),
+                    .relayStreams(RelayConfiguration(transfer: transfer), toServer: Array("extra".utf8)),
                 ]
             case .relayEnded(let summary):
                 seen.summary = summary
