@@ -160,8 +160,9 @@ enum SessionHarness {
                 case .waitForDescriptors, .setTimer: owed.append(.timer)
                 case .close: closed = true
                 case .read, .pause, .send, .shutdownWrite, .closeStream, .connect, .runCapturing, .killProgram,
-                    .replaceFile, .spoolBegin, .spoolWrite, .sendSpool, .spoolEnd:
-                    preconditionFailure("tcpproxy's session uses no stream: \(action)")
+                    .replaceFile, .spoolBegin, .spoolWrite, .sendSpool, .spoolEnd, .resolve, .askIdent,
+                    .checkPassword, .relayStreams, .runDetached:
+                    preconditionFailure("tcpproxy's session uses no stream and asks none of this: \(action)")
                 }
             }
             _ = machine.statusLine(bytesFromClient: 1, bytesToClient: 2, now: context.now)

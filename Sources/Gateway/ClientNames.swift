@@ -12,25 +12,29 @@ import GatewayKit
 public struct ClientNameSource: Sendable {
     /// Names from the hosts file, by address.
     public let hosts: [IPAddress: String]
-    /// The DNS servers asked.
+    /// The DNS servers asked (for names by address here, and for the addresses of a name by
+    /// ``SessionDriver``'s ``SessionAction/resolve(_:)`` and ``StreamDestination/host(_:port:from:)``).
     public let servers: [DNSServer]
+    /// The hosts file's text, for the addresses of a name (`HostResolver.answerLocally`).
+    public let hostsText: [UInt8]
 
     /// The waits of the rounds of UDP queries (djb's schedule cut after two steps).
     public static let timeouts: [Duration] = [.seconds(1), .seconds(3)]
     /// The longest a connection waits for its client's name.
     public static let limit: Duration = .seconds(4)
 
-    public init(hosts: [IPAddress: String], servers: [DNSServer]) {
+    public init(hosts: [IPAddress: String], servers: [DNSServer], hostsText: [UInt8] = []) {
         self.hosts = hosts
         self.servers = servers
+        self.hostsText = hostsText
     }
 
     /// Reads the hosts file at `hostsPath` (none or unreadable: no names from it) and the DNS
     /// configuration from the process environment (see `DNSConfiguration`).
     public static func load(hostsPath: String = "/etc/hosts") throws(DNSError) -> ClientNameSource {
         let servers = try DNSConfiguration.servers(environment: Environment.get)
-        let hosts = UserDatabase.readFile(hostsPath).map(HostsFile.names(in:)) ?? [:]
-        return ClientNameSource(hosts: hosts, servers: servers)
+        let text = UserDatabase.readFile(hostsPath) ?? []
+        return ClientNameSource(hosts: HostsFile.names(in: text), servers: servers, hostsText: text)
     }
 
     /// The question that asks for `address`'s name.

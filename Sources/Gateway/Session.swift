@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import AccessRules
 import GatewayKit
 import Relay
@@ -158,6 +161,21 @@ public enum SessionEvent: Equatable, Sendable {
     /// Everything of ``SessionAction/sendSpool(to:from:count:)`` is with `peer`'s
     /// stream (queued or written).
     case spoolSent(Peer)
+
+    // What sockd asks of its surroundings.
+
+    /// The answer to ``SessionAction/resolve(_:)``: `name` as asked and its addresses, at
+    /// least one (from DNS: the AAAA records' before the A records').
+    case resolved(name: String, addresses: [IPAddress])
+    /// `name` has no address, and why, in words: "no such name", "no address", "timed out",
+    /// a server's failure, an unreadable resolv.conf, an invalid name.
+    case resolveFailed(name: String, reason: String)
+    /// The answer to ``SessionAction/askIdent(timeout:)``: the reply as `IdentQuery` keeps
+    /// it (the user id, possibly empty), or why there is none.
+    case identAnswered(Result<[UInt8], IdentError>)
+    /// The answer to ``SessionAction/checkPassword(user:password:)``: true when the password
+    /// is the user's.
+    case passwordChecked(Bool)
 }
 
 /// What the machine wants done. The driver carries the actions out in order; those with an
@@ -233,6 +251,43 @@ public enum SessionAction: Equatable, Sendable {
     /// Replace the file at `path` with `contents` atomically (a new file beside it, renamed
     /// over it), mode 0644 (answer: ``SessionEvent/fileReplaced(path:error:)``).
     case replaceFile(path: String, contents: [UInt8])
+
+    // What sockd asks of its surroundings.
+
+    /// Find the addresses of a host as a user wrote it, without blocking the loop (answer:
+    /// ``SessionEvent/resolved(name:addresses:)`` or ``SessionEvent/resolveFailed(name:reason:)``).
+    /// An address literal, a name of the hosts file or a name of digits and dots answer at
+    /// once (queued, never nested); any other name is asked of the DNS servers the daemon
+    /// knows (its ``ClientNameSource``, else DNSCACHEIP or resolv.conf as read then), A and
+    /// AAAA side by side, within ``SessionDriver/resolveLimit``. Several may run at once;
+    /// ``close`` cancels them.
+    case resolve(String)
+    /// Ask the client's ident server (RFC 1413, port 113 unless the host says otherwise:
+    /// ``SessionHost/identPort``) who owns the client's connection, from the connection's own
+    /// local address, within `timeout` (answer: ``SessionEvent/identAnswered(_:)``). A new
+    /// query replaces one still running; ``close`` cancels it.
+    case askIdent(timeout: Duration)
+    /// Ask the daemon whether `password` is `user`'s (``SessionHost/checkPassword(user:password:session:answer:)``,
+    /// which checks it off the loop). The answer arrives as ``SessionEvent/passwordChecked(_:)``,
+    /// never inside this action and never after ``close``.
+    case checkPassword(user: [UInt8], password: [UInt8])
+    /// Relay the open streams ``Peer/client`` and ``Peer/server`` (the latter from
+    /// ``connect(_:to:timeout:)``) to each other until both directions end. Both streams stop
+    /// delivering at once; once what is queued for each has been written (a last reply), a
+    /// `RelayConnection` with `configuration` takes both sockets over. The server gets first
+    /// `toServer` (bytes of the client's the machine holds), then the client's bytes read and
+    /// not yet delivered; the client gets first the server's bytes read and not yet delivered.
+    /// All of these count as relayed. Answers: ``SessionEvent/relayEnded(_:)`` (both sockets
+    /// closed then), ``SessionEvent/relayFailed(_:)`` at once when a stream is not open
+    /// (ENOTCONN); a stream that fails while its queue is written reports
+    /// ``SessionEvent/streamFailed(_:_:)`` instead and no relay starts. No
+    /// ``SessionEvent/connected(local:recording:)`` or ``SessionEvent/finished(_:bytes:)``
+    /// are told. ``close`` ends a running relay.
+    case relayStreams(RelayConfiguration, toServer: [UInt8])
+    /// Start a program with standard input, output and error on /dev/null and leave it to the
+    /// daemon, which reaps it when it exits (``SessionHost/adopt(_:)``): the session hears
+    /// nothing of it, a failure to start included (logged at level warning).
+    case runDetached(SessionProgram)
 }
 
 /// What a machine may ask of its surroundings while it decides, without any effect: the
@@ -243,6 +298,20 @@ public protocol SessionContext {
     var now: Deadline { get }
     /// The local end of the client's connection (getsockname, once), or why it cannot be read.
     func localEndpoint() throws(SystemError) -> Endpoint
+    /// The local (getsockname) or remote (getpeername) end of `peer`'s open connection, also
+    /// while the streams are relayed (``SessionAction/relayStreams(_:toServer:)``): the
+    /// server connection's local address is SOCKS5's BND.ADDR. ENOTCONN when `peer` has no
+    /// open connection.
+    func endpoint(of peer: Peer, local: Bool) throws(SystemError) -> Endpoint
+}
+
+extension SessionContext {
+    /// For contexts that know only the client (a machine's unit tests): the client's local end
+    /// from ``localEndpoint()``; ENOTCONN otherwise.
+    public func endpoint(of peer: Peer, local: Bool) throws(SystemError) -> Endpoint {
+        guard peer == .client && local else { throw SystemError(errno: ENOTCONN) }
+        return try localEndpoint()
+    }
 }
 
 /// A session's logic: no descriptors, no loop, no clock of its own. Every decision is made

@@ -37,6 +37,28 @@ public protocol SessionHost: AnyObject {
     func waitForDescriptors(_ session: SessionDriver, error: SystemError)
     /// The session is over; forget it.
     func sessionEnded(_ session: SessionDriver)
+    /// Whether `password` is `user`'s (``SessionAction/checkPassword(user:password:)``):
+    /// checked off the loop (a crypt(3) check takes milliseconds on purpose, so the daemon
+    /// runs it as `BlockingWork`), `answer` called once, on the loop's thread, at any time
+    /// (at once too: the driver queues it). The driver drops an answer that comes after the
+    /// session's close. By default every password is wrong.
+    func checkPassword(
+        user: [UInt8], password: [UInt8], session: SessionDriver, answer: @escaping (Bool) -> Void)
+    /// The port ``SessionAction/askIdent(timeout:)`` asks on the client's host: 113 (tests
+    /// choose their own).
+    var identPort: UInt16 { get }
+}
+
+extension SessionHost {
+    /// No password is right when the daemon checks none.
+    public func checkPassword(
+        user: [UInt8], password: [UInt8], session: SessionDriver, answer: @escaping (Bool) -> Void
+    ) {
+        answer(false)
+    }
+
+    /// RFC 1413's port.
+    public var identPort: UInt16 { IdentClient.defaultPort }
 }
 
 /// A recording file that could not be opened.
@@ -77,6 +99,13 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
     private var recording: RecordingRequest?
     private var program: ChildProgram?
     private var nameQuery: DNSQuery?
+    /// The queries of ``SessionAction/resolve(_:)`` still running.
+    private var resolutions: [AddressQuery] = []
+    /// A connect to a host name waiting for its addresses, by the peer's raw value.
+    private var hostQueries: [AddressQuery?] = []
+    private var identQuery: IdentQuery?
+    /// ``SessionAction/relayStreams(_:toServer:)`` waits for the streams' queues to drain.
+    private var pendingStreamRelay: (configuration: RelayConfiguration, toServer: [UInt8])?
     private var timer: LoopTimer?
     private var recorder: (any SessionRecorder)?
     private var queue: [SessionEvent] = []
@@ -99,6 +128,11 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
 
     /// How long ``SessionAction/close`` waits for the client to take what is queued for it.
     public static let lingerLimit = Duration.seconds(10)
+    /// The waits of the rounds of a name's DNS queries (``SessionAction/resolve(_:)``, a
+    /// connect to a host name): djb's first three steps, 1, 3 and 11 s per server.
+    public static let resolveTimeouts: [Duration] = [.seconds(1), .seconds(3), .seconds(11)]
+    /// The longest a name's DNS queries take (a connect's timeout bounds it too).
+    public static let resolveLimit = Duration.seconds(15)
     /// Read buffer and write queue of each peer's stream. The server's and the scanner's
     /// buffers are large, for bulk answers; the client's small, for command lines.
     public static func streamConfiguration(for peer: Peer) -> BufferedSocket.Configuration {
@@ -148,11 +182,23 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
 
     public func localEndpoint() throws(SystemError) -> Endpoint {
         if let cachedLocal { return cachedLocal }
-        let fd = client >= 0 ? client : stream(.client)?.socket.descriptor ?? -1
+        var fd = client >= 0 ? client : stream(.client)?.socket.descriptor ?? -1
+        if fd < 0, let relay, relay.isRunning { fd = relay.clientDescriptor }
         guard fd >= 0 else { throw SystemError(errno: EBADF) }
         let found = try Socket.localEndpoint(fd)
         cachedLocal = found
         return found
+    }
+
+    public func endpoint(of peer: Peer, local: Bool) throws(SystemError) -> Endpoint {
+        if peer == .client {
+            // The accepted peer is known; the local end is read once.
+            return local ? try localEndpoint() : self.peer
+        }
+        var fd = stream(peer)?.socket.descriptor ?? -1
+        if fd < 0, peer == .server, let relay, relay.isRunning { fd = relay.serverDescriptor }
+        guard fd >= 0 else { throw SystemError(errno: ENOTCONN) }
+        return local ? try Socket.localEndpoint(fd) : try Socket.remoteEndpoint(fd)
     }
 
     // MARK: - Events and actions
@@ -247,6 +293,19 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
             } catch {
                 feed(.fileReplaced(path: path, error: error))
             }
+        case .resolve(let name):
+            resolve(name)
+        case .askIdent(let timeout):
+            askIdent(timeout: timeout)
+        case .checkPassword(let user, let password):
+            host.checkPassword(user: user, password: password, session: self) { [weak self] right in
+                guard let self, !self.closed else { return }
+                self.feed(.passwordChecked(right))
+            }
+        case .relayStreams(let configuration, let toServer):
+            relayStreams(configuration, toServer: toServer)
+        case .runDetached(let program):
+            runDetached(program)
         }
     }
 
@@ -332,7 +391,15 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
         closed = true
         nameQuery?.cancel()
         nameQuery = nil
-        timer?.cancel()
+        for query in resolutions { query.cancel() }
+        resolutions = []
+        for case let query? in hostQueries { query.cancel() }
+        hostQueries = []
+        identQuery?.cancel()
+        identQuery = nil
+        pendingStreamRelay = nil
+        relay?.cancel()  // a relay of the streams (its end is not told: the session is over)
+        timer?.invalidate()  // else the loop keeps it registered until the loop closes
         timer = nil
         if client >= 0 {
             Glibc.close(client)
@@ -359,7 +426,7 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
     private func lingerOver() {
         guard lingering else { return }
         lingering = false
-        timer?.cancel()
+        timer?.invalidate()
         timer = nil
         closeStream(.client)
         host.sessionEnded(self)
@@ -409,6 +476,11 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
             connector.cancel()
             connectors[index] = nil
         }
+        if index < hostQueries.count, let query = hostQueries[index] {
+            query.cancel()
+            hostQueries[index] = nil
+        }
+        if peer == .client || peer == .server { pendingStreamRelay = nil }
         guard let existing = stream(peer) else { return }
         streams[index] = nil
         existing.socket.close()
@@ -458,18 +530,27 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
                 feed(.connectFailed(peer, error))
             }
         case .host(let name, let port, let source):
-            // A literal or /etc/hosts answers at once; a DNS name is asked with the blocking
-            // stub resolver (ASSUMPTION to revisit: in a daemon this holds the loop for the
-            // query's time; DNSQuery on the loop would not).
-            let addresses: [IPAddress]
-            do {
-                let family: DNSResolver.Family = source.map { $0.unmapped.family == .v4 ? .ipv4 : .ipv6 } ?? .any
-                addresses = try HostResolver.resolve(name, family: family)
-            } catch {
-                return feed(.hostUnknown(peer, reason: "\(error)"))
+            // A literal or the hosts file answers at once; a DNS name is asked on the loop, and
+            // the connect goes on when the addresses come (a source address picks the family).
+            let family: DNSResolver.Family = source.map { $0.unmapped.family == .v4 ? .ipv4 : .ipv6 } ?? .any
+            let limit = timeout > .zero ? min(timeout, Self.resolveLimit) : Self.resolveLimit
+            let query = resolveHost(name, family: family, limit: limit) { [weak self] outcome in
+                guard let self else { return }
+                let index = Int(peer.rawValue)
+                if index < self.hostQueries.count { self.hostQueries[index] = nil }
+                switch outcome {
+                case .found(let addresses):
+                    self.connect(
+                        peer, to: .tcp(Endpoint(address: addresses[0], port: port), from: source), timeout: timeout)
+                case .failed(let reason):
+                    self.feed(.hostUnknown(peer, reason: reason))
+                }
             }
-            guard let first = addresses.first else { return feed(.hostUnknown(peer, reason: "no address")) }
-            connect(peer, to: .tcp(Endpoint(address: first, port: port), from: source), timeout: timeout)
+            if let query {
+                let index = Int(peer.rawValue)
+                while hostQueries.count <= index { hostQueries.append(nil) }
+                hostQueries[index] = query
+            }
         case .tcp(let endpoint, let source):
             do {
                 let connector = try Connector.start(
@@ -527,6 +608,136 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
             Glibc.close(ends[1])
             feed(.programFailed(error))
         }
+    }
+
+    // MARK: - Names, ident, detached programs
+
+    /// What a name resolved to.
+    private enum Resolution {
+        case found([IPAddress])
+        case failed(String)
+    }
+
+    /// Finds `name`'s addresses of `family`: what is known at once is answered before this
+    /// returns (nil then), a DNS name by the query returned, later, on the loop.
+    private func resolveHost(
+        _ name: String, family: DNSResolver.Family, limit: Duration, then answer: @escaping (Resolution) -> Void
+    ) -> AddressQuery? {
+        let hostsText = names?.hostsText ?? UserDatabase.readFile("/etc/hosts") ?? []
+        let wire: [UInt8]
+        let servers: [DNSServer]
+        do {
+            if let known = try HostResolver.answerLocally(name, family: family, hostsText: hostsText) {
+                answer(known.isEmpty ? .failed("no address") : .found(known))
+                return nil
+            }
+            wire = try DNSWire.encodeName(name)
+            servers = try names?.servers ?? DNSConfiguration.servers(environment: Environment.get)
+        } catch {
+            answer(.failed("\(error)"))
+            return nil
+        }
+        return AddressQuery.start(
+            loop: host.loop, name: wire, types: HostResolver.questionTypes(for: family), servers: servers,
+            timeouts: Self.resolveTimeouts, limit: limit
+        ) { found in
+            switch found {
+            case .addresses(let addresses) where !addresses.isEmpty: answer(.found(addresses))
+            case .addresses: answer(.failed("no address"))
+            case .noSuchName: answer(.failed("no such name"))
+            case .failed(let error): answer(.failed("\(error)"))
+            }
+        }
+    }
+
+    private func resolve(_ name: String) {
+        var made: AddressQuery?
+        made = resolveHost(name, family: .any, limit: Self.resolveLimit) { [weak self] outcome in
+            guard let self else { return }
+            if let made { self.resolutions.removeAll { $0 === made } }
+            switch outcome {
+            case .found(let addresses): self.feed(.resolved(name: name, addresses: addresses))
+            case .failed(let reason): self.feed(.resolveFailed(name: name, reason: reason))
+            }
+        }
+        if let made { resolutions.append(made) }
+    }
+
+    private func askIdent(timeout: Duration) {
+        identQuery?.cancel()
+        identQuery = nil
+        let local: Endpoint
+        do {
+            local = try localEndpoint()
+        } catch {
+            return feed(.identAnswered(.failure(.system(error))))
+        }
+        identQuery = IdentQuery.start(
+            loop: host.loop, client: peer, local: local, timeout: timeout, port: host.identPort
+        ) { [weak self] result in
+            guard let self else { return }
+            self.identQuery = nil
+            self.feed(.identAnswered(result))
+        }
+    }
+
+    private func runDetached(_ program: SessionProgram) {
+        do {
+            let host = self.host
+            let child = try ChildProgram(
+                loop: host.loop, argv: program.argv, environment: program.environment, stdin: -1, stdout: -1,
+                discardErrors: true, onErrorLine: nil,
+                onExit: { [weak host] pid, _ in host?.release(pid) })
+            host.adopt(child)
+        } catch {
+            host.log(.warning, "connection \(id): unable to run \(program.argv.first ?? ""): \(error)")
+        }
+    }
+
+    // MARK: - Relaying the streams
+
+    private func relayStreams(_ configuration: RelayConfiguration, toServer: [UInt8]) {
+        guard stream(.server) != nil, let clientStream = streamMakingClient(.client),
+            let serverStream = stream(.server)
+        else {
+            return feed(.relayFailed(SystemError(errno: ENOTCONN)))
+        }
+        pendingStreamRelay = (configuration, toServer)
+        for each in [clientStream, serverStream] {
+            each.wantsReading = false
+            each.socket.pauseReading()
+        }
+        startStreamRelayIfDrained()
+    }
+
+    /// Starts the relay of ``SessionAction/relayStreams(_:toServer:)`` once nothing is queued
+    /// for either stream.
+    private func startStreamRelayIfDrained() {
+        guard let pending = pendingStreamRelay, let clientStream = stream(.client),
+            let serverStream = stream(.server),
+            clientStream.socket.queuedBytes == 0 && serverStream.socket.queuedBytes == 0
+        else { return }
+        pendingStreamRelay = nil
+        streams[Int(Peer.client.rawValue)] = nil
+        streams[Int(Peer.server.rawValue)] = nil
+        if blocked & (1 << Peer.client.rawValue | 1 << Peer.server.rawValue) != 0 {
+            blocked &= ~(1 << Peer.client.rawValue | 1 << Peer.server.rawValue)
+            applyReadingToAll()
+        }
+        let fromClient = clientStream.socket.release()
+        let fromServer = serverStream.socket.release()
+        var configuration = pending.configuration
+        configuration.assumeNonBlocking = true  // a BufferedSocket's descriptors are
+        let relay = RelayConnection(
+            loop: host.loop, client: fromClient.descriptor, server: fromServer.descriptor,
+            configuration: configuration, delegate: self)
+        relay.deliverFirst(
+            toServer: fromServer.unsent + pending.toServer + fromClient.leftover,
+            toClient: fromClient.unsent + fromServer.leftover)
+        traced = false
+        recording = nil
+        self.relay = relay
+        relay.start()
     }
 
     // MARK: - The spool
@@ -590,6 +801,7 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
 
     fileprivate func streamDrained(_ peer: Peer) {
         if lingering && peer == .client { return lingerOver() }
+        if pendingStreamRelay != nil && (peer == .client || peer == .server) { return startStreamRelayIfDrained() }
         if spoolPump?.peer == peer { pumpSpool() }
         if blocked & (1 << peer.rawValue) != 0 {
             blocked &= ~(1 << peer.rawValue)

@@ -17,6 +17,10 @@ public protocol SessionFactory: AnyObject {
     func recorder(for request: RecordingRequest, session: SessionDriver) -> Result<
         any SessionRecorder, RecordingFailure
     >
+    /// Whether `password` is `user`'s, as ``SessionHost/checkPassword(user:password:session:answer:)``
+    /// asks: off the loop, `answer` once on the loop's thread.
+    func checkPassword(
+        user: [UInt8], password: [UInt8], session: SessionDriver, answer: @escaping (Bool) -> Void)
 }
 
 extension SessionFactory {
@@ -25,6 +29,13 @@ extension SessionFactory {
         any SessionRecorder, RecordingFailure
     > {
         .failure(RecordingFailure(path: request.basename, error: SystemError(errno: ENOSYS)))
+    }
+
+    /// By default every password is wrong.
+    public func checkPassword(
+        user: [UInt8], password: [UInt8], session: SessionDriver, answer: @escaping (Bool) -> Void
+    ) {
+        answer(false)
     }
 }
 
@@ -186,5 +197,11 @@ public final class SessionWorker<Factory: SessionFactory>: AcceptorDelegate, Ses
         any SessionRecorder, RecordingFailure
     > {
         factory.recorder(for: request, session: session)
+    }
+
+    public func checkPassword(
+        user: [UInt8], password: [UInt8], session: SessionDriver, answer: @escaping (Bool) -> Void
+    ) {
+        factory.checkPassword(user: user, password: password, session: session, answer: answer)
     }
 }

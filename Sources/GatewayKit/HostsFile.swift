@@ -76,6 +76,21 @@ public enum HostResolver {
     public static func resolve(
         _ host: String, family: DNSResolver.Family = .any, hostsPath: String = "/etc/hosts"
     ) throws(DNSError) -> [IPAddress] {
+        if let known = try answerLocally(host, family: family, hostsText: UserDatabase.readFile(hostsPath) ?? []) {
+            return known
+        }
+        return filter(try DNSResolver().addresses(of: host, family: family), family: family)
+    }
+
+    /// What `host` is without asking DNS, in the order ``resolve(_:family:hostsPath:)`` tries:
+    /// an address literal (also in brackets), the addresses of the hosts file's text
+    /// `hostsText` (when it has some of `family`), a name of only digits and dots (djb's
+    /// dns_ip4 reads such a name as addresses and never asks a server); nil when DNS must be
+    /// asked. Pure, so a daemon on an event loop answers these at once and sends only real
+    /// names to its non-blocking query. Filtered by `family` as `resolve` does.
+    public static func answerLocally(
+        _ host: String, family: DNSResolver.Family, hostsText: [UInt8]
+    ) throws(DNSError) -> [IPAddress]? {
         guard !host.isEmpty else { throw DNSError.invalidName(host) }
         var text = Substring(host)
         let bracketed = text.hasPrefix("[") && text.hasSuffix("]") && text.count >= 2
@@ -84,9 +99,20 @@ public enum HostResolver {
             return filter([literal], family: family)
         }
         if bracketed { throw DNSError.invalidName(host) }
-        let fromFile = filter(HostsFile.addresses(of: host, path: hostsPath), family: family)
+        let fromFile = filter(HostsFile.addresses(of: host, in: hostsText), family: family)
         if !fromFile.isEmpty { return fromFile }
-        return filter(try DNSResolver().addresses(of: host, family: family), family: family)
+        if DNSResolver.looksNumeric(host) { return filter(DNSResolver.numericIPv4(host), family: family) }
+        return nil
+    }
+
+    /// The DNS questions' types for `family`, in the order their addresses are given (AAAA
+    /// before A for `.any`, as `DNSResolver.addresses(of:family:)`).
+    public static func questionTypes(for family: DNSResolver.Family) -> [DNSType] {
+        switch family {
+        case .ipv4: return [.a]
+        case .ipv6: return [.aaaa]
+        case .any: return [.aaaa, .a]
+        }
     }
 
     /// The addresses of `family` among `addresses` (see `resolve(_:family:hostsPath:)`).

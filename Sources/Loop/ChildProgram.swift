@@ -25,10 +25,11 @@ public final class ChildProgram {
 
     /// Starts `argv` with `environment`. `stdin`/`stdout` become fds 0 and 1 (-1: /dev/null);
     /// when `logErrors` is set, fd 2 is a pipe whose lines go to `onErrorLine`; otherwise fd 2
-    /// is the daemon's own. A name without `/` is looked up in `path` (the daemon's PATH).
+    /// is the daemon's own, or /dev/null with `discardErrors`. A name without `/` is looked up
+    /// in `path` (the daemon's PATH).
     public init(
         loop: EventLoop, argv: [String], environment: [[UInt8]], stdin: Int32, stdout: Int32,
-        path: [UInt8]? = Environment.bytes("PATH"),
+        path: [UInt8]? = Environment.bytes("PATH"), discardErrors: Bool = false,
         onErrorLine: ((String) -> Void)?, onExit: @escaping (_ pid: Int32, _ status: Int32) -> Void
     ) throws(SystemError) {
         var actions = posix_spawn_file_actions_t()
@@ -49,6 +50,8 @@ public final class ChildProgram {
             if bastion_pipe_nonblocking(&pipeEnds) != 0 { throw SystemError.current }
             Socket.setNonBlocking(pipeEnds[1], false)  // the program's stderr blocks as usual
             posix_spawn_file_actions_adddup2(&actions, pipeEnds[1], 2)
+        } else if discardErrors {
+            posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
         }
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)

@@ -30,6 +30,17 @@ public final class LoopTimer: EventHandler {
         loop.cancelTimer(registration)
     }
 
+    /// Unsets the timer and leaves the loop, which kept it alive while registered (a timer
+    /// that fired once stays registered until then): an owner that is done with it calls
+    /// this, or the loop holds it, and what its action captured, until the loop closes. Set
+    /// again, it registers anew.
+    public func invalidate() {
+        armed = false
+        guard let registration else { return }
+        self.registration = nil
+        loop.unregister(registration)
+    }
+
     public func handle(events: IOEvents, tag: UInt8) {}
 
     public func handleTimer() {

@@ -113,6 +113,12 @@ public final class RelayConnection: EventHandler {
     /// many of them went out. Not counted in `bytesClientToServer`.
     private var preamble: [UInt8] = []
     private var preambleSent = 0
+    /// Bytes each direction delivers before anything it reads (``deliverFirst(toServer:toClient:)``),
+    /// and how many of them went out. Counted as relayed.
+    private var firstToServer: [UInt8] = []
+    private var firstToServerSent = 0
+    private var firstToClient: [UInt8] = []
+    private var firstToClientSent = 0
     private var state = State.created
     private var deferPending = false
     /// Inside `service`, where the state lives in local copies: `cancel` waits for the end.
@@ -208,6 +214,19 @@ public final class RelayConnection: EventHandler {
     public var bufferedBytes: Int { upstream.held + downstream.held }
     /// True between `start` and the end.
     public var isRunning: Bool { state == .running }
+
+    /// Bytes that go out before anything the relay reads: `toServer` to the server (after a
+    /// preamble), `toClient` to the client. They are the peers' own bytes that someone read
+    /// before the relay took the sockets over (a session's leftovers: what a SOCKS client sent
+    /// behind its request, what a server sent before the relay began), so they count in
+    /// ``bytesClientToServer`` and ``bytesServerToClient``. Call before `start`.
+    public func deliverFirst(toServer: [UInt8], toClient: [UInt8]) {
+        precondition(state == .created, "RelayConnection.deliverFirst after start")
+        firstToServer = toServer
+        firstToServerSent = 0
+        firstToClient = toClient
+        firstToClientSent = 0
+    }
 
     // MARK: - Life cycle
 
@@ -407,6 +426,42 @@ public final class RelayConnection: EventHandler {
         }
     }
 
+    /// Sends what is left of a direction's first bytes (``deliverFirst(toServer:toClient:)``):
+    /// nil when all of it is out, else what the pump returns for now.
+    private func sendFirst(
+        _ direction: RelayDirection, _ flow: inout Flow, _ destination: inout Side
+    ) -> Outcome? {
+        while true {
+            guard destination.writable else { return .waiting }
+            let toServer = direction == .clientToServer
+            let sent = toServer ? firstToServerSent : firstToClientSent
+            let n =
+                (toServer ? firstToServer : firstToClient).withUnsafeBytes { p in
+                    send(destination, p.baseAddress! + sent, p.count - sent)
+                }
+            if n > 0 {
+                if toServer && connecting { established() }
+                flow.bytes &+= UInt64(n)
+                lastActivity = loop.nowNanoseconds
+                let total = toServer ? firstToServer.count : firstToClient.count
+                if toServer { firstToServerSent += n } else { firstToClientSent += n }
+                if sent + n == total {
+                    if toServer { firstToServer = [] } else { firstToClient = [] }
+                    return nil
+                }
+                destination.writable = false  // a short write: the socket's buffer is full
+                return .waiting
+            }
+            let e = n == 0 ? EIO : errno
+            if e == EINTR { continue }
+            if Sys.wouldBlock(e) {
+                destination.writable = false
+                return .waiting
+            }
+            return .failed(destination.role, e)
+        }
+    }
+
     private func pumpBoth() -> (RelayEnd?, Bool) {
         var flow = upstream
         var source = client
@@ -446,6 +501,11 @@ public final class RelayConnection: EventHandler {
         _ flow: inout Flow, _ source: inout Side, _ destination: inout Side, _ direction: RelayDirection
     ) -> Outcome {
         if direction == .clientToServer && !preamble.isEmpty, let outcome = sendPreamble(&destination) {
+            return outcome
+        }
+        if !(direction == .clientToServer ? firstToServer.isEmpty : firstToClient.isEmpty),
+            let outcome = sendFirst(direction, &flow, &destination)
+        {
             return outcome
         }
         var rounds = 0

@@ -203,8 +203,8 @@ struct CDBSlotCountTests {
     func aLookupReadsNoMoreSlotsThanTheFileHolds(slots: UInt32) throws {
         let db = Self.database(slots: slots)
         let key: [UInt8] = []
-        try db.withUnsafeBytes { raw in
-            try key.withUnsafeBytes { k in
+        db.withUnsafeBytes { raw in
+            key.withUnsafeBytes { k in
                 let r = CDBReader(bytes: raw)
                 var search = CDBReader.Search(key: k)
                 let found = attempt({ () throws(CDBReadError) in try r.next(&search) })

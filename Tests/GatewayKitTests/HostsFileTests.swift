@@ -190,6 +190,36 @@ struct HostResolverTests {
         }
     }
 
+    @Test(arguments: [
+        ("192.0.2.7", DNSResolver.Family.any, ["192.0.2.7"]),
+        ("[2001:db8::7]", .ipv4, []),
+        ("gateway", .ipv4, ["192.0.2.1", "192.0.2.2"]),
+        ("GW.", .any, ["192.0.2.1"]),
+        ("v6only", .ipv6, ["2001:db8::5", "2001:db8::6"]),
+        // djb's numeric names: every whole group of four numbers is an address, never asked.
+        ("1.2.3.4.5", .any, ["1.2.3.4"]),
+        ("1.2.3", .any, []),
+        ("1.2.3.4.5.6.7.8", .ipv6, []),
+    ])
+    func answeredLocally(host: String, family: DNSResolver.Family, expected: [String]) throws {
+        let text = Array(Self.hosts.utf8)
+        #expect(try HostResolver.answerLocally(host, family: family, hostsText: text) == expected.map(address))
+    }
+
+    @Test func namesTheHostsFileLacksGoToDNS() throws {
+        let text = Array(Self.hosts.utf8)
+        #expect(try HostResolver.answerLocally("www.example.test", family: .any, hostsText: text) == nil)
+        // The hosts file has v6only, but none of its addresses are IPv4: DNS decides.
+        #expect(try HostResolver.answerLocally("v6only", family: .ipv4, hostsText: text) == nil)
+        #expect(try HostResolver.answerLocally("localhost", family: .any, hostsText: []) == nil)
+        #expect(HostResolver.questionTypes(for: .any) == [.aaaa, .a])
+        #expect(HostResolver.questionTypes(for: .ipv4) == [.a])
+        #expect(HostResolver.questionTypes(for: .ipv6) == [.aaaa])
+        #expect(throws: DNSError.invalidName("[gateway]")) {
+            _ = try HostResolver.answerLocally("[gateway]", family: .any, hostsText: text)
+        }
+    }
+
     @Test func filter() {
         let all = ["1.2.3.4", "::ffff:5.6.7.8", "2001:db8::1", "::1"].map(address)
         #expect(HostResolver.filter(all, family: .any) == all)

@@ -126,6 +126,30 @@ struct EventLoopTests {
         #expect(Double((moved.timers.first ?? 0) &- start) / 1e6 >= 59)
     }
 
+    @Test("a LoopTimer stays registered after it fired until invalidated, and can be set again")
+    func loopTimerInvalidate() throws {
+        var configuration = EventLoop.Configuration()
+        configuration.timerTick = .milliseconds(5)
+        let loop = try EventLoop(configuration: configuration)
+        defer { loop.close() }
+        var fired = 0
+        let timer = LoopTimer(loop: loop) { fired += 1 }
+        #expect(loop.statistics.handlers == 0)
+        timer.setUnlessArmed(after: .milliseconds(10))
+        loop.run(until: .after(.milliseconds(40)))
+        #expect(fired == 1)
+        #expect(loop.statistics.handlers == 1, "the loop still holds it")
+        timer.setUnlessArmed(after: .milliseconds(10))
+        timer.invalidate()
+        #expect(loop.statistics.handlers == 0)
+        #expect(loop.statistics.timers == 0)
+        loop.run(until: .after(.milliseconds(40)))
+        #expect(fired == 1, "an invalidated timer does not fire")
+        timer.setUnlessArmed(after: .milliseconds(10))
+        loop.run(until: .after(.milliseconds(40)))
+        #expect(fired == 2)
+    }
+
     @Test("a timer further away than the wheel goes round and still fires on time")
     func longTimer() throws {
         var configuration = EventLoop.Configuration()

@@ -69,6 +69,25 @@ struct RelayConnectionTests {
         }
     }
 
+    @Test("bytes delivered first go out before anything read, both ways, and count as relayed", arguments: transfers)
+    func deliverFirst(transfer: RelayTransfer) throws {
+        // Larger than the sockets take at once, so that they go out over several writes.
+        let firstUp = randomBytes(600_000, seed: 21)
+        let firstDown = randomBytes(1 << 20, seed: 22)
+        let fixture = try RelayFixture(
+            configuration: RelayConfiguration(transfer: transfer), first: (firstUp, firstDown))
+        let up = randomBytes(300_000, seed: 23)
+        let down = randomBytes(200_000, seed: 24)
+        var peers = [Peer(fd: fixture.client, sending: up), Peer(fd: fixture.server, sending: down)]
+        #expect(drive(&peers))
+        expectSame(peers[1].received, firstUp + up)
+        expectSame(peers[0].received, firstDown + down)
+        let summary = try #require(fixture.summary())
+        #expect(summary.end == .completed)
+        #expect(summary.bytesClientToServer == UInt64(firstUp.count + up.count))
+        #expect(summary.bytesServerToClient == UInt64(firstDown.count + down.count))
+    }
+
     @Test("a client that shuts down its sending side still receives the whole answer", arguments: transfers)
     func clientHalfClose(transfer: RelayTransfer) throws {
         let fixture = try RelayFixture(configuration: RelayConfiguration(transfer: transfer))

@@ -235,7 +235,8 @@ final class RelayFixture {
         configuration: RelayConfiguration = RelayConfiguration(),
         recorder: Recording? = nil,
         loop loopConfiguration: EventLoop.Configuration = EventLoop.Configuration(),
-        transports: @escaping @Sendable (_ client: Int32, _ server: Int32) -> RelayTransports? = { _, _ in nil }
+        transports: @escaping @Sendable (_ client: Int32, _ server: Int32) -> RelayTransports? = { _, _ in nil },
+        first: (toServer: [UInt8], toClient: [UInt8])? = nil
     ) throws {
         let (client, relayClient) = try Loopback.pair(clientFamily)
         let (relayServer, server) = try Loopback.pair(serverFamily)
@@ -249,6 +250,7 @@ final class RelayFixture {
                 delegate: events, recorder: recorder,
                 transports: transports(relayClient, relayServer)
             )
+            if let first { relay.deliverFirst(toServer: first.toServer, toClient: first.toClient) }
             relay.start()
         }
     }
