@@ -32,6 +32,7 @@ let package = Package(
         .executable(name: "tcpserver", targets: ["tcpserver"]),
         .executable(name: "tcpproxy", targets: ["tcpproxy"]),
         .executable(name: "pop3.proxy", targets: ["pop3proxy"]),
+        .executable(name: "sockd", targets: ["sockd"]),
         .executable(name: "make_sockdfc", targets: ["make_sockdfc"]),
         .executable(name: "dump_sockdfc", targets: ["dump_sockdfc"]),
         .executable(name: "make_sockdfr", targets: ["make_sockdfr"]),
@@ -75,6 +76,7 @@ let package = Package(
         .executableTarget(name: "tcpproxy", dependencies: ["TCPProxy"], linkerSettings: staticTool),
         .executableTarget(name: "pop3proxy", dependencies: ["POP3Proxy"], linkerSettings: staticTool),
         // sockd's frozen-file tools: check a text file and freeze it, or print a frozen file.
+        .executableTarget(name: "sockd", dependencies: ["Socks"], linkerSettings: staticTool),
         .executableTarget(name: "make_sockdfc", dependencies: ["Socks"], linkerSettings: staticTool),
         .executableTarget(name: "dump_sockdfc", dependencies: ["Socks"], linkerSettings: staticTool),
         .executableTarget(name: "make_sockdfr", dependencies: ["Socks"], linkerSettings: staticTool),

@@ -180,6 +180,9 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
 
     public var now: Deadline { host.loop.now }
 
+    /// The loop the session runs on (for a host's work on its behalf: a password check).
+    public var loop: EventLoop { host.loop }
+
     public func localEndpoint() throws(SystemError) -> Endpoint {
         if let cachedLocal { return cachedLocal }
         var fd = client >= 0 ? client : stream(.client)?.socket.descriptor ?? -1

@@ -1,0 +1,400 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Gateway
+import GatewayKit
+import Relay
+
+/// Where sockd's outgoing connections for a destination are made from (sockd.route).
+public enum RouteChoice: Equatable, Sendable {
+    /// No route file: the system picks the source address (single-homed).
+    case system
+    /// The route on `line` says to connect from `address`.
+    case from(IPAddress, line: Int)
+    /// A route file is in use and no line covers the destination.
+    case none
+}
+
+/// What every session of one sockd configuration shares: the rules, the routes, the options.
+/// Made again on SIGHUP; a session keeps the one it started with.
+public struct SockdSessionSettings: Sendable {
+    public var configuration: SockdConfiguration
+    /// The route for a destination (address, and name when the request gave one).
+    public var route: @Sendable (IPAddress, [UInt8]?) -> RouteChoice
+    /// `-I` / `-i` (a line's `?=` overrides it).
+    public var identCheck: IdentCheck
+    public var identTimeout: Duration
+    /// `--passwd` is in force.
+    public var passwordRequired: Bool
+    /// sockd's process id, for `%p`.
+    public var pid: Int32
+    /// A port's /etc/services name, for the log and `%S`.
+    public var serviceName: @Sendable (UInt16) -> [UInt8]?
+    /// How long a client has to send its request.
+    public var negotiationTimeout = Duration.seconds(30)
+    /// How long a connection to a destination may take.
+    public var connectTimeout = Duration.seconds(60)
+    /// The relay's settings (its idle timeout included).
+    public var relay = RelayConfiguration()
+
+    /// Some line names hosts or domains for the client: its name is looked up (reverse, then
+    /// confirmed forward) before the rules are matched.
+    public let rulesNeedClientName: Bool
+
+    public init(
+        configuration: SockdConfiguration, route: @escaping @Sendable (IPAddress, [UInt8]?) -> RouteChoice,
+        identCheck: IdentCheck, identTimeout: Duration, passwordRequired: Bool, pid: Int32,
+        serviceName: @escaping @Sendable (UInt16) -> [UInt8]?
+    ) {
+        self.configuration = configuration
+        self.route = route
+        self.identCheck = identCheck
+        self.identTimeout = identTimeout
+        self.passwordRequired = passwordRequired
+        self.pid = pid
+        self.serviceName = serviceName
+        rulesNeedClientName = configuration.rules.contains { rule in
+            switch rule.source {
+            case .host, .domain: true
+            default: false
+            }
+        }
+    }
+}
+
+/// One SOCKS client, from its first byte to the end of its tunnel: negotiation (the wire
+/// layer's ``SocksNegotiation``), the password check, the destination's name resolved, the
+/// client's name when a rule needs it, sockd.conf's decision, identd, the route, the
+/// connection, the reply, and the relay. Pure: the ``SessionDriver`` carries its actions out.
+///
+/// Log lines are the manual's: `connected -- Connect from USER(IDENT)@CLIENT to DESTINATION
+/// (SERVICE)`, `terminated -- ...`, `N bytes from CLIENT, M bytes from DESTINATION`,
+/// `refused -- ...`, `failed -- ...: why`, and the identd lines.
+public final class SocksSession: SessionMachine {
+    enum Phase {
+        case negotiating
+        case checkingPassword
+        case resolvingDestination
+        case namingClient
+        case confirmingClientName([UInt8])
+        case askingIdent(SockdRule)
+        case connecting(SockdRule)
+        case relaying
+        case ended
+    }
+
+    let settings: SockdSessionSettings
+    let client: Endpoint
+    private var negotiation: SocksNegotiation
+    private var phase = Phase.negotiating
+    private var scratch: [NegotiationAction] = []
+    private var request: SocksRequest?
+    private var following: [UInt8] = []
+    private var destination: IPAddress?
+    private var clientName: [UInt8]?
+    private var identUser: [UInt8]?
+    private var started: Deadline?
+
+    public init(settings: SockdSessionSettings, client: Endpoint) {
+        self.settings = settings
+        self.client = client
+        negotiation = SocksNegotiation(policy: NegotiationPolicy(passwordRequired: settings.passwordRequired))
+    }
+
+    // MARK: - Words of the log
+
+    /// CLIENT: the client's confirmed name, else its address.
+    var clientText: String { clientName.map { printable($0) } ?? client.address.unmapped.description }
+
+    /// DESTINATION: the name the request gave, else the address.
+    var destinationText: String {
+        guard let request else { return "?" }
+        switch request.destination.host {
+        case .name(let name): return printable(name)
+        case .ip(let address): return address.unmapped.description
+        }
+    }
+
+    /// SERVICE: the port's /etc/services name, else its number.
+    var serviceText: String {
+        guard let port = request?.destination.port else { return "?" }
+        return settings.serviceName(port).map { printable($0) } ?? String(port)
+    }
+
+    /// `Connect from USER(IDENT)@CLIENT to DESTINATION (SERVICE)`.
+    var connectText: String {
+        let user = request.map { printable($0.user) } ?? ""
+        let ident = identUser.map { printable($0) } ?? "unknown"
+        let verb = request?.command == .bind ? "Bind" : "Connect"
+        return "\(verb) from \(user)(\(ident))@\(clientText) to \(destinationText) (\(serviceText))"
+    }
+
+    // MARK: - Events
+
+    public func handle(_ event: SessionEvent, context: any SessionContext, into actions: inout [SessionAction]) {
+        if started == nil { started = context.now }
+        switch event {
+        case .started:
+            actions.append(.read(.client))
+            actions.append(.setTimer(settings.negotiationTimeout))
+        case .received(.client, let bytes):
+            guard case .negotiating = phase else { return }
+            scratch.removeAll(keepingCapacity: true)
+            negotiation.receive(bytes, into: &scratch)
+            negotiated(into: &actions)
+        case .endOfFile(.client), .streamFailed(.client, _):
+            switch phase {
+            case .negotiating:
+                scratch.removeAll(keepingCapacity: true)
+                negotiation.endOfInput(into: &scratch)
+                negotiated(into: &actions)
+                if case .negotiating = phase { end(into: &actions) }
+            case .relaying, .ended: break
+            default:
+                // Gone while sockd was deciding: nobody to answer.
+                end(into: &actions)
+            }
+        case .passwordChecked(let accepted):
+            guard case .checkingPassword = phase else { return }
+            phase = .negotiating
+            actions.append(.read(.client))
+            scratch.removeAll(keepingCapacity: true)
+            negotiation.passwordChecked(accepted, into: &scratch)
+            negotiated(into: &actions)
+        case .resolved(_, let addresses):
+            guard case .resolvingDestination = phase, let first = addresses.first else { return }
+            destination = first.unmapped
+            nameClientOrDecide(into: &actions)
+        case .resolveFailed(let name, let reason):
+            switch phase {
+            case .resolvingDestination:
+                fail(.hostUnreachable, "cannot resolve \(printable(Array(name.utf8))): \(reason)", into: &actions)
+            case .confirmingClientName:
+                // The name does not lead back: decide as if there were none.
+                clientName = nil
+                decide(into: &actions)
+            default: break
+            }
+        case .nameFound(let answer):
+            guard case .namingClient = phase else { return }
+            let name: String? =
+                switch answer {
+                case .hosts(let name): name
+                case .dns(let name): name
+                case .failed: nil
+                }
+            guard let name, !name.isEmpty else { return decide(into: &actions) }
+            phase = .confirmingClientName(Array(name.utf8))
+            actions.append(.resolve(name))
+        case .identAnswered(let result):
+            guard case .askingIdent(let rule) = phase else { return }
+            identAnswered(result, rule: rule, into: &actions)
+        case .streamConnected(.server):
+            guard case .connecting = phase, let request else { return }
+            var bound = SocksAddress.unspecified
+            if let local = try? context.endpoint(of: .server, local: true) {
+                bound = SocksAddress(local.address.unmapped, port: local.port)
+            }
+            say("connected -- \(connectText)", &actions)
+            actions.append(.send(.client, request.reply(.granted, bound: bound)[...]))
+            phase = .relaying
+            actions.append(.relayStreams(settings.relay, toServer: following))
+            following = []
+        case .connectFailed(.server, let error):
+            guard case .connecting = phase else { return }
+            fail(Self.outcome(of: error), "\(error)", into: &actions)
+        case .hostUnknown(.server, let reason):
+            guard case .connecting = phase else { return }
+            fail(.hostUnreachable, reason, into: &actions)
+        case .relayEnded(let summary):
+            say("terminated -- \(connectText)", &actions)
+            say(
+                "\(summary.bytesClientToServer) bytes from \(clientText), \(summary.bytesServerToClient) bytes from \(destinationText)",
+                &actions)
+            phase = .ended
+            actions.append(.close)
+        case .relayFailed(let error):
+            fail(.generalFailure, "\(error)", into: &actions)
+        case .timerFired:
+            switch phase {
+            case .relaying, .ended: break
+            case .negotiating, .checkingPassword:
+                say("timeout -- no request from \(clientText) within \(settings.negotiationTimeout)", &actions)
+                end(into: &actions)
+            default:
+                fail(.timedOut, "timed out", into: &actions)
+            }
+        default:
+            break
+        }
+    }
+
+    public func statusLine(bytesFromClient: UInt64, bytesToClient: UInt64, now: Deadline) -> String? {
+        guard case .relaying = phase else { return nil }
+        return
+            "\(connectText): \(bytesFromClient) bytes from \(clientText), \(bytesToClient) bytes from \(destinationText)"
+    }
+
+    // MARK: - Steps
+
+    /// Carries out what the negotiation said.
+    private func negotiated(into actions: inout [SessionAction]) {
+        for step in scratch {
+            switch step {
+            case .send(let bytes):
+                actions.append(.send(.client, bytes[...]))
+            case .checkPassword(let username, let password):
+                phase = .checkingPassword
+                actions.append(.pause(.client))
+                actions.append(.checkPassword(user: username, password: password))
+            case .ready(let request, let following):
+                self.request = request
+                self.following = following
+                actions.append(.pause(.client))
+                requestReady(request, into: &actions)
+            case .failed(let failure):
+                say("malformed request from \(clientText): \(failure)", &actions)
+                end(into: &actions)
+            }
+        }
+        scratch.removeAll(keepingCapacity: true)
+    }
+
+    private func requestReady(_ request: SocksRequest, into actions: inout [SessionAction]) {
+        guard request.command == .connect else {
+            say("refused -- \(connectText): \(request.command) is not supported yet", &actions)
+            actions.append(.send(.client, request.reply(.commandNotSupported)[...]))
+            return end(into: &actions)
+        }
+        switch request.destination.host {
+        case .ip(let address):
+            destination = address.unmapped
+            nameClientOrDecide(into: &actions)
+        case .name(let name):
+            phase = .resolvingDestination
+            actions.append(.setTimer(settings.connectTimeout))
+            actions.append(.resolve(String(decoding: name, as: UTF8.self)))
+        }
+    }
+
+    private func nameClientOrDecide(into actions: inout [SessionAction]) {
+        guard settings.rulesNeedClientName else { return decide(into: &actions) }
+        phase = .namingClient
+        actions.append(.lookUpName(client.address))
+    }
+
+    private func query() -> RuleQuery? {
+        guard let request, let destination else { return nil }
+        var name: [UInt8]?
+        if case .name(let given) = request.destination.host { name = given }
+        return RuleQuery(
+            user: request.user, client: client.address.unmapped, clientName: clientName, destination: destination,
+            destinationName: name, port: request.destination.port)
+    }
+
+    /// sockd.conf's first matching line decides; no line denies.
+    private func decide(into actions: inout [SessionAction]) {
+        guard let query = query() else { return end(into: &actions) }
+        let matched = settings.configuration.match(query)
+        guard let rule = matched, rule.action == .permit else {
+            if let command = matched?.command { runCommand(command, into: &actions) }
+            say("refused -- \(connectText)", &actions)
+            return refuse(.notAllowed, into: &actions)
+        }
+        if let command = rule.command { runCommand(command, into: &actions) }
+        switch rule.identCheck(default: settings.identCheck) {
+        case .off:
+            connect(rule, into: &actions)
+        case .lenient, .strict:
+            phase = .askingIdent(rule)
+            actions.append(.setTimer(settings.identTimeout + .seconds(1)))
+            actions.append(.askIdent(timeout: settings.identTimeout))
+        }
+    }
+
+    private func identAnswered(
+        _ result: Result<[UInt8], IdentError>, rule: SockdRule, into actions: inout [SessionAction]
+    ) {
+        let strict = rule.identCheck(default: settings.identCheck) == .strict
+        guard case .success(let reply) = result, let user = IdentReplyReader.interpret(reply) else {
+            guard strict else { return connect(rule, into: &actions) }
+            say("cannot connect to identd on \(clientText)", &actions)
+            if let special = settings.configuration.noIdentd { runCommand(special.command, into: &actions) }
+            say("refused -- \(connectText)", &actions)
+            return refuse(.noIdentd, into: &actions)
+        }
+        identUser = user
+        guard let request, user == request.user else {
+            say("*Alert*: real user is \(printable(user)), not \(printable(request?.user ?? []))", &actions)
+            if let special = settings.configuration.badIdent { runCommand(special.command, into: &actions) }
+            say("refused -- \(connectText)", &actions)
+            return refuse(.identMismatch, into: &actions)
+        }
+        connect(rule, into: &actions)
+    }
+
+    private func connect(_ rule: SockdRule, into actions: inout [SessionAction]) {
+        guard let request, let destination else { return end(into: &actions) }
+        var name: [UInt8]?
+        if case .name(let given) = request.destination.host { name = given }
+        let source: IPAddress?
+        switch settings.route(destination, name) {
+        case .system: source = nil
+        case .from(let address, _): source = address
+        case .none:
+            return fail(.networkUnreachable, "no route to \(destinationText) in the route file", into: &actions)
+        }
+        phase = .connecting(rule)
+        actions.append(.setTimer(settings.connectTimeout))
+        actions.append(
+            .connect(
+                .server, to: .tcp(Endpoint(address: destination, port: request.destination.port), from: source),
+                timeout: settings.connectTimeout))
+    }
+
+    private func runCommand(_ command: [UInt8], into actions: inout [SessionAction]) {
+        guard let request else { return }
+        let values = CommandValues(
+            clientAddress: client.address.unmapped, clientName: clientName,
+            direction: request.command == .bind ? .bind : .connect, pid: settings.pid,
+            port: request.destination.port, service: settings.serviceName(request.destination.port),
+            identUser: identUser, user: request.user, destinationAddress: destination ?? .anyV4,
+            destinationName: { if case .name(let n) = request.destination.host { n } else { nil } }())
+        let line = CommandSubstitution.expand(command, with: values)
+        actions.append(
+            .runDetached(
+                SessionProgram(
+                    argv: ["/bin/sh", "-c", String(decoding: line, as: UTF8.self)],
+                    environment: [Array("PATH=/usr/local/bin:/usr/bin:/bin".utf8)])))
+    }
+
+    private func refuse(_ outcome: Outcome, into actions: inout [SessionAction]) {
+        if let request { actions.append(.send(.client, request.reply(outcome)[...])) }
+        end(into: &actions)
+    }
+
+    private func fail(_ outcome: Outcome, _ why: String, into actions: inout [SessionAction]) {
+        say("failed -- \(connectText): \(why)", &actions)
+        refuse(outcome, into: &actions)
+    }
+
+    private func end(into actions: inout [SessionAction]) {
+        phase = .ended
+        actions.append(.close)
+    }
+
+    private func say(_ line: String, _ actions: inout [SessionAction]) {
+        actions.append(.log(.notice, line))
+    }
+
+    /// The reply for a connect that failed.
+    static func outcome(of error: SystemError) -> Outcome {
+        switch error.errno {
+        case ECONNREFUSED: .connectionRefused
+        case ENETUNREACH, ENETDOWN: .networkUnreachable
+        case EHOSTUNREACH, EHOSTDOWN: .hostUnreachable
+        case ETIMEDOUT: .timedOut
+        default: .generalFailure
+        }
+    }
+}

@@ -1,0 +1,3 @@
+import Socks
+
+SockdCommand.main()
