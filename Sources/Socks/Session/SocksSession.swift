@@ -162,9 +162,18 @@ public final class SocksSession: SessionMachine {
             negotiation.passwordChecked(accepted, into: &scratch)
             negotiated(into: &actions)
         case .resolved(_, let addresses):
-            guard case .resolvingDestination = phase, let first = addresses.first else { return }
-            destination = first.unmapped
-            nameClientOrDecide(into: &actions)
+            switch phase {
+            case .resolvingDestination:
+                guard let first = addresses.first else { return }
+                destination = first.unmapped
+                nameClientOrDecide(into: &actions)
+            case .confirmingClientName(let name):
+                // The reverse name counts only when it leads back to the client.
+                let address = client.address.unmapped
+                clientName = addresses.contains { $0.unmapped == address } ? name : nil
+                decide(into: &actions)
+            default: break
+            }
         case .resolveFailed(let name, let reason):
             switch phase {
             case .resolvingDestination:
@@ -316,7 +325,8 @@ public final class SocksSession: SessionMachine {
         _ result: Result<[UInt8], IdentError>, rule: SockdRule, into actions: inout [SessionAction]
     ) {
         let strict = rule.identCheck(default: settings.identCheck) == .strict
-        guard case .success(let reply) = result, let user = IdentReplyReader.interpret(reply) else {
+        // The user id as remoteinfo keeps it (after the third colon); an ERROR reply keeps none.
+        guard case .success(let user) = result, !user.isEmpty else {
             guard strict else { return connect(rule, into: &actions) }
             say("cannot connect to identd on \(clientText)", &actions)
             if let special = settings.configuration.noIdentd { runCommand(special.command, into: &actions) }
