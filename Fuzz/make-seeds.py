@@ -262,6 +262,27 @@ PASSWD_HASHES = ["$y$j9T$F5Jx5fExrKuPp53xLKQ..1$8c0O2L8gFA3jUVvwMFdXpZKM78kTwpdG
 write("sockd-passwd", "".join(f"user{i}:{h}\n" for i, h in enumerate(PASSWD_HASHES)).encode())
 write("sockd-passwd", b"# users\n\nalice:" + PASSWD_HASHES[1].encode() + b":19000:0:99999:7:::\r\nnohash\n:x\n")
 dictionary("sockd-passwd", [":", "\n", "#", "$y$j9T$", "$6$", "$5$", "$2b$05$", "$1$", "rounds=", "$"])
+def sockd_step(selector, payload=b""):
+    """One step of the sockd-session harness: a clock byte, the selector, then its bytes."""
+    if selector < 4:
+        return bytes([1, selector, len(payload)]) + payload
+    return bytes([1, selector]) + payload
+S4_YLEE = bytes([4, 1, 0, 23, 137, 12, 4, 15]) + b"ylee\0"
+S4_CLYDE = bytes([4, 1, 0, 21, 112, 3, 24, 1]) + b"clyde\0"
+S5_NAME = b"\x05\x01\x00\x05\x01\x00\x03\x0bwww.example\x04\x00"
+S5_LOGIN = b"\x05\x01\x02\x01\x03bob\x06secret\x05\x01\x00\x01\x0a\x00\x00\x01\x00\x50"
+for head, stream, answers in [(bytes([0, 0, 0]), S4_YLEE, [b"\x01", b"\x01"]),
+                              (bytes([0, 1, 1]), S4_CLYDE, []),
+                              (bytes([0, 2, 2]), S4_YLEE, []),
+                              (bytes([1, 0, 0]), S5_NAME, [b"\x01\x01", b"\x01", b"\x01\x00\x01", b"\x01"]),
+                              (bytes([2, 0, 3]), S5_LOGIN, [b"\x01", b"\x01\x01", b"\x01"])]:
+    steps = sockd_step(0, stream)
+    for answer in answers:
+        steps += sockd_step(4) + answer
+    write("sockd-session", head + steps + sockd_step(7) + sockd_step(6))
+    write("sockd-session", head + b"".join(sockd_step(0, stream[i:i + 1]) for i in range(len(stream))) + sockd_step(5, b"\x01"))
+dictionary("sockd-session", ["\x04\x01", "\x05\x01\x00", "\x05\x01\x02", "\x01\x03bob\x06secret", "ylee\0",
+                             "clyde\0", "\x05\x01\x00\x03", "\x05\x01\x00\x01", "\x00\x17", "\x89\x0c"])
 def session_step(kind, payload=b""):
     """One step of the pop3-session harness: a clock byte, the event's selector, its bytes."""
     if kind in (0, 4):

@@ -80,6 +80,9 @@ public enum Harnesses {
         Harness(name: "sockd-args", summary: "sockd's command line (arbitrary argv)", run: SockdOptionsHarness.run),
         Harness(name: "sockd-passwd", summary: "sockd's --passwd user:hash file", run: SockdPasswordHarness.run),
         Harness(
+            name: "sockd-session", summary: "sockd's whole session, the client's bytes and every answer of the driver",
+            run: SockdSessionHarness.run),
+        Harness(
             name: "socks-request",
             summary: "sockd's SOCKS4/4a/5 negotiation, fed whole, a byte at a time and in pieces",
             run: SocksHarnesses.request),
