@@ -196,6 +196,9 @@ struct RuleMatcherTests {
         // ALL, on either side.
         Case("permit ALL 255.255.255.255 ALL 255.255.255.255", q("u", "::1", to: "1.1.1.1", port: 9), true),
         Case("permit all x", q("u", "5.5.5.5", to: "1.1.1.1", port: 9), true),
+        // ALL. is ALL (names lose a trailing dot), never a host named "all" (found by fuzzing:
+        // it listed as ALL and read back as something else).
+        Case("permit ALL. x", q("u", "5.5.5.5", to: "1.1.1.1", port: 9), true),
         // Users: names, files, `*=` alone, no list.
         Case("permit *=ann,bob ALL x", q("bob", "1.1.1.1", to: "1.1.1.1", port: 1), true),
         Case("permit *=ann,bob ALL x", q("bobby", "1.1.1.1", to: "1.1.1.1", port: 1), false),

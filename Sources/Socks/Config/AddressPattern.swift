@@ -134,7 +134,9 @@ public enum AddressPattern: Hashable, Sendable {
             guard index + 1 < words.count else { throw .missing("mask after \(quote(word))") }
             return words[index + 1]
         }
-        if ConfigWords.lowercased(word) == Array("all".utf8) {
+        // `ALL.` too: a trailing dot is dropped from every name, and a host named "all" could
+        // not be written back apart from ALL.
+        if normalisedName(Array(word)) == Array("all".utf8) {
             _ = try needsMask()
             return (.all, 2)
         }
