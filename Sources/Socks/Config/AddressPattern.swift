@@ -103,7 +103,11 @@ public enum AddressPattern: Hashable, Sendable {
         switch self {
         case .all: return Array("ALL 0.0.0.0".utf8)
         case .network(let network): return Array(network.description.utf8)
-        case .host(let host): return host + Array(" 0.0.0.0".utf8)
+        case .host(let host):
+            // A host named `eq` (written `eq.`) keeps its dot: in the destination's place the
+            // bare word is the port operator.
+            let written = PortCondition.Operator(word: host) == nil ? host : host + [ConfigWords.dot]
+            return written + Array(" 0.0.0.0".utf8)
         case .domain(let domain): return [ConfigWords.dot] + domain + Array(" 0.0.0.0".utf8)
         }
     }

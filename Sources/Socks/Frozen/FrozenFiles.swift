@@ -258,12 +258,7 @@ enum FrozenCoding {
         var destination: AddressPattern?
         switch try reader.u8("a flag") {
         case 0: break
-        case 1:
-            let pattern = try readPattern(&reader)
-            if case .host(let name) = pattern, PortCondition.Operator(word: name) != nil {
-                throw reader.fail("a destination named like an operator")
-            }
-            destination = pattern
+        case 1: destination = try readPattern(&reader)
         case let flag: throw reader.fail("flag \(flag) (expected 0 or 1)")
         }
         var port: PortCondition?
