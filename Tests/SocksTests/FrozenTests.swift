@@ -259,6 +259,7 @@ struct FrozenToolTests {
 
     @Test func makeThenDump() throws {
         let dir = try Self.directory()
+        defer { removeDirectory(dir) }
         try Self.write("\(dir)/sockd.conf", FrozenTests.richText)
         let made = Self.make(["\(dir)/sockd.conf", "\(dir)/sockd.fc"])
         #expect(made == FrozenTools.Outcome(status: 0))
@@ -277,6 +278,7 @@ struct FrozenToolTests {
 
     @Test func badLinesAreNamedAndNothingIsWritten() throws {
         let dir = try Self.directory()
+        defer { removeDirectory(dir) }
         try Self.write("\(dir)/sockd.conf", "permit ALL x\npermit 10.0.0.0\n# fine\nallow ALL x\n")
         try Self.write("\(dir)/sockd.fc", "old")
         let made = Self.make(["\(dir)/sockd.conf", "\(dir)/sockd.fc"])
@@ -292,6 +294,7 @@ struct FrozenToolTests {
 
     @Test func routesMakeAndDump() throws {
         let dir = try Self.directory()
+        defer { removeDirectory(dir) }
         try Self.write("\(dir)/sockd.route", SockdRouteTests.text)
         let made = FrozenTools.make(
             .routes, arguments: [Array("\(dir)/sockd.route".utf8), Array("\(dir)/sockd.fr".utf8)])
@@ -306,6 +309,7 @@ struct FrozenToolTests {
 
     @Test func dumpRefusesWhatIsNotFrozen() throws {
         let dir = try Self.directory()
+        defer { removeDirectory(dir) }
         try Self.write("\(dir)/sockd.conf", "permit ALL x\n")
         let text = FrozenTools.dump(.configuration, arguments: [Array("\(dir)/sockd.conf".utf8)])
         #expect(text.status == 1 && text.output.isEmpty)
@@ -340,4 +344,10 @@ func directoryEntries(_ path: String) throws -> [String] {
         if name != "." && name != ".." { names.append(name) }
     }
     return names
+}
+
+/// Removes a test's directory and the files in it.
+func removeDirectory(_ path: String) {
+    for name in (try? directoryEntries(path)) ?? [] { unlink("\(path)/\(name)") }
+    rmdir(path)
 }
