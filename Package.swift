@@ -108,3 +108,12 @@ if Context.environment["BASTION_FUZZ"] == "1" {
     ]
     package.products += [.executable(name: "bastion-fuzz", targets: ["bastion-fuzz"])]
 }
+
+// bench/sockd-frozen builds sockd-load-bench with BASTION_BENCH=1 (text parse against frozen
+// decode, in one process); the ordinary build leaves it out.
+if Context.environment["BASTION_BENCH"] == "1" {
+    package.targets += [
+        .executableTarget(name: "sockd-load-bench", dependencies: ["Socks", "GatewayKit"], path: "bench/sockd-load")
+    ]
+    package.products += [.executable(name: "sockd-load-bench", targets: ["sockd-load-bench"])]
+}

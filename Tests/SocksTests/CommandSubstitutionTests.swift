@@ -82,3 +82,42 @@ struct CommandSubstitutionTests {
         }
     }
 }
+
+@Suite("/etc/services for sockd.conf and %S")
+struct ServiceTableTests {
+    static let table = ServiceTable(
+        text: Array(
+            """
+            # comment
+            ftp\t\t21/tcp
+            ftp  21/udp
+            telnet   23/tcp   # Telnet
+            smtp     25/tcp   mail
+            mail2    25/tcp
+            http     80/tcp   www www-http
+            bogus    70000/tcp
+            bogus2   x/tcp
+            domain   53/udp
+            onlyone
+            """.utf8))
+
+    @Test(
+        arguments: [("ftp", 21), ("telnet", 23), ("mail", 25), ("smtp", 25), ("mail2", 25), ("www", 80)]
+            as [(String, UInt16)])
+    func namesAndAliases(_ name: String, _ port: UInt16) {
+        #expect(Self.table.port(of: Array(name.utf8)) == port)
+        #expect(Self.table.lookup(Array(name.utf8)) == port)
+    }
+
+    @Test func unknownNamesAndOtherProtocols() {
+        for name in ["domain", "bogus", "bogus2", "onlyone", "Telnet", ""] {
+            #expect(Self.table.port(of: Array(name.utf8)) == nil, "\(name)")
+        }
+    }
+
+    @Test func portsToTheirFirstName() {
+        #expect(Self.table.name(of: 25) == Array("smtp".utf8))
+        #expect(Self.table.name(of: 80) == Array("http".utf8))
+        #expect(Self.table.name(of: 53) == nil)
+    }
+}

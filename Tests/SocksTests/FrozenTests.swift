@@ -43,7 +43,8 @@ struct FrozenTests {
                 source: .network(IPNetwork(address: IPAddress("10.0.0.0")!, prefixLength: 8)!))
         ])
         let body: [UInt8] =
-            [0, 0, 0, 1]  // one rule
+            [0, 0, 0, 0]  // no user file
+            + [0, 0, 0, 1]  // one rule
             + [0, 0, 1, 2, 1, 0, 0]  // line 258, permit, no ?=, no *=
             + [1, 4, 10, 0, 0, 0, 255, 0, 0, 0, 8]  // 10.0.0.0/8
             + [0, 0, 0]  // no destination, no port, no command
@@ -54,6 +55,22 @@ struct FrozenTests {
             + [UInt8(crc >> 24), UInt8((crc >> 16) & 0xff), UInt8((crc >> 8) & 0xff), UInt8(crc & 0xff)]
         #expect(configuration.frozen == header + body)
         #expect(Array(SockdRoutes().frozen.prefix(8)) == [0x89] + Array("SOCKDFR".utf8))
+    }
+
+    /// Rules naming the same user list share it, after a parse and after a thaw, and a user
+    /// file is stored once however many rules name it.
+    @Test func userFilesAreStoredOnce() throws {
+        let text = (1...50).map { "permit *=/etc/socks/staff,x 10.0.\($0).0/24" }.joined(separator: "\n")
+        let configuration = try Fixture.configuration(text)
+        let frozen = configuration.frozen
+        let staff = Array("bonnie".utf8)
+        let occurrences = (0..<(frozen.count - staff.count)).filter {
+            frozen[$0..<$0 + staff.count].elementsEqual(staff)
+        }
+        #expect(occurrences.count == 1)
+        let thawed = try SockdConfiguration(frozen: frozen)
+        #expect(thawed == configuration)
+        #expect(thawed.match(Fixture.query("bonnie", "10.0.37.1", to: "1.1.1.1", port: 1))?.line == 37)
     }
 
     @Test func configurationRoundTrips() throws {
@@ -157,7 +174,34 @@ struct FrozenTests {
             ([0, 0, 0, 2, 0, 0, 0, 5, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0, 0, 0, 0], "line 4 after line 5"),
             ([0, 0, 0, 1, 0, 0, 0, 5, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 5, 0, 0, 0, 1, 0x78, 0], "line 5 given twice"),
         ] as [([UInt8], String)])
-    func impossibleBodiesAreRejected(_ body: [UInt8], _ reason: String) {
+    func impossibleBodiesAreRejected(_ rulesAndSpecials: [UInt8], _ reason: String) {
+        // After an empty user file table.
+        Self.rejects([0, 0, 0, 0] + rulesAndSpecials, reason)
+    }
+
+    /// The user file table: each file once, named by the rules in table order, every file named.
+    @Test(
+        arguments: [
+            ([0, 0, 0, 1, 0, 0, 0, 1, 0x78, 0, 0, 0, 0], "a user file name no list can hold"),
+            ([0, 0, 0, 2, 0, 0, 0, 1, 0x2f, 0, 0, 0, 0, 0, 0, 0, 1, 0x2f, 0, 0, 0, 0], "user file given twice"),
+            ([0, 0, 0, 1, 0, 0, 0, 1, 0x2f, 0, 0, 0, 1, 0, 0, 0, 1, 0x2c], "a user name no file can hold"),
+            ([0, 0, 0, 1, 0, 0, 0, 1, 0x2f, 0, 0, 0, 0] + [0, 0, 0, 0, 0, 0], "user file 0 is named by no rule"),
+            (
+                [0, 0, 0, 1, 0, 0, 0, 1, 0x2f, 0, 0, 0, 0]
+                    + [0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 1, 0, 0, 0, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0],
+                "user file 1 does not exist"
+            ),
+            (
+                [0, 0, 0, 2, 0, 0, 0, 1, 0x2f, 0, 0, 0, 0, 0, 0, 0, 2, 0x2f, 0x2f, 0, 0, 0, 0]
+                    + [0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 1, 0, 0, 0, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0],
+                "user file 1 named before user file 0"
+            ),
+        ] as [([UInt8], String)])
+    func impossibleFileTablesAreRejected(_ body: [UInt8], _ reason: String) {
+        Self.rejects(body, reason)
+    }
+
+    static func rejects(_ body: [UInt8], _ reason: String) {
         do {
             _ = try SockdConfiguration(frozen: Self.container(body))
             Issue.record("decoded")
@@ -215,6 +259,7 @@ struct FrozenToolTests {
 
     @Test func makeThenDump() throws {
         let dir = try Self.directory()
+        defer { removeDirectory(dir) }
         try Self.write("\(dir)/sockd.conf", FrozenTests.richText)
         let made = Self.make(["\(dir)/sockd.conf", "\(dir)/sockd.fc"])
         #expect(made == FrozenTools.Outcome(status: 0))
@@ -233,6 +278,7 @@ struct FrozenToolTests {
 
     @Test func badLinesAreNamedAndNothingIsWritten() throws {
         let dir = try Self.directory()
+        defer { removeDirectory(dir) }
         try Self.write("\(dir)/sockd.conf", "permit ALL x\npermit 10.0.0.0\n# fine\nallow ALL x\n")
         try Self.write("\(dir)/sockd.fc", "old")
         let made = Self.make(["\(dir)/sockd.conf", "\(dir)/sockd.fc"])
@@ -248,6 +294,7 @@ struct FrozenToolTests {
 
     @Test func routesMakeAndDump() throws {
         let dir = try Self.directory()
+        defer { removeDirectory(dir) }
         try Self.write("\(dir)/sockd.route", SockdRouteTests.text)
         let made = FrozenTools.make(
             .routes, arguments: [Array("\(dir)/sockd.route".utf8), Array("\(dir)/sockd.fr".utf8)])
@@ -262,6 +309,7 @@ struct FrozenToolTests {
 
     @Test func dumpRefusesWhatIsNotFrozen() throws {
         let dir = try Self.directory()
+        defer { removeDirectory(dir) }
         try Self.write("\(dir)/sockd.conf", "permit ALL x\n")
         let text = FrozenTools.dump(.configuration, arguments: [Array("\(dir)/sockd.conf".utf8)])
         #expect(text.status == 1 && text.output.isEmpty)
@@ -296,4 +344,10 @@ func directoryEntries(_ path: String) throws -> [String] {
         if name != "." && name != ".." { names.append(name) }
     }
     return names
+}
+
+/// Removes a test's directory and the files in it.
+func removeDirectory(_ path: String) {
+    for name in (try? directoryEntries(path)) ?? [] { unlink("\(path)/\(name)") }
+    rmdir(path)
 }

@@ -190,12 +190,17 @@ struct RuleMatcherTests {
             "deny ALL x .evil.org x", q("u", "10.0.0.1", to: "6.6.6.6", destinationName: "www.evil.org", port: 80), true
         ),
         Case("deny ALL x .evil.org x", q("u", "10.0.0.1", to: "6.6.6.6", port: 80), false),
+        // A destination host named like an operator is written with its dot (found by fuzzing).
+        Case("deny ALL x gt. x eq 80", q("u", "1.1.1.1", to: "6.6.6.6", destinationName: "gt", port: 80), true),
         Case(
             "deny ALL x www.evil.org x eq 80",
             q("u", "1.1.1.1", to: "6.6.6.6", destinationName: "www.evil.org", port: 80), true),
         // ALL, on either side.
         Case("permit ALL 255.255.255.255 ALL 255.255.255.255", q("u", "::1", to: "1.1.1.1", port: 9), true),
         Case("permit all x", q("u", "5.5.5.5", to: "1.1.1.1", port: 9), true),
+        // ALL. is ALL (names lose a trailing dot), never a host named "all" (found by fuzzing:
+        // it listed as ALL and read back as something else).
+        Case("permit ALL. x", q("u", "5.5.5.5", to: "1.1.1.1", port: 9), true),
         // Users: names, files, `*=` alone, no list.
         Case("permit *=ann,bob ALL x", q("bob", "1.1.1.1", to: "1.1.1.1", port: 1), true),
         Case("permit *=ann,bob ALL x", q("bobby", "1.1.1.1", to: "1.1.1.1", port: 1), false),
@@ -388,6 +393,7 @@ struct SockdConfParserTests {
                 permit ?=I *=ann,/etc/socks/staff 2001:db8::/32 .Example.COM. whatever neq smtp : echo %u
                 deny host.example 1.2.3.4 10.0.0.0 255.0.0.255 ge 1024
                 permit ::1 ::ffff:ffff:0:0 ALL x
+                deny eq x gt. 0.0.0.0 le 7
                 """
         let configuration = try Fixture.configuration(text)
         let dumped = configuration.text
@@ -399,6 +405,7 @@ struct SockdConfParserTests {
         #expect(lines[8] == "permit ?=I *=ann,/etc/socks/staff 2001:db8::/32 .example.com 0.0.0.0 neq smtp : echo %u")
         #expect(lines[9] == "deny host.example 0.0.0.0 10.0.0.0 255.0.0.255 ge 1024")
         #expect(lines[10] == "permit ::1 ::ffff:ffff:0:0 ALL 0.0.0.0")
+        #expect(lines[11] == "deny eq. 0.0.0.0 gt. 0.0.0.0 le 7")
         #expect(lines[6] == "")
     }
 }

@@ -78,6 +78,12 @@ struct SockdRouteTests {
         }
     }
 
+    @Test func allWithATrailingDotIsAll() throws {
+        let routes = try SockdRouteParser(path: "r").load(Array("10.0.0.1 All. x\n".utf8), mode: .strict).routes
+        #expect(routes.routes.first?.destination == .all)
+        #expect(routes.text == Array("10.0.0.1 ALL 0.0.0.0\n".utf8))
+    }
+
     @Test func dumpParsesBack() throws {
         let routes = try Self.routes()
         let again = try SockdRouteParser(path: "r").load(routes.text, mode: .strict).routes

@@ -103,7 +103,11 @@ public enum AddressPattern: Hashable, Sendable {
         switch self {
         case .all: return Array("ALL 0.0.0.0".utf8)
         case .network(let network): return Array(network.description.utf8)
-        case .host(let host): return host + Array(" 0.0.0.0".utf8)
+        case .host(let host):
+            // A host named `eq` (written `eq.`) keeps its dot: in the destination's place the
+            // bare word is the port operator.
+            let written = PortCondition.Operator(word: host) == nil ? host : host + [ConfigWords.dot]
+            return written + Array(" 0.0.0.0".utf8)
         case .domain(let domain): return [ConfigWords.dot] + domain + Array(" 0.0.0.0".utf8)
         }
     }
@@ -134,7 +138,9 @@ public enum AddressPattern: Hashable, Sendable {
             guard index + 1 < words.count else { throw .missing("mask after \(quote(word))") }
             return words[index + 1]
         }
-        if ConfigWords.lowercased(word) == Array("all".utf8) {
+        // `ALL.` too: a trailing dot is dropped from every name, and a host named "all" could
+        // not be written back apart from ALL.
+        if normalisedName(Array(word)) == Array("all".utf8) {
             _ = try needsMask()
             return (.all, 2)
         }

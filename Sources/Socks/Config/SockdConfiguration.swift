@@ -83,9 +83,10 @@ public struct SockdConfParser: Sendable {
     public func parse(_ text: [UInt8]) -> (configuration: SockdConfiguration, errors: [SockdConfigError]) {
         var configuration = SockdConfiguration()
         var errors: [SockdConfigError] = []
+        var lists = UserLists()
         ConfigWords.forEachLine(text) { line, number in
             do throws(SockdConfigProblem) {
-                try parseLine(line, number: number, into: &configuration)
+                try parseLine(line, number: number, into: &configuration, lists: &lists)
             } catch {
                 errors.append(SockdConfigError(path: path, line: number, problem: error))
             }
@@ -108,9 +109,17 @@ public struct SockdConfParser: Sendable {
     static let noIdentdKeyword = Array("#NO_IDENTD:".utf8)
     static let badIdentKeyword = Array("#BAD_ID:".utf8)
 
-    private func parseLine(_ line: ArraySlice<UInt8>, number: Int, into configuration: inout SockdConfiguration)
-        throws(SockdConfigProblem)
-    {
+    /// What one parse has read already: each user file once, and each `*=` list once (rules
+    /// that name the same list share its names and its set).
+    private struct UserLists {
+        var files: [[UInt8]: [[UInt8]]] = [:]
+        var lists: [ArraySlice<UInt8>: UserList?] = [:]
+    }
+
+    private func parseLine(
+        _ line: ArraySlice<UInt8>, number: Int, into configuration: inout SockdConfiguration,
+        lists: inout UserLists
+    ) throws(SockdConfigProblem) {
         for (keyword, isNoIdentd) in [(Self.noIdentdKeyword, true), (Self.badIdentKeyword, false)]
         where line.starts(with: keyword) {
             let command = ConfigWords.trimmed(line.dropFirst(keyword.count))
@@ -156,7 +165,7 @@ public struct SockdConfParser: Sendable {
             } else if word.first == UInt8(ascii: "*") {
                 guard !sawUsers else { throw .repeatedOption(Array(word.prefix(2))) }
                 sawUsers = true
-                rule.users = try userList(word.dropFirst(2))
+                rule.users = try userList(word.dropFirst(2), lists: &lists)
             } else {
                 break
             }
@@ -203,19 +212,28 @@ public struct SockdConfParser: Sendable {
         return IPAddress(parsing: String(decoding: address, as: UTF8.self), family: .v6) != nil
     }
 
-    private func userList(_ text: ArraySlice<UInt8>) throws(SockdConfigProblem) -> UserList? {
+    private func userList(_ text: ArraySlice<UInt8>, lists: inout UserLists) throws(SockdConfigProblem) -> UserList? {
+        if let known = lists.lists[text] { return known }
         var entries: [UserEntry] = []
         for part in text.split(separator: ConfigWords.comma) {
             let item = Array(part)
             if item.first == ConfigWords.slash {
+                if let names = lists.files[item] {
+                    entries.append(.file(path: item, names: names))
+                    continue
+                }
                 let contents: [UInt8]
                 do { contents = try readUserFile(item) } catch { throw .unreadableUserFile(item, error) }
-                entries.append(.file(path: item, names: UserList.names(inFile: contents)))
+                let names = UserList.names(inFile: contents)
+                lists.files[item] = names
+                entries.append(.file(path: item, names: names))
             } else {
                 entries.append(.name(item))
             }
         }
-        return entries.isEmpty ? nil : UserList(entries)
+        let list = entries.isEmpty ? nil : UserList(entries)
+        lists.lists[text] = list
+        return list
     }
 
     private func port(_ op: PortCondition.Operator, _ word: ArraySlice<UInt8>) throws(SockdConfigProblem)

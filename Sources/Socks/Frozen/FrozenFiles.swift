@@ -6,8 +6,23 @@ extension SockdConfiguration {
     /// The frozen form (make_sockdfc's output).
     public var frozen: [UInt8] {
         var body = FrozenWriter()
+        // The user files first, each once, in the order the rules first name them.
+        var fileIndex: [[UInt8]: UInt32] = [:]
+        var files: [([UInt8], [[UInt8]])] = []
+        for rule in rules {
+            for case .file(let path, let names) in rule.users?.entries ?? [] where fileIndex[path] == nil {
+                fileIndex[path] = UInt32(files.count)
+                files.append((path, names))
+            }
+        }
+        body.u32(UInt32(files.count))
+        for (path, names) in files {
+            body.string(path)
+            body.u32(UInt32(names.count))
+            for name in names { body.string(name) }
+        }
         body.u32(UInt32(rules.count))
-        for rule in rules { FrozenCoding.write(rule, to: &body) }
+        for rule in rules { FrozenCoding.write(rule, files: fileIndex, to: &body) }
         for special in [noIdentd, badIdent] {
             if let special {
                 body.u8(1)
@@ -25,13 +40,16 @@ extension SockdConfiguration {
     public init(frozen bytes: [UInt8]) throws(FrozenError) {
         var reader = FrozenReader(try FrozenFormat.body(bytes, kind: .configuration))
         var lines = FrozenCoding.LineCheck()
-        var consistency = FrozenCoding.Consistency()
+        var context = FrozenCoding.RuleContext(files: try FrozenCoding.readUserFiles(&reader))
         var rules: [SockdRule] = []
         let count = try reader.count("rules", minimumSize: 11)
         for _ in 0..<count {
-            let rule = try FrozenCoding.readRule(&reader, consistency: &consistency)
+            let rule = try FrozenCoding.readRule(&reader, context: &context)
             try lines.ascending(rule.line, reader)
             rules.append(rule)
+        }
+        guard context.nextFile == context.files.count else {
+            throw reader.fail("user file \(context.nextFile) is named by no rule")
         }
         var specials: [SpecialCommand?] = []
         for _ in 0..<2 {
@@ -124,11 +142,40 @@ enum FrozenCoding {
         }
     }
 
-    /// What reading the text again would give the same way everywhere: a user file has one
-    /// list of names, a service one port.
-    struct Consistency {
-        var userFiles: [[UInt8]: [[UInt8]]] = [:]
+    /// What the rules share: the user file table (each file named first in table order, so
+    /// the encoder would write the same table), each service's one port, and the user lists
+    /// already built (rules with the same list share its names and its set, as after a parse).
+    struct RuleContext {
+        let files: [(path: [UInt8], names: [[UInt8]])]
+        var nextFile = 0
         var services: [[UInt8]: UInt16] = [:]
+        var lists: [ArraySlice<UInt8>: UserList] = [:]
+
+        init(files: [(path: [UInt8], names: [[UInt8]])]) { self.files = files }
+    }
+
+    static func readUserFiles(_ reader: inout FrozenReader) throws(FrozenError) -> [(
+        path: [UInt8], names: [[UInt8]]
+    )] {
+        var files: [(path: [UInt8], names: [[UInt8]])] = []
+        var paths = Set<[UInt8]>()
+        let count = try reader.count("user files", minimumSize: 8)
+        for _ in 0..<count {
+            let path = try reader.string("a user file")
+            guard UserList.isUserName(path), path.first == ConfigWords.slash else {
+                throw reader.fail("a user file name no list can hold")
+            }
+            guard paths.insert(path).inserted else { throw reader.fail("user file given twice") }
+            var names: [[UInt8]] = []
+            let nameCount = try reader.count("user names", minimumSize: 4)
+            for _ in 0..<nameCount {
+                let name = try reader.string("a user name")
+                guard UserList.isUserName(name) else { throw reader.fail("a user name no file can hold") }
+                names.append(name)
+            }
+            files.append((path, names))
+        }
+        return files
     }
 
     static func line(_ reader: inout FrozenReader) throws(FrozenError) -> Int {
@@ -193,7 +240,7 @@ enum FrozenCoding {
         return pattern
     }
 
-    static func write(_ rule: SockdRule, to out: inout FrozenWriter) {
+    static func write(_ rule: SockdRule, files: [[UInt8]: UInt32], to out: inout FrozenWriter) {
         out.u32(UInt32(rule.line))
         out.u8(rule.action.rawValue)
         out.u8(rule.ident?.rawValue ?? 0)
@@ -205,11 +252,9 @@ enum FrozenCoding {
                 case .name(let name):
                     out.u8(0)
                     out.string(name)
-                case .file(let path, let names):
+                case .file(let path, _):
                     out.u8(1)
-                    out.string(path)
-                    out.u32(UInt32(names.count))
-                    for name in names { out.string(name) }
+                    out.u32(files[path]!)
                 }
             }
         } else {
@@ -232,7 +277,7 @@ enum FrozenCoding {
         out.optionalString(rule.command)
     }
 
-    static func readRule(_ reader: inout FrozenReader, consistency: inout Consistency) throws(FrozenError)
+    static func readRule(_ reader: inout FrozenReader, context: inout RuleContext) throws(FrozenError)
         -> SockdRule
     {
         let line = try line(&reader)
@@ -251,19 +296,24 @@ enum FrozenCoding {
         var users: UserList?
         switch try reader.u8("a flag") {
         case 0: break
-        case 1: users = try userList(&reader, consistency: &consistency)
+        case 1:
+            let start = reader.offset
+            let entries = try userEntries(&reader, context: &context)
+            let key = reader.bytes(from: start)
+            if let known = context.lists[key] {
+                users = known
+            } else {
+                let list = UserList(entries)
+                context.lists[key] = list
+                users = list
+            }
         case let flag: throw reader.fail("flag \(flag) (expected 0 or 1)")
         }
         let source = try readPattern(&reader)
         var destination: AddressPattern?
         switch try reader.u8("a flag") {
         case 0: break
-        case 1:
-            let pattern = try readPattern(&reader)
-            if case .host(let name) = pattern, PortCondition.Operator(word: name) != nil {
-                throw reader.fail("a destination named like an operator")
-            }
-            destination = pattern
+        case 1: destination = try readPattern(&reader)
         case let flag: throw reader.fail("flag \(flag) (expected 0 or 1)")
         }
         var port: PortCondition?
@@ -277,9 +327,9 @@ enum FrozenCoding {
             if let service {
                 guard ConfigWords.isWord(service), service.first != ConfigWords.colon,
                     !service.allSatisfy({ $0 >= 48 && $0 <= 57 }),
-                    consistency.services[service, default: number] == number
+                    context.services[service, default: number] == number
                 else { throw reader.fail("a service name no configuration line can hold") }
-                consistency.services[service] = number
+                context.services[service] = number
             }
             port = PortCondition(op: op, port: number, service: service)
         }
@@ -292,8 +342,8 @@ enum FrozenCoding {
             port: port, command: command)
     }
 
-    private static func userList(_ reader: inout FrozenReader, consistency: inout Consistency) throws(FrozenError)
-        -> UserList
+    private static func userEntries(_ reader: inout FrozenReader, context: inout RuleContext) throws(FrozenError)
+        -> [UserEntry]
     {
         let count = try reader.count("user list entries", minimumSize: 5)
         guard count > 0 else { throw reader.fail("an empty user list") }
@@ -307,26 +357,18 @@ enum FrozenCoding {
                 }
                 entries.append(.name(name))
             case 1:
-                let path = try reader.string("a user file")
-                guard UserList.isUserName(path), path.first == ConfigWords.slash else {
-                    throw reader.fail("a user file name no list can hold")
+                let index = try reader.u32("a user file number")
+                guard index < context.files.count else { throw reader.fail("user file \(index) does not exist") }
+                guard index <= context.nextFile else {
+                    throw reader.fail("user file \(index) named before user file \(context.nextFile)")
                 }
-                var names: [[UInt8]] = []
-                let nameCount = try reader.count("user names", minimumSize: 4)
-                for _ in 0..<nameCount {
-                    let name = try reader.string("a user name")
-                    guard UserList.isUserName(name) else { throw reader.fail("a user name no file can hold") }
-                    names.append(name)
-                }
-                guard consistency.userFiles[path, default: names] == names else {
-                    throw reader.fail("two different lists for one user file")
-                }
-                consistency.userFiles[path] = names
-                entries.append(.file(path: path, names: names))
+                if index == context.nextFile { context.nextFile += 1 }
+                let file = context.files[Int(index)]
+                entries.append(.file(path: file.path, names: file.names))
             case let kind:
                 throw reader.fail("user entry kind \(kind) (expected 0 or 1)")
             }
         }
-        return UserList(entries)
+        return entries
     }
 }

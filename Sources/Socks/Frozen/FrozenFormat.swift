@@ -14,7 +14,9 @@ import GatewayKit
 /// ```
 ///
 /// The body is a sequence of fields: unsigned integers big-endian, byte strings as a 4-byte
-/// length then the bytes, lists as a 4-byte count then the items. The decoder checks every
+/// length then the bytes, lists as a 4-byte count then the items. A configuration's body is
+/// its user file table (each file once, with its names: rules refer to it by number), the
+/// rules, then the two special commands; a route file's is its routes. The decoder checks every
 /// length against the bytes that remain before it takes anything, grows lists item by item
 /// (never reserving what a count claims), and accepts only what the text parser could have
 /// produced, so a frozen file that decodes re-encodes to the same bytes and dumps as text that
@@ -152,44 +154,50 @@ struct FrozenReader {
 
     var isAtEnd: Bool { offset == bytes.endIndex }
 
+    /// The bytes read since `start` (an earlier ``offset``).
+    func bytes(from start: Int) -> ArraySlice<UInt8> { bytes[start..<offset] }
+
     func fail(_ what: String) -> FrozenError { .malformed(offset: offset, what) }
 
-    private mutating func take(_ count: Int, _ what: String) throws(FrozenError) -> ArraySlice<UInt8> {
-        guard count <= bytes.endIndex - offset else { throw fail("\(what) runs past the end") }
+    private mutating func take(_ count: Int, _ what: @autoclosure () -> String) throws(FrozenError) -> ArraySlice<UInt8>
+    {
+        guard count <= bytes.endIndex - offset else { throw fail("\(what()) runs past the end") }
         defer { offset += count }
         return bytes[offset..<offset + count]
     }
 
-    mutating func u8(_ what: String = "a byte") throws(FrozenError) -> UInt8 { try take(1, what).first! }
+    mutating func u8(_ what: @autoclosure () -> String = "a byte") throws(FrozenError) -> UInt8 {
+        try take(1, what()).first!
+    }
 
-    mutating func u16(_ what: String = "a number") throws(FrozenError) -> UInt16 {
-        let b = try take(2, what)
+    mutating func u16(_ what: @autoclosure () -> String = "a number") throws(FrozenError) -> UInt16 {
+        let b = try take(2, what())
         return UInt16(b[b.startIndex]) << 8 | UInt16(b[b.startIndex + 1])
     }
 
-    mutating func u32(_ what: String = "a number") throws(FrozenError) -> UInt32 {
-        try take(4, what).reduce(0) { $0 << 8 | UInt32($1) }
+    mutating func u32(_ what: @autoclosure () -> String = "a number") throws(FrozenError) -> UInt32 {
+        try take(4, what()).reduce(0) { $0 << 8 | UInt32($1) }
     }
 
-    mutating func string(_ what: String) throws(FrozenError) -> [UInt8] {
-        let length = try u32("the length of \(what)")
-        guard UInt64(length) <= UInt64(bytes.endIndex - offset) else { throw fail("\(what) runs past the end") }
-        return Array(try take(Int(length), what))
+    mutating func string(_ what: @autoclosure () -> String) throws(FrozenError) -> [UInt8] {
+        let length = try u32("the length of \(what())")
+        guard UInt64(length) <= UInt64(bytes.endIndex - offset) else { throw fail("\(what()) runs past the end") }
+        return Array(try take(Int(length), what()))
     }
 
-    mutating func optionalString(_ what: String) throws(FrozenError) -> [UInt8]? {
+    mutating func optionalString(_ what: @autoclosure () -> String) throws(FrozenError) -> [UInt8]? {
         switch try u8("a flag") {
         case 0: return nil
-        case 1: return try string(what)
-        case let flag: throw fail("flag \(flag) for \(what) (expected 0 or 1)")
+        case 1: return try string(what())
+        case let flag: throw fail("flag \(flag) for \(what()) (expected 0 or 1)")
         }
     }
 
     /// A list count, checked against the bytes left (each item takes at least `minimumSize`).
-    mutating func count(_ what: String, minimumSize: Int) throws(FrozenError) -> Int {
-        let count = try u32("the number of \(what)")
+    mutating func count(_ what: @autoclosure () -> String, minimumSize: Int) throws(FrozenError) -> Int {
+        let count = try u32("the number of \(what())")
         guard UInt64(count) * UInt64(minimumSize) <= UInt64(bytes.endIndex - offset) else {
-            throw fail("\(count) \(what) cannot fit in what is left")
+            throw fail("\(count) \(what()) cannot fit in what is left")
         }
         return Int(count)
     }

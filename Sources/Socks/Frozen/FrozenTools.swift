@@ -11,11 +11,13 @@ public enum SockdSystemFiles {
         try FD.readWholeFile(String(decoding: path, as: UTF8.self))
     }
 
-    /// Looks up tcp services in the services file at `path` (read now; missing: no names).
-    public static func serviceLookup(path: String = "/etc/services") -> ServiceLookup {
-        let text = (try? FD.readWholeFile(path)) ?? []
-        return { name in ServiceNames.port(of: String(decoding: name, as: UTF8.self), proto: "tcp", in: text) }
+    /// The tcp services of the services file at `path` (read now; missing or unreadable: none).
+    public static func services(path: String = "/etc/services") -> ServiceTable {
+        ServiceTable(text: (try? FD.readWholeFile(path)) ?? [])
     }
+
+    /// Looks up tcp services in the services file at `path`, read once.
+    public static func serviceLookup(path: String = "/etc/services") -> ServiceLookup { services(path: path).lookup }
 }
 
 /// A configuration file's contents as the daemon loads them: frozen (told by its magic) or text.
