@@ -18,12 +18,12 @@ from proxyhelpers import bastion_bin
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def default_build() -> bool:
-    return bastion_bin("tcpproxy").resolve().parent == (ROOT / ".build" / "release").resolve()
+def default_build(probe: str = "tcpproxy") -> bool:
+    return bastion_bin(probe).resolve().parent == (ROOT / ".build" / "release").resolve()
 
 
-def run_script(name: str) -> str:
-    if not default_build():
+def run_script(name: str, probe: str = "tcpproxy") -> str:
+    if not default_build(probe):
         pytest.skip("BASTION_BIN is not the package's .build/release: the script would build again")
     done = subprocess.run([str(ROOT / "examples" / name)], capture_output=True, text=True, timeout=300,
                           cwd=ROOT, stdin=subprocess.DEVNULL)
@@ -78,3 +78,34 @@ def test_pop3proxy_quickstart():
     assert re.search(r"login: user alice, server 127\.0\.0\.1:\d+: granted", out.split("== selecting.log")[1]), out
     assert re.search(r"login: user bob, server 127\.0\.0\.1:\d+: granted", out.split("== fixed.log")[1]), out
     assert "unable to" not in out, out
+
+
+def test_sockd_quickstart():
+    out = run_script("sockd-quickstart.sh", probe="sockd")
+    # Three pages through sockd: SOCKS5 with the name resolved by sockd, SOCKS4a, and the frozen
+    # configuration.
+    assert out.count("hello through sockd\n") == 3, out
+    assert len(re.findall(r"connected -- Connect from \(unknown\)@127\.0\.0\.1 to localhost \(\d+\)$", out,
+                          re.M)) == 3, out
+    assert re.search(r"refused -- Connect from \(unknown\)@127\.0\.0\.1 to 127\.0\.0\.1 \(smtp\)$", out, re.M), out
+    # dump_sockdfc prints the example's rules.
+    assert "\npermit 127.0.0.0 255.0.0.0 127.0.0.0 255.0.0.0\n" in out, out
+    assert "line skipped" not in out, out
+
+
+def test_sockd_example_configuration_freezes():
+    """make_sockdfc is strict: the example has no bad line, and dump_sockdfc's text freezes to the same bytes."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        frozen = Path(tmp) / "sockd.fc"
+        done = subprocess.run([str(bastion_bin("make_sockdfc")), str(ROOT / "examples" / "sockd.conf"), str(frozen)],
+                              capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        assert done.returncode == 0, done.stderr
+        text = subprocess.run([str(bastion_bin("dump_sockdfc")), str(frozen)], capture_output=True, timeout=30,
+                              stdin=subprocess.DEVNULL)
+        assert text.returncode == 0, text.stderr
+        (Path(tmp) / "again.conf").write_bytes(text.stdout)
+        again = Path(tmp) / "again.fc"
+        subprocess.run([str(bastion_bin("make_sockdfc")), str(Path(tmp) / "again.conf"), str(again)], check=True,
+                       timeout=30, stdin=subprocess.DEVNULL)
+        assert again.read_bytes() == frozen.read_bytes()
