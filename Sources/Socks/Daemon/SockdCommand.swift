@@ -153,10 +153,7 @@ final class SockdLoader: Sendable {
 
     /// The settings from the files as they are now.
     func settings(mode: SockdConfigMode) throws(StartError) -> SockdSessionSettings {
-        let servicesText = (try? FD.readWholeFile("/etc/services")) ?? []
-        let services: ServiceLookup = { name in
-            ServiceNames.port(of: String(decoding: name, as: UTF8.self), proto: "tcp", in: servicesText)
-        }
+        let services = SockdSystemFiles.services()
         let contents: [UInt8]
         do { contents = try FD.readWholeFile(configPath) } catch {
             throw StartError("unable to read the configuration \(configPath): \(error)")
@@ -165,24 +162,29 @@ final class SockdLoader: Sendable {
         do {
             let loaded = try SockdConfigurationFile.load(
                 contents, path: configPath, mode: mode, readUserFile: SockdSystemFiles.userFileReader,
-                servicePort: services)
+                servicePort: services.lookup)
             configuration = loaded.configuration
             for warning in loaded.warnings { log.error("\(warning) (line skipped)") }
         } catch {
             throw StartError("\(error)")
         }
-        let route = try routes(mode: mode)
-        let names = ServiceNames.names(in: servicesText)
-        return SockdSessionSettings(
+        let (route, routeText) = try routes(mode: mode)
+        var settings = SockdSessionSettings(
             configuration: configuration, route: route, identCheck: options.identCheck,
             identTimeout: .seconds(options.identTimeout), passwordRequired: options.passwd != nil, pid: getpid(),
-            serviceName: { port in names[port].map { Array($0.utf8) } })
+            serviceName: { services.name(of: $0) })
+        settings.routeText = routeText
+        let environment = Environment.current()
+        if environment.contains(where: { $0.starts(with: Array("PATH=".utf8)) }) { settings.environment = environment }
+        return settings
     }
 
     /// The route choice for a destination, from the route file (none: the system's choice).
     /// Interfaces given by name are resolved now.
-    func routes(mode: SockdConfigMode) throws(StartError) -> @Sendable (IPAddress, [UInt8]?) -> RouteChoice {
-        guard let routePath else { return { _, _ in .system } }
+    func routes(mode: SockdConfigMode) throws(StartError) -> (
+        @Sendable (IPAddress, [UInt8]?) -> RouteChoice, [UInt8]?
+    ) {
+        guard let routePath else { return ({ _, _ in .system }, nil) }
         let contents: [UInt8]
         do { contents = try FD.readWholeFile(routePath) } catch {
             throw StartError("unable to read the route file \(routePath): \(error)")
@@ -212,12 +214,13 @@ final class SockdLoader: Sendable {
         }
         let table = SockdRoutes(routes: resolved.map(\.0))
         let addresses = Dictionary(resolved.map { ($0.0.line, $0.1) }, uniquingKeysWith: { first, _ in first })
-        return { destination, name in
+        let choose: @Sendable (IPAddress, [UInt8]?) -> RouteChoice = { destination, name in
             guard let route = table.route(to: destination, name: name), let address = addresses[route.line] else {
                 return .none
             }
             return .from(address, line: route.line)
         }
+        return (choose, table.text)
     }
 
     /// `--passwd`'s file, checked whole.
@@ -233,13 +236,9 @@ final class SockdLoader: Sendable {
     func listing(_ settings: SockdSessionSettings) -> [String] {
         var lines = ["configuration \(configPath):"]
         lines += String(decoding: settings.configuration.text, as: UTF8.self).split(separator: "\n").map(String.init)
-        if let routePath {
+        if let routePath, let text = settings.routeText {
             lines.append("routes \(routePath):")
-            if let contents = try? FD.readWholeFile(routePath),
-                let loaded = try? SockdConfigurationFile.loadRoutes(contents, path: routePath, mode: .lenient)
-            {
-                lines += String(decoding: loaded.routes.text, as: UTF8.self).split(separator: "\n").map(String.init)
-            }
+            lines += String(decoding: text, as: UTF8.self).split(separator: "\n").map(String.init)
         } else {
             lines.append("no route file (single-homed)")
         }
@@ -325,7 +324,9 @@ final class SockdService: GatewayService {
             let settings = try loader.settings(mode: .strict)
             return SockdTable(listenerSockets: current.listenerSockets, settings: settings, path: loader.configPath)
         } catch {
-            log.error("SIGHUP: \(error); the old configuration stays in force")
+            // One log line per bad line (a rejection names them all).
+            for line in error.description.split(separator: "\n") { log.error("SIGHUP: \(line)") }
+            log.error("SIGHUP: the old configuration stays in force")
             return nil
         }
     }

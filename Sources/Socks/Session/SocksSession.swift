@@ -36,6 +36,11 @@ public struct SockdSessionSettings: Sendable {
     public var connectTimeout = Duration.seconds(60)
     /// The relay's settings (its idle timeout included).
     public var relay = RelayConfiguration()
+    /// The route file's lines in force, as text (nil: none), for SIGUSR1's listing.
+    public var routeText: [UInt8]?
+    /// The environment shell commands run with: sockd's own (so `$USER` and the like mean
+    /// what they meant to CSTC's `system()`), PATH at least.
+    public var environment: [[UInt8]] = [Array("PATH=/usr/local/bin:/usr/bin:/bin".utf8)]
 
     /// Some line names hosts or domains for the client: its name is looked up (reverse, then
     /// confirmed forward) before the rules are matched.
@@ -228,7 +233,9 @@ public final class SocksSession: SessionMachine {
             switch phase {
             case .relaying, .ended: break
             case .negotiating, .checkingPassword:
-                say("timeout -- no request from \(clientText) within \(settings.negotiationTimeout)", &actions)
+                say(
+                    "timeout -- no request from \(clientText) within \(settings.negotiationTimeout.components.seconds) s",
+                    &actions)
                 end(into: &actions)
             default:
                 fail(.timedOut, "timed out", into: &actions)
@@ -262,7 +269,11 @@ public final class SocksSession: SessionMachine {
                 actions.append(.pause(.client))
                 requestReady(request, into: &actions)
             case .failed(let failure):
-                say("malformed request from \(clientText): \(failure)", &actions)
+                switch failure.kind {
+                case .malformed: say("malformed request from \(clientText): \(failure)", &actions)
+                case .refused: say("refused -- \(clientText): \(failure)", &actions)
+                case .closed: actions.append(.log(.info, "closed -- \(clientText): \(failure)"))
+                }
                 end(into: &actions)
             }
         }
@@ -310,7 +321,6 @@ public final class SocksSession: SessionMachine {
             say("refused -- \(connectText)", &actions)
             return refuse(.notAllowed, into: &actions)
         }
-        if let command = rule.command { runCommand(command, into: &actions) }
         switch rule.identCheck(default: settings.identCheck) {
         case .off:
             connect(rule, into: &actions)
@@ -343,8 +353,11 @@ public final class SocksSession: SessionMachine {
         connect(rule, into: &actions)
     }
 
+    /// The line permits (identd, if asked, agreed): its command runs (`%U` known by now),
+    /// then the connection is made from the route's address.
     private func connect(_ rule: SockdRule, into actions: inout [SessionAction]) {
         guard let request, let destination else { return end(into: &actions) }
+        if let command = rule.command { runCommand(command, into: &actions) }
         var name: [UInt8]?
         if case .name(let given) = request.destination.host { name = given }
         let source: IPAddress?
@@ -375,7 +388,7 @@ public final class SocksSession: SessionMachine {
             .runDetached(
                 SessionProgram(
                     argv: ["/bin/sh", "-c", String(decoding: line, as: UTF8.self)],
-                    environment: [Array("PATH=/usr/local/bin:/usr/bin:/bin".utf8)])))
+                    environment: settings.environment)))
     }
 
     private func refuse(_ outcome: Outcome, into actions: inout [SessionAction]) {
