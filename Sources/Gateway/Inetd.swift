@@ -46,3 +46,27 @@ public enum Inetd {
         while !idle() { loop.runOnce(timeout: .milliseconds(500)) }
     }
 }
+
+extension Inetd {
+    /// The inetd mode's whole life, for every daemon: serve as `credential`, make a loop, take
+    /// the client on standard input, run the session `machine` makes (given its number) with
+    /// `factory`'s worker until it and any program it left are done, flush the log, exit 0.
+    /// `fail` reports what stops it from starting (and exits).
+    public static func serve<Factory: SessionFactory>(
+        _ factory: Factory, peer: Endpoint, local: Endpoint, credential: Credential?, log: DaemonLog,
+        names: ClientNameSource?, fail: (String) -> Never, machine: (UInt64) -> any SessionMachine
+    ) -> Never {
+        do { try Credential.become(credential, chroot: nil) } catch { fail(error.description) }
+        let loop: EventLoop
+        do { loop = try EventLoop() } catch { fail("unable to start an event loop: \(error)") }
+        let client = takeClient()
+        let worker = SessionWorker(loop: loop, log: log, factory: factory)
+        let id = ConnectionNumbers.next()
+        worker.serve(
+            SessionDriver(
+                host: worker, machine: machine(id), client: client, peer: peer, id: id, names: names, local: local))
+        run(loop) { worker.isIdle }
+        _ = log.flush(timeout: .seconds(2))
+        exit(0)
+    }
+}

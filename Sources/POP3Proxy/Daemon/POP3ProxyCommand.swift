@@ -75,19 +75,10 @@ public enum POP3ProxyCommand {
         do { (peer, local) = try Inetd.endpoints() } catch {
             fail("\(error) (start pop3.proxy from tcpserver or inetd, or give -D)")
         }
-        do { try Credential.become(credential, chroot: nil) } catch { fail(error.description) }
-        let loop: EventLoop
-        do { loop = try EventLoop() } catch { fail("unable to start an event loop: \(error)") }
-        let client = Inetd.takeClient()
-        let worker = POP3Sessions.worker(loop: loop, log: log, settings: settings)
-        let id = ConnectionNumbers.next()
-        worker.serve(
-            SessionDriver(
-                host: worker, machine: POP3Session(settings: settings, client: peer, id: id), client: client,
-                peer: peer, id: id, names: nil, local: local))
-        Inetd.run(loop) { worker.isIdle }
-        _ = log.flush(timeout: .seconds(2))
-        exit(0)
+        Inetd.serve(
+            POP3Sessions(settings: settings), peer: peer, local: local, credential: credential, log: log, names: nil,
+            fail: fail
+        ) { id in POP3Session(settings: settings, client: peer, id: id) }
     }
 
     /// `-D`: listen (port 110 of every address, or `-D -D`'s), detach unless `-d`, serve every

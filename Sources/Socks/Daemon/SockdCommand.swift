@@ -69,19 +69,9 @@ public enum SockdCommand {
         peer: Endpoint, local: Endpoint, _ settings: SockdSessionSettings, _ factory: SockdSessions,
         _ credential: Credential?, _ log: DaemonLog
     ) -> Never {
-        do { try Credential.become(credential, chroot: nil) } catch { fail(error.description) }
-        let loop: EventLoop
-        do { loop = try EventLoop() } catch { fail("unable to start an event loop: \(error)") }
-        let client = Inetd.takeClient()
-        let worker = SessionWorker(loop: loop, log: log, factory: factory)
-        let id = ConnectionNumbers.next()
-        worker.serve(
-            SessionDriver(
-                host: worker, machine: SocksSession(settings: settings, client: peer), client: client, peer: peer,
-                id: id, names: factory.names, local: local))
-        Inetd.run(loop) { worker.isIdle }
-        _ = log.flush(timeout: .seconds(2))
-        exit(0)
+        Inetd.serve(
+            factory, peer: peer, local: local, credential: credential, log: log, names: factory.names, fail: fail
+        ) { _ in SocksSession(settings: settings, client: peer) }
     }
 
     /// Stand-alone: bind, detach unless `--foreground`, write the pid file, drop to `--user`,
