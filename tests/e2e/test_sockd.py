@@ -1,0 +1,693 @@
+"""sockd end to end, on loopback only: real clients (curl's four SOCKS flavours and
+user:password@, PySocks, proxychains4) through sockd to nginx or a tagging echo backend;
+the CSTC table of sockd.conf(5) decided through real connections from 127.x source
+addresses; shell commands with % substitutions and hostile user ids; --passwd; identd
+(the tests' scripted one on port 113); sockd.route; frozen files; inetd mode under our
+tcpserver; the signals; the command line; bad input.
+
+The tagger backend (proxyhelpers.tagger) answers `TAG PEERIP PEERPORT` and echoes: the
+destination's view of where sockd connected from.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import uuid
+from pathlib import Path
+
+import pytest
+
+import hostile
+from fakeident import FakeIdent, silent, userid
+from proxyhelpers import (START_TIMEOUT, bastion_bin, free_port, lab, read_line, run, start_nginx,  # noqa: F401
+                          system_bin, tagger, wait_file, wait_port)
+from sockdhelpers import (GRANTED, IDENT_MISMATCH, NO_IDENTD, REJECTED, REP_ATYP, REP_CMD, REP_NOT_ALLOWED,
+                          REP_OK, closed_by_peer, crypt_hash, curl, echo_through, nginx_servers, proxychains_conf,
+                          recv_exact, sanitised, sockd_bin, sockd_run, socks4, socks5, socks5_greet, start_sockd)
+
+PERMIT_ALL = "permit 0.0.0.0 0.0.0.0\npermit ::/0\n"
+
+
+def has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def nginx(lab):
+    """nginx on 127.0.0.1, 127.0.0.9 and (when there) ::1, one port: `hello REMOTE_ADDR`."""
+    hosts = ["127.0.0.1", "127.0.0.9"] + (["::1"] if has_ipv6_loopback() else [])
+    port = free_port("127.0.0.1", also=hosts[1:])
+    start_nginx(lab, nginx_servers([(h, port) for h in hosts]), [(h, port) for h in hosts])
+    return port
+
+
+# MARK: - Real clients
+
+@pytest.mark.parametrize("flag", ["--socks4", "--socks4a", "--socks5", "--socks5-hostname"])
+def test_curl_through_every_socks_flavour(lab, nginx, flag):
+    d = start_sockd(lab, PERMIT_ALL)
+    target = "127.0.0.9" if flag in ("--socks4", "--socks5") else "localhost"
+    r = curl(flag, f"127.0.0.1:{d.port}", f"http://{target}:{nginx}/")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(b"hello 127.0.0.") or r.stdout == b"hello ::1\n", r.stdout
+    user = "" if flag.startswith("--socks5") else r"\S*"
+    # SOCKS4a and socks5-hostname send the name: sockd resolves it and logs it as given.
+    d.wait_for(rf"connected -- Connect from {user}\(unknown\)@127\.0\.0\.1 to {target} \({nginx}\)")
+    d.wait_for(rf"terminated -- Connect from {user}\(unknown\)@127\.0\.0\.1 to {target} \({nginx}\)")
+    d.wait_for(rf"^.*\d+ bytes from 127\.0\.0\.1, \d+ bytes from {target}$")
+
+
+def test_curl_socks4_sends_its_user_id(lab, nginx):
+    d = start_sockd(lab, "permit *=alice 127.0.0.0 255.0.0.0\n")
+    r = curl("--socks4", f"127.0.0.1:{d.port}", "--proxy-user", "alice:", f"http://127.0.0.9:{nginx}/")
+    assert r.returncode == 0 and r.stdout == b"hello 127.0.0.1\n", r
+    d.wait_for(rf"connected -- Connect from alice\(unknown\)@127\.0\.0\.1 to 127\.0\.0\.9 \({nginx}\)")
+    r = curl("--socks4", f"127.0.0.1:{d.port}", "--proxy-user", "mallory:", f"http://127.0.0.9:{nginx}/")
+    assert r.returncode != 0
+    d.wait_for(rf"refused -- Connect from mallory\(unknown\)@127\.0\.0\.1 to 127\.0\.0\.9 \({nginx}\)")
+
+
+def passwd_file(lab, users: dict[str, str]):
+    return lab.file("sockd.passwd", "".join(f"{u}:{crypt_hash(p)}\n" for u, p in users.items()))
+
+
+def test_curl_socks5h_with_user_and_password(lab, nginx):
+    pw = passwd_file(lab, {"bob": "secret"})
+    d = start_sockd(lab, "permit *=bob 127.0.0.0 255.0.0.0\n", "--passwd", pw)
+    r = curl("--proxy", f"socks5h://bob:secret@127.0.0.1:{d.port}", f"http://localhost:{nginx}/")
+    assert r.returncode == 0 and r.stdout.startswith(b"hello "), r
+    d.wait_for(rf"connected -- Connect from bob\(unknown\)@127\.0\.0\.1 to localhost \({nginx}\)")
+    # A wrong password: refused at the username/password step, nothing connected.
+    r = curl("--proxy", f"socks5h://bob:wrong@127.0.0.1:{d.port}", f"http://localhost:{nginx}/")
+    assert r.returncode != 0
+    d.wait_for(r"127\.0\.0\.1: password refused for bob")
+    # "No authentication" is not offered any more.
+    r = curl("--socks5", f"127.0.0.1:{d.port}", f"http://127.0.0.9:{nginx}/")
+    assert r.returncode != 0
+    d.wait_for(r"no acceptable authentication method \(offered: 0( 2)?\)")
+
+
+def test_passwd_raw_replies(lab):
+    dest = lab.backend(tagger("DEST"), host="127.0.0.9")
+    pw = passwd_file(lab, {"bob": "secret"})
+    d = start_sockd(lab, PERMIT_ALL, "--passwd", pw)
+    proxy = (d.host, d.port)
+    rep, s = socks5(proxy, "127.0.0.9", dest.port, auth=(b"bob", b"secret"))
+    assert rep == REP_OK
+    assert read_line(s).startswith(b"DEST 127.0.0.1 ")
+    s.close()
+    rep, s = socks5(proxy, "127.0.0.9", dest.port, auth=(b"bob", b"nope"))
+    assert rep == 0x101 and closed_by_peer(s)  # RFC 1929 status 1, then closed
+    rep, s = socks5(proxy, "127.0.0.9", dest.port)
+    assert rep == 0x1FF and closed_by_peer(s)  # method X'FF'
+    # SOCKS4 carries no password: 91.
+    cd, s = socks4(proxy, "127.0.0.9", dest.port, b"bob")
+    assert cd == REJECTED and closed_by_peer(s)
+    d.wait_for(r"SOCKS4 carries no password")
+    assert dest.accepted == 1
+
+
+def test_pysocks_socks4_socks5_and_password(lab):
+    socks = pytest.importorskip("socks", reason="python3-socks is missing (scripts/test installs it)")
+    dest = lab.backend(tagger("DEST"), host="127.0.0.9")
+    pw = passwd_file(lab, {"carol": "s3cret"})
+    plain = start_sockd(lab, PERMIT_ALL)
+    authed = start_sockd(lab, PERMIT_ALL, "--passwd", pw, name="authed.conf")
+    cases = [(plain, socks.SOCKS4, {}, "127.0.0.9"), (plain, socks.SOCKS4, {"rdns": True}, "localhost"),
+             (plain, socks.SOCKS5, {}, "127.0.0.9"), (plain, socks.SOCKS5, {"rdns": True}, "localhost"),
+             (authed, socks.SOCKS5, {"rdns": True, "username": "carol", "password": "s3cret"}, "127.0.0.9")]
+    for d, kind, kw, target in cases:
+        s = socks.socksocket()
+        s.settimeout(5)
+        s.set_proxy(kind, d.host, d.port, **kw)
+        host = "127.0.0.9" if target == "127.0.0.9" else "localhost"
+        if host == "localhost":
+            # localhost may be ::1 first in /etc/hosts: a tagger there too would be another port.
+            host = "127.0.0.9"
+        s.connect((host, dest.port))
+        assert read_line(s).startswith(b"DEST 127.0.0.1 ")
+        assert echo_through(s) == b"ping\n"
+        s.close()
+    plain.wait_for(r"connected -- Connect from \(unknown\)@127\.0\.0\.1 to 127\.0\.0\.9", count=4)
+    authed.wait_for(r"connected -- Connect from carol\(unknown\)@127\.0\.0\.1 to 127\.0\.0\.9")
+    s = socks.socksocket()
+    s.settimeout(5)
+    s.set_proxy(socks.SOCKS5, authed.host, authed.port, username="carol", password="bad")
+    with pytest.raises(socks.ProxyError):
+        s.connect(("127.0.0.9", dest.port))
+    s.close()
+
+
+def test_pysocks_socks4a_and_socks5_names(lab):
+    socks = pytest.importorskip("socks", reason="python3-socks is missing (scripts/test installs it)")
+    dest = lab.backend(tagger("DEST"), host="127.0.0.1")
+    d = start_sockd(lab, PERMIT_ALL)
+    for kind in (socks.SOCKS4, socks.SOCKS5):
+        s = socks.socksocket()
+        s.settimeout(5)
+        s.set_proxy(kind, d.host, d.port, rdns=True)
+        try:
+            s.connect(("localhost", dest.port))
+            assert read_line(s).startswith(b"DEST ")
+        except socks.ProxyError:
+            # localhost resolved to ::1 first: nothing listens there; sockd must say so.
+            d.wait_for(r"failed -- Connect from \(unknown\)@127\.0\.0\.1 to localhost")
+        s.close()
+    d.wait_for(r"Connect from \(unknown\)@127\.0\.0\.1 to localhost", count=2)
+
+
+def test_proxychains_around_curl(lab, nginx):
+    d = start_sockd(lab, PERMIT_ALL)
+    conf = proxychains_conf(lab, d)
+    r = run([system_bin("proxychains4"), "-q", "-f", conf, system_bin("curl"), "-sS", "--max-time", "10",
+             f"http://127.0.0.9:{nginx}/"], timeout=20)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"hello 127.0.0.1\n"
+    d.wait_for(rf"connected -- Connect from \(unknown\)@127\.0\.0\.1 to 127\.0\.0\.9 \({nginx}\)")
+    # By name: proxy_dns hands the name (or the hosts file's address) to sockd.
+    r = run([system_bin("proxychains4"), "-q", "-f", conf, system_bin("curl"), "-sS", "--max-time", "10",
+             f"http://localhost:{nginx}/"], timeout=20)
+    assert r.returncode == 0, r.stderr
+    d.wait_for(rf"connected -- Connect from \(unknown\)@127\.0\.0\.1 to (localhost|127\.0\.0\.1|::1) \({nginx}\)")
+
+
+# MARK: - sockd.conf: the CSTC table, through real connections
+
+# 128.12.x.y -> 127.12.x.y, 137.12.0.0/16 -> 127.137.0.0/16, 112.3.24.1 -> 127.112.24.1,
+# 10.53.23.1 -> 127.10.23.1, 23.2.6.127 -> 127.23.6.127. The mail commands write a file.
+CSTC = """deny   *=bonnie,clyde 127.12.6.0 255.255.255.0 : echo 'Rejected SOCKS access by %u' >> {out}
+permit *=ylee 127.12.6.4 255.255.255.255 127.137.0.0 255.255.0.0
+deny   127.12.0.0 255.255.0.0 eq telnet
+permit 127.12.0.0 255.255.0.0
+#NO_IDENTD: echo 'please run identd on %A' >> {out}
+#BAD_ID: echo '%U pretends to be %u on %A' >> {out}
+"""
+
+
+def test_cstc_table(lab):
+    out = lab.dir / "mail.out"
+    ftp = lab.backend(tagger("FTP"), host="127.112.24.1", port=21)
+    telnet = lab.backend(tagger("TELNET"), host="127.137.4.15", port=23)
+    gopher = lab.backend(tagger("GOPHER"), host="127.10.23.1", port=70)
+    d = start_sockd(lab, CSTC.format(out=out))
+    proxy = (d.host, d.port)
+    cases = [  # user, client, destination, expected reply, log word, service
+        ("clyde", "127.12.6.34", ftp, "127.112.24.1", REJECTED, "refused", "ftp"),
+        ("ylee", "127.12.6.4", telnet, "127.137.4.15", GRANTED, "connected", "telnet"),
+        ("jane", "127.12.2.13", telnet, "127.137.4.15", REJECTED, "refused", "telnet"),
+        ("sam", "127.12.36.7", gopher, "127.10.23.1", GRANTED, "connected", "gopher"),
+        ("don", "127.23.6.127", ftp, "127.112.24.1", REJECTED, "refused", "ftp"),
+        ("clyde", "127.12.1.62", ftp, "127.112.24.1", GRANTED, "connected", "ftp"),
+    ]
+    for user, client, backend, dst, expected, word, service in cases:
+        cd, s = socks4(proxy, dst, backend.port, user.encode(), source=client)
+        assert cd == expected, (user, client, dst, cd)
+        if cd == GRANTED:
+            line = read_line(s).decode()
+            assert line.split()[1] == "127.0.0.1" or line.split()[1].startswith("127."), line
+            assert echo_through(s) == b"ping\n"
+        else:
+            assert closed_by_peer(s)
+        s.close()
+        d.wait_for(rf"{word} -- Connect from {user}\(unknown\)@{client.replace('.', r'[.]')} to "
+                   rf"{dst.replace('.', r'[.]')} \({service}\)")
+    # Line 1's command ran once, for clyde only (don matched no line: nothing runs).
+    text = wait_file(out, r"^Rejected SOCKS access by clyde$")
+    assert text == "Rejected SOCKS access by clyde\n"
+    assert (ftp.accepted, telnet.accepted, gopher.accepted) == (1, 1, 1)
+
+
+def test_socks4_without_user_id_and_socks5_user_lists(lab):
+    dest = lab.backend(tagger("DEST"), host="127.0.0.9")
+    d = start_sockd(lab, "permit *=alice 127.0.0.0 255.0.0.0\ndeny 127.0.0.0/8 : true\n"
+                    "permit 127.0.0.0 255.0.0.0\n")
+    cd, s = socks4((d.host, d.port), "127.0.0.9", dest.port)
+    assert cd == REJECTED
+    d.wait_for(rf"refused -- Connect from \(unknown\)@127\.0\.0\.1 to 127\.0\.0\.9 \({dest.port}\)")
+    cd, s = socks4((d.host, d.port), "127.0.0.9", dest.port, b"alice")
+    assert cd == GRANTED and read_line(s).startswith(b"DEST")
+
+
+def test_ops_masks_prefixes_and_services(lab):
+    backends = {p: lab.backend(tagger(str(p)), host="127.0.0.9") for p in range(3)}
+    ports = sorted(b.port for b in backends.values())
+    low, mid, high = ports
+    conf = (f"deny 127.0.0.2/32 127.0.0.9 255.255.255.255\n"
+            f"permit 127.0.0.0 255.255.255.0 127.0.0.9/32 eq {low}\n"
+            f"deny 127.0.0.0 255.255.255.0 127.0.0.9 255.255.255.255 gt {mid}\n"
+            f"permit 127.0.0.0/24 ALL 0.0.0.0 le {mid}\n")
+    d = start_sockd(lab, conf)
+    proxy = (d.host, d.port)
+    expect = {("127.0.0.2", low): REJECTED, ("127.0.0.1", low): GRANTED, ("127.0.0.1", mid): GRANTED,
+              ("127.0.0.1", high): REJECTED, ("127.0.1.1", low): REJECTED}
+    for (client, port), want in expect.items():
+        cd, s = socks4(proxy, "127.0.0.9", port, b"u", source=client)
+        assert cd == want, (client, port, cd)
+        s.close()
+
+
+# MARK: - Shell commands, % substitutions, hostile user ids
+
+HOSTILE = ["`touch /tmp/pwned-{tag}`", "$(touch /tmp/pwned-{tag})", "a;touch /tmp/pwned-{tag}",
+           "-rf |touch /tmp/pwned-{tag}", "x'\"&>/tmp/pwned-{tag}"]
+
+
+def test_deny_command_substitutions_and_hostile_user_ids(lab):
+    tag = uuid.uuid4().hex[:8]
+    out = lab.dir / "cmd.out"
+    dest = lab.backend(tagger("DEST"), host="127.0.0.9")
+    d = start_sockd(lab, f"deny 127.0.0.0 255.0.0.0 : echo 'u=%u a=%a A=%A c=%c s=%s S=%S z=%z Z=%Z U=%U "
+                         f"p=%p pct=%% q=%q' >> {out}\n")
+    proxy = (d.host, d.port)
+    cd, s = socks4(proxy, "127.0.0.9", 21, b"eve", source="127.0.0.5")
+    assert cd == REJECTED
+    pid = d.proc.pid
+    wait_file(out, r"^u=eve")
+    assert out.read_text() == (f"u=eve a=127.0.0.5 A=127.0.0.5 c=connect s=21 S=ftp z=127.0.0.9 Z=127.0.0.9 "
+                               f"U=unknown p={pid} pct=% q=%q\n")
+    out.unlink()
+    users = [h.format(tag=tag) for h in HOSTILE]
+    for u in users:
+        cd, s = socks4(proxy, "127.0.0.9", dest.port, u.encode())
+        assert cd == REJECTED
+        s.close()
+    # SOCKS5 names go to %Z: a hostile destination name (it never resolves: denied first).
+    text = wait_file(out, r"^u=", count=len(users))
+    got = sorted(line.split()[0][2:] for line in text.splitlines())
+    assert got == sorted(sanitised(u) for u in users)
+    assert not list(Path("/tmp").glob(f"pwned-{tag}*")), "a hostile user id ran a command"
+    assert dest.accepted == 0
+
+
+def test_socks5_hostile_destination_name_in_command(lab):
+    tag = uuid.uuid4().hex[:8]
+    out = lab.dir / "cmd.out"
+    d = start_sockd(lab, f"deny 127.0.0.0/8 ALL 0.0.0.0 : echo Z=%Z >> {out}\n")
+    name = f"$(touch /tmp/pwned-{tag}).example"
+    rep, s = socks5((d.host, d.port), name, 80)
+    # Denied or unresolvable: either way no tunnel, and nothing runs.
+    assert rep in (REP_NOT_ALLOWED, 4, 1)
+    s.close()
+    if rep == REP_NOT_ALLOWED:
+        assert wait_file(out, r"^Z=") == f"Z={sanitised(name)}\n"
+    assert not list(Path("/tmp").glob(f"pwned-{tag}*"))
+
+
+# MARK: - identd
+
+@pytest.fixture
+def identd():
+    """The scripted identd on 127.0.0.7 port 113 (clients bound to 127.0.0.7 are asked there)."""
+    if os.geteuid() != 0:
+        pytest.skip("not root: the scripted identd must listen on port 113")
+    server = FakeIdent("127.0.0.7", 113)
+    try:
+        server.start()
+    except OSError as e:
+        pytest.fail(f"cannot listen on 127.0.0.7:113: {e}", pytrace=False)
+    yield server
+    server.stop()
+
+
+IDENT_CONF = """permit ?=n *=nocheck 127.0.0.0 255.0.0.0
+permit 127.0.0.0 255.0.0.0
+#NO_IDENTD: echo 'no identd on %A for %u' >> {out}
+#BAD_ID: echo '%U pretends to be %u on %A' >> {out}
+"""
+
+
+def test_identd_right_answer_is_granted(lab, identd):
+    identd.reply = userid(b"joe")
+    dest = lab.backend(tagger("DEST"), host="127.0.0.9")
+    d = start_sockd(lab, IDENT_CONF.format(out=lab.dir / "x"), "-I")
+    cd, s = socks4((d.host, d.port), "127.0.0.9", dest.port, b"joe", source="127.0.0.7")
+    assert cd == GRANTED and read_line(s).startswith(b"DEST")
+    d.wait_for(rf"connected -- Connect from joe\(joe\)@127\.0\.0\.7 to 127\.0\.0\.9 \({dest.port}\)")
+    assert len(identd.requests) == 1
+    client_port = s.getsockname()[1]
+    assert identd.requests[0].replace(b" ", b"") == f"{client_port},{d.port}".encode()
+
+
+@pytest.mark.parametrize("mode", ["-I", "-i"])
+def test_identd_wrong_answer_is_denied(lab, identd, mode):
+    identd.reply = userid(b"mallory")
+    out = lab.dir / "cmd.out"
+    dest = lab.backend(tagger("DEST"), host="127.0.0.9")
+    d = start_sockd(lab, IDENT_CONF.format(out=out), mode)
+    cd, s = socks4((d.host, d.port), "127.0.0.9", dest.port, b"joe", source="127.0.0.7")
+    assert cd == IDENT_MISMATCH and closed_by_peer(s)
+    d.wait_for(r"\*Alert\*: real user is mallory, not joe")
+    d.wait_for(r"refused -- Connect from joe\(mallory\)@127\.0\.0\.7 to 127\.0\.0\.9")
+    assert wait_file(out, "pretends") == "mallory pretends to be joe on 127.0.0.7\n"
+    # SOCKS5: REP 2 (not allowed by the ruleset).
+    rep, s = socks5((d.host, d.port), "127.0.0.9", dest.port, source="127.0.0.7")
+    assert rep == REP_NOT_ALLOWED
+    assert dest.accepted == 0
+
+
+def test_identd_absent_strict_and_lenient(lab):
+    """Nothing listens on 127.0.0.8 port 113: -I answers 92, logs and runs #NO_IDENTD; -i grants."""
+    out = lab.dir / "cmd.out"
+    dest = lab.backend(tagger("DEST"), host="127.0.0.9")
+    strict = start_sockd(lab, IDENT_CONF.format(out=out), "-I")
+    cd, s = socks4((strict.host, strict.port), "127.0.0.9", dest.port, b"joe", source="127.0.0.8")
+    assert cd == NO_IDENTD and closed_by_peer(s)
+    strict.wait_for(r"cannot connect to identd on 127\.0\.0\.8")
+    strict.wait_for(r"refused -- Connect from joe\(unknown\)@127\.0\.0\.8 to 127\.0\.0\.9")
+    assert wait_file(out, "no identd") == "no identd on 127.0.0.8 for joe\n"
+    # ?=n: that line asks nobody.
+    cd, s = socks4((strict.host, strict.port), "127.0.0.9", dest.port, b"nocheck", source="127.0.0.8")
+    assert cd == GRANTED and read_line(s).startswith(b"DEST")
+    lenient = start_sockd(lab, IDENT_CONF.format(out=out), "-i", name="lenient.conf")
+    cd, s = socks4((lenient.host, lenient.port), "127.0.0.9", dest.port, b"joe", source="127.0.0.8")
+    assert cd == GRANTED and read_line(s).startswith(b"DEST")
+    lenient.wait_for(r"connected -- Connect from joe\(unknown\)@127\.0\.0\.8")
+
+
+def test_identd_line_overrides(lab, identd):
+    """?=I on a line without -I; ?=n on a line under -I with a lying identd."""
+    identd.reply = userid(b"mallory")
+    dest = lab.backend(tagger("DEST"), host="127.0.0.9")
+    d = start_sockd(lab, "permit ?=n *=trusted 127.0.0.0/8\npermit ?=I 127.0.0.0/8\n")
+    cd, s = socks4((d.host, d.port), "127.0.0.9", dest.port, b"trusted", source="127.0.0.7")
+    assert cd == GRANTED
+    cd, s = socks4((d.host, d.port), "127.0.0.9", dest.port, b"joe", source="127.0.0.7")
+    assert cd == IDENT_MISMATCH
+    cd, s = socks4((d.host, d.port), "127.0.0.9", dest.port, b"joe", source="127.0.0.8")
+    assert cd == NO_IDENTD
+
+
+def test_silent_identd_does_not_delay_others(lab, identd):
+    identd.reply = silent
+    dest = lab.backend(tagger("DEST"), host="127.0.0.9")
+    d = start_sockd(lab, PERMIT_ALL, "-I", "--ident-timeout", "2")
+    cd_slow = []
+    waiting = socket.create_connection((d.host, d.port), source_address=("127.0.0.7", 0), timeout=10)
+    waiting.sendall(struct.pack(">BBH", 4, 1, dest.port) + socket.inet_aton("127.0.0.9") + b"joe\0")
+    # Another client (no identd at all on 127.0.0.1, lenient line) is served meanwhile.
+    d2 = start_sockd(lab, "permit ?=n 127.0.0.0/8\n", name="n.conf")
+    cd, s = socks4((d2.host, d2.port), "127.0.0.9", dest.port, b"x")
+    assert cd == GRANTED
+    rep, s5 = socks5((d.host, d.port), "127.0.0.9", dest.port, source="127.0.0.8")
+    assert rep == REP_NOT_ALLOWED  # refused at once, while the first still waits
+    reply = recv_exact(waiting, 8)
+    cd_slow.append(reply[1] if len(reply) == 8 else -1)
+    assert cd_slow == [NO_IDENTD]
+    d.wait_for(r"cannot connect to identd on 127\.0\.0\.7")
+
+
+# MARK: - sockd.route
+
+def test_route_chooses_the_source_address(lab):
+    dest = lab.backend(tagger("DEST"), host="127.0.0.9")
+    other = lab.backend(tagger("OTHER"), host="127.0.0.10")
+    route = lab.file("sockd.route", "# outgoing for .9 from .44\n127.0.0.44 127.0.0.9 255.255.255.255\n"
+                                    "127.0.0.45 127.0.0.0 255.255.255.0\n")
+    d = start_sockd(lab, PERMIT_ALL, "--route", route)
+    cd, s = socks4((d.host, d.port), "127.0.0.9", dest.port, b"u")
+    assert cd == GRANTED
+    assert read_line(s).split()[:2] == [b"DEST", b"127.0.0.44"]
+    rep, s = socks5((d.host, d.port), "127.0.0.10", other.port)
+    assert rep == REP_OK
+    assert read_line(s).split()[:2] == [b"OTHER", b"127.0.0.45"]
+    # No route covers 127.0.1.x: a failure reply, the manual's message.
+    far = lab.backend(tagger("FAR"), host="127.0.1.9")
+    cd, s = socks4((d.host, d.port), "127.0.1.9", far.port, b"u")
+    assert cd == REJECTED
+    d.wait_for(r"failed -- Connect from u\(unknown\)@127\.0\.0\.1 to 127\.0\.1\.9 .*no route")
+    assert far.accepted == 0
+
+
+# MARK: - Frozen files
+
+def test_frozen_config_and_routes_round_trip(lab):
+    dest = lab.backend(tagger("DEST"), host="127.0.0.9")
+    conf = lab.file("sockd.conf", "deny *=bad 127.0.0.0 255.0.0.0\npermit 127.0.0.0/8 127.0.0.9 "
+                                  f"255.255.255.255 eq {dest.port}\n#BAD_ID: true %u\n")
+    route = lab.file("sockd.route", "127.0.0.44 127.0.0.9 255.255.255.255\n")
+    fc, fr = lab.dir / "sockd.fc", lab.dir / "sockd.fr"
+    r = run([bastion_bin("make_sockdfc"), conf, fc])
+    assert r.returncode == 0, r.stderr
+    r = run([bastion_bin("make_sockdfr"), route, fr])
+    assert r.returncode == 0, r.stderr
+    assert fc.read_bytes() != conf.read_bytes()
+    # Round trip: dump, freeze again, identical bytes.
+    for make, dump, frozen in (("make_sockdfc", "dump_sockdfc", fc), ("make_sockdfr", "dump_sockdfr", fr)):
+        r = run([bastion_bin(dump), frozen])
+        assert r.returncode == 0, r.stderr
+        text = lab.file(f"{frozen.name}.txt", r.stdout)
+        again = lab.dir / f"{frozen.name}.again"
+        r = run([bastion_bin(make), text, again])
+        assert r.returncode == 0, r.stderr
+        assert again.read_bytes() == frozen.read_bytes()
+    d = start_sockd(lab, fc, "--route", fr)
+    cd, s = socks4((d.host, d.port), "127.0.0.9", dest.port, b"good")
+    assert cd == GRANTED
+    assert read_line(s).split()[:2] == [b"DEST", b"127.0.0.44"]
+    cd, s = socks4((d.host, d.port), "127.0.0.9", dest.port, b"bad")
+    assert cd == REJECTED
+    # A damaged frozen file is a clear error.
+    broken = lab.file("broken.fc", fc.read_bytes()[:-3] + b"xyz")
+    r = sockd_run("--config", broken, "--foreground", "--listen", f"127.0.0.1:{free_port()}",
+                  "--log", "stderr:5", "--pid-file", lab.dir / "b.pid")
+    assert r.returncode == 1 and b"sockd: " in r.stderr, r
+    r = run([bastion_bin("dump_sockdfc"), broken])
+    assert r.returncode != 0 and r.stderr, r
+
+
+# MARK: - inetd mode
+
+def test_inetd_mode_under_our_tcpserver(lab):
+    dest = lab.backend(tagger("DEST"), host="127.0.0.9")
+    conf = lab.file("sockd.conf", "permit *=ok 127.0.0.0/8\n")
+    port = free_port()
+    p = lab.start([bastion_bin("tcpserver"), "-v", "127.0.0.1", str(port), sockd_bin(), "--config", conf,
+                   "--log", "stderr:5"], name="tcpserver")
+    p.wait_for(r"tcpserver: status: 0/\d+", timeout=START_TIMEOUT)
+    cd, s = socks4(("127.0.0.1", port), "127.0.0.9", dest.port, b"ok", source="127.0.0.3")
+    assert cd == GRANTED and read_line(s).startswith(b"DEST")
+    assert echo_through(s) == b"ping\n"
+    s.close()
+    p.wait_for(rf"connected -- Connect from ok\(unknown\)@127\.0\.0\.3 to 127\.0\.0\.9 \({dest.port}\)")
+    p.wait_for(r"terminated -- Connect from ok")
+    p.wait_for(r"5 bytes from 127\.0\.0\.3, \d+ bytes from 127\.0\.0\.9")
+    p.wait_for(r"tcpserver: end \d+ status 0")
+    rep, s = socks5(("127.0.0.1", port), "127.0.0.9", dest.port)
+    assert rep == REP_NOT_ALLOWED
+    p.wait_for(r"tcpserver: end \d+ status 0", count=2)
+
+
+# MARK: - Signals
+
+def test_sighup_good_and_bad_file_with_a_live_tunnel(lab):
+    dest = lab.backend(tagger("DEST"), host="127.0.0.9")
+    d = start_sockd(lab, "permit *=old 127.0.0.0/8\n")
+    cd, tunnel = socks4((d.host, d.port), "127.0.0.9", dest.port, b"old")
+    assert cd == GRANTED and read_line(tunnel).startswith(b"DEST")
+    # A good new file: new rules for new clients, the tunnel stays.
+    d.config.write_text("permit *=new 127.0.0.0/8\n")
+    mark = d.mark()
+    d.proc.signal(signal.SIGHUP)
+    d.wait_for(r"SIGHUP: configuration reloaded", start=mark)
+    assert echo_through(tunnel, b"after-good\n") == b"after-good\n"
+    assert socks4((d.host, d.port), "127.0.0.9", dest.port, b"old")[0] == REJECTED
+    assert socks4((d.host, d.port), "127.0.0.9", dest.port, b"new")[0] == GRANTED
+    # A bad file: the old rules stay, the log names the line.
+    d.config.write_text("permit *=bad 127.0.0.0/8\npermit\nfrobnicate 1.2.3.4 255.0.0.0\n")
+    mark = d.mark()
+    d.proc.signal(signal.SIGHUP)
+    d.wait_for(r"SIGHUP: .*:[23]\b.*the old configuration stays in force", start=mark)
+    assert echo_through(tunnel, b"after-bad\n") == b"after-bad\n"
+    assert socks4((d.host, d.port), "127.0.0.9", dest.port, b"bad")[0] == REJECTED
+    assert socks4((d.host, d.port), "127.0.0.9", dest.port, b"new")[0] == GRANTED
+    tunnel.close()
+    d.wait_for(r"terminated -- Connect from old\(unknown\)@127\.0\.0\.1")
+
+
+def test_sigusr1_lists_configuration_and_routes(lab):
+    route = lab.file("sockd.route", "127.0.0.44 127.0.0.9 255.255.255.255\n")
+    d = start_sockd(lab, "permit *=a,b 127.0.0.0 255.0.0.0\ndeny 0.0.0.0 0.0.0.0\n", "--route", route)
+    mark = d.mark()
+    d.proc.signal(signal.SIGUSR1)
+    d.wait_for(rf"configuration {d.config}:", start=mark)
+    d.wait_for(r"permit \*=a,b 127\.0\.0\.0 255\.0\.0\.0", start=mark)
+    d.wait_for(r"deny 0\.0\.0\.0 0\.0\.0\.0", start=mark)
+    d.wait_for(rf"routes {route}:", start=mark)
+    d.wait_for(r"127\.0\.0\.44 127\.0\.0\.9 255\.255\.255\.255", start=mark)
+
+
+def test_sigterm_removes_the_pid_file(lab):
+    d = start_sockd(lab, PERMIT_ALL)
+    assert int(d.pid_file.read_text().strip()) == d.proc.pid
+    d.proc.signal(signal.SIGTERM)
+    assert d.proc.wait() == 0
+    assert not d.pid_file.exists()
+
+
+def test_daemon_detaches_and_writes_its_pid_file(lab):
+    conf = lab.file("sockd.conf", PERMIT_ALL)
+    port = free_port()
+    pid_file = lab.dir / "bg.pid"
+    r = sockd_run("--config", conf, "--listen", f"127.0.0.1:{port}", "--pid-file", pid_file,
+                  "--log", f"file:{lab.dir / 'bg.log'}:5")
+    assert r.returncode == 0, r
+    pid = int(wait_file(pid_file, r"^\d+\n?$").strip())
+    try:
+        wait_port("127.0.0.1", port)
+        wait_file(lab.dir / "bg.log", r"sockd started")
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    from pop3helpers import wait_gone
+    wait_gone(pid)
+    assert not pid_file.exists()
+
+
+# MARK: - Command line
+
+def test_ver_and_help():
+    r = sockd_run("-ver")
+    assert r.returncode == 0
+    text = r.stdout.decode()
+    assert text.startswith("sockd (Bastion) ")
+    for part in ("SOCKS protocol versions 4, 4a and 5", "not SOCKSified", "stand-alone or from inetd",
+                 "RBIND"):
+        assert part in text
+    r = sockd_run("-ver", "--route", "/nonexistent/sockd.route")
+    assert "route file /nonexistent/sockd.route in use" in r.stdout.decode()
+    r = sockd_run("--help")
+    assert r.returncode == 0 and r.stdout.startswith(b"usage: sockd")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bogus"], "unknown option"),
+    (["extra"], "unexpected argument"),
+    (["-ver", "-I"], "one at a time"),
+    (["-I", "-i"], "one at a time"),
+    (["--listen", "127.0.0.1:0"], "port"),
+    (["--listen", "nonsense"], "--listen"),
+    (["--ident-timeout", "0"], "--ident-timeout"),
+    (["--config"], "config"),
+    (["--log", "nowhere:9"], ""),
+])
+def test_bad_command_lines_exit_1(args, message):
+    r = sockd_run(*args)
+    assert r.returncode == 1, r
+    assert r.stderr.startswith(b"sockd: ") and message.encode() in r.stderr, r.stderr
+
+
+def test_unreadable_configuration_exits_1(lab):
+    r = sockd_run("--config", lab.dir / "missing.conf", "--foreground", "--listen", f"127.0.0.1:{free_port()}")
+    assert r.returncode == 1 and b"missing.conf" in r.stderr, r
+
+
+def test_bad_lines_at_start_are_logged_and_skipped(lab):
+    dest = lab.backend(tagger("DEST"), host="127.0.0.9")
+    d = start_sockd(lab, "permit\nbogus 1 2\npermit 127.0.0.0 255.0.0.0\n")
+    d.wait_for(r":1\b.*line skipped")
+    d.wait_for(r":2\b.*line skipped")
+    assert socks4((d.host, d.port), "127.0.0.9", dest.port, b"u")[0] == GRANTED
+
+
+# MARK: - Bad input
+
+@pytest.mark.parametrize("data, pattern", [
+    (b"\x05\x01", r"truncated SOCKS5 greeting \(2 bytes\)"),
+    (b"\x05\x01\x00\x05\x01\x00\x01\x7f", r"truncated SOCKS5 request"),
+    (b"\x04\x01\x00\x50\x7f\x00", r"truncated SOCKS4 request"),
+    (b"\x04\x01\x00\x50\x7f\x00\x00\x09user-without-nul", r"truncated SOCKS4 request"),
+])
+def test_truncated_requests(lab, data, pattern):
+    d = start_sockd(lab, PERMIT_ALL)
+    with socket.create_connection((d.host, d.port), timeout=5) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        assert closed_by_peer(s)
+    d.wait_for(rf"malformed request from 127\.0\.0\.1: {pattern}")
+
+
+@pytest.mark.parametrize("first", [b"\x06", b"G", b"\x00"])
+def test_wrong_version_byte(lab, first):
+    d = start_sockd(lab, PERMIT_ALL)
+    with socket.create_connection((d.host, d.port), timeout=5) as s:
+        s.sendall(first + b"ET / HTTP/1.0\r\n\r\n")
+        assert closed_by_peer(s)
+    d.wait_for(rf"malformed request from 127\.0\.0\.1: bad version byte {first[0]}")
+
+
+def test_socks5_wrong_version_in_request_unknown_command_and_address_type(lab):
+    dest = lab.backend(tagger("DEST"), host="127.0.0.9")
+    d = start_sockd(lab, PERMIT_ALL)
+    for request, rep, pattern in [
+        (b"\x05\x09\x00\x01\x7f\x00\x00\x09" + struct.pack(">H", dest.port), REP_CMD, r"unknown SOCKS5 command 9"),
+        (b"\x05\x01\x00\x05\x7f\x00\x00\x09" + struct.pack(">H", dest.port), REP_ATYP,
+         r"address type 5 not supported"),
+        (b"\x04\x01\x00\x01\x7f\x00\x00\x09" + struct.pack(">H", dest.port), 1, r"bad version byte 4 in the"),
+    ]:
+        with socket.create_connection((d.host, d.port), timeout=5) as s:
+            assert socks5_greet(s) == 0
+            s.sendall(request)
+            answer = recv_exact(s, 10)
+            assert answer[:2] == bytes([5, rep]), (request, answer)
+            assert closed_by_peer(s)
+        d.wait_for(rf"malformed request from 127\.0\.0\.1: {pattern}")
+    assert dest.accepted == 0
+
+
+def test_bind_and_udp_associate_are_not_supported_yet(lab):
+    d = start_sockd(lab, PERMIT_ALL)
+    rep, s = socks5((d.host, d.port), "127.0.0.9", 4000, command=2)
+    assert rep == REP_CMD and closed_by_peer(s)
+    rep, s = socks5((d.host, d.port), "0.0.0.0", 0, command=3)
+    assert rep == REP_CMD and closed_by_peer(s)
+    cd, s = socks4((d.host, d.port), "127.0.0.9", 4000, b"u", command=2)
+    assert cd == REJECTED and closed_by_peer(s)
+    d.wait_for(r"refused -- Bind from u\(unknown\)@127\.0\.0\.1 to 127\.0\.0\.9 \(4000\): .*not supported")
+
+
+def test_thousand_idle_connections_while_another_is_served(lab, nginx):
+    hostile.roomy_descriptors(4000)
+    d = start_sockd(lab, PERMIT_ALL)
+    idle = hostile.connect_all(d.port, 1000)
+    try:
+        r = curl("--socks5", f"127.0.0.1:{d.port}", f"http://127.0.0.9:{nginx}/")
+        assert r.returncode == 0 and r.stdout == b"hello 127.0.0.1\n", r
+        assert d.proc.poll() is None
+        # The idle ones are still open, none answered.
+        assert all(not closed_by_peer(s, 0) for s in idle[:50])
+    finally:
+        for s in idle:
+            s.close()
+
+
+# MARK: - IPv6
+
+def test_ipv6_destination(lab, nginx):
+    if not has_ipv6_loopback():
+        pytest.skip("no ::1 on this machine")
+    d = start_sockd(lab, PERMIT_ALL)
+    r = curl("--socks5", f"127.0.0.1:{d.port}", f"http://[::1]:{nginx}/")
+    assert r.returncode == 0 and r.stdout == b"hello ::1\n", r
+    d.wait_for(rf"connected -- Connect from \(unknown\)@127\.0\.0\.1 to ::1 \({nginx}\)")
+
+
+def test_ipv6_listener_and_rules(lab, nginx):
+    if not has_ipv6_loopback():
+        pytest.skip("no ::1 on this machine")
+    d = start_sockd(lab, "deny ::1/128 127.0.0.9/32\npermit ::1 ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff\n",
+                    host="::1")
+    r = curl("--socks5-hostname", f"[::1]:{d.port}", f"http://[::1]:{nginx}/")
+    assert r.returncode == 0 and r.stdout == b"hello ::1\n", r
+    d.wait_for(rf"connected -- Connect from \(unknown\)@::1 to ::1 \({nginx}\)")
+    r = curl("--socks5", f"[::1]:{d.port}", f"http://127.0.0.1:{nginx}/")
+    assert r.returncode == 0 and r.stdout == b"hello 127.0.0.1\n", r
+    r = curl("--socks5", f"[::1]:{d.port}", f"http://127.0.0.9:{nginx}/")
+    assert r.returncode != 0
+    d.wait_for(rf"refused -- Connect from \(unknown\)@::1 to 127\.0\.0\.9 \({nginx}\)")
