@@ -316,7 +316,7 @@ public final class SocksSession: SessionMachine {
         _ result: Result<[UInt8], IdentError>, rule: SockdRule, into actions: inout [SessionAction]
     ) {
         let strict = rule.identCheck(default: settings.identCheck) == .strict
-        guard case .success(let reply) = result, let user = IdentReplyReader.interpret(reply) else {
+        guard case .success(let user) = result, !user.isEmpty else {
             guard strict else { return connect(rule, into: &actions) }
             say("cannot connect to identd on \(clientText)", &actions)
             if let special = settings.configuration.noIdentd { runCommand(special.command, into: &actions) }
