@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+import pytest
+
 from proxyhelpers import (IO_TIMEOUT, START_TIMEOUT, Lab, Proc, bastion_bin, family_of, free_port, run,
                           system_bin)
 
@@ -164,7 +166,7 @@ def closed_by_peer(s: socket.socket, timeout: float = IO_TIMEOUT) -> bool:
         return s.recv(1) == b""
     except ConnectionResetError:
         return True
-    except socket.timeout:
+    except (socket.timeout, BlockingIOError):
         return False
 
 
@@ -208,6 +210,25 @@ def sanitised(value: str) -> str:
     safe = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._@:+-")
     out = "".join(c if c in safe else "_" for c in value)
     return "_" + out[1:] if out.startswith("-") else out
+
+
+def import_pysocks():
+    """PySocks, as Debian's python3-socks installs it: for the system's python3, in
+    dist-packages, which another python3 (a pyenv one) does not search."""
+    try:
+        import socks
+    except ImportError:
+        import sys
+        for where in ("/usr/lib/python3/dist-packages",):
+            if os.path.exists(os.path.join(where, "socks.py")):
+                sys.path.append(where)
+                break
+        try:
+            import socks
+        except ImportError:
+            pytest.fail("PySocks is missing: apt-get install python3-socks (scripts/test installs it)",
+                        pytrace=False)
+    return socks
 
 
 def crypt_hash(password: str, salt: str = "xx") -> str:

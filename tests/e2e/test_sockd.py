@@ -22,10 +22,10 @@ import pytest
 
 import hostile
 from fakeident import FakeIdent, silent, userid
-from proxyhelpers import (START_TIMEOUT, bastion_bin, free_port, lab, read_line, run, start_nginx,  # noqa: F401
+from proxyhelpers import (START_TIMEOUT, bastion_bin, free_port, lab, read_all, read_line, run, start_nginx,  # noqa: F401
                           system_bin, tagger, wait_file, wait_port)
 from sockdhelpers import (GRANTED, IDENT_MISMATCH, NO_IDENTD, REJECTED, REP_ATYP, REP_CMD, REP_NOT_ALLOWED,
-                          REP_OK, closed_by_peer, crypt_hash, curl, echo_through, nginx_servers, proxychains_conf,
+                          REP_OK, closed_by_peer, crypt_hash, curl, echo_through, import_pysocks, nginx_servers, proxychains_conf,
                           recv_exact, sanitised, sockd_bin, sockd_run, socks4, socks5, socks5_greet, start_sockd)
 
 PERMIT_ALL = "permit 0.0.0.0 0.0.0.0\npermit ::/0\n"
@@ -92,7 +92,7 @@ def test_curl_socks5h_with_user_and_password(lab, nginx):
     # "No authentication" is not offered any more.
     r = curl("--socks5", f"127.0.0.1:{d.port}", f"http://127.0.0.9:{nginx}/")
     assert r.returncode != 0
-    d.wait_for(r"no acceptable authentication method \(offered: 0( 2)?\)")
+    d.wait_for(r"no acceptable authentication method \(offered: 0[ 0-9]*\)")
 
 
 def test_passwd_raw_replies(lab):
@@ -116,7 +116,7 @@ def test_passwd_raw_replies(lab):
 
 
 def test_pysocks_socks4_socks5_and_password(lab):
-    socks = pytest.importorskip("socks", reason="python3-socks is missing (scripts/test installs it)")
+    socks = import_pysocks()
     dest = lab.backend(tagger("DEST"), host="127.0.0.9")
     pw = passwd_file(lab, {"carol": "s3cret"})
     plain = start_sockd(lab, PERMIT_ALL)
@@ -147,7 +147,7 @@ def test_pysocks_socks4_socks5_and_password(lab):
 
 
 def test_pysocks_socks4a_and_socks5_names(lab):
-    socks = pytest.importorskip("socks", reason="python3-socks is missing (scripts/test installs it)")
+    socks = import_pysocks()
     dest = lab.backend(tagger("DEST"), host="127.0.0.1")
     d = start_sockd(lab, PERMIT_ALL)
     for kind in (socks.SOCKS4, socks.SOCKS5):
@@ -537,7 +537,7 @@ def test_daemon_detaches_and_writes_its_pid_file(lab):
     port = free_port()
     pid_file = lab.dir / "bg.pid"
     r = sockd_run("--config", conf, "--listen", f"127.0.0.1:{port}", "--pid-file", pid_file,
-                  "--log", f"file:{lab.dir / 'bg.log'}:5")
+                  "--log", f"file:5,{lab.dir / 'bg.log'}")
     assert r.returncode == 0, r
     pid = int(wait_file(pid_file, r"^\d+\n?$").strip())
     try:
@@ -609,7 +609,9 @@ def test_truncated_requests(lab, data, pattern):
     with socket.create_connection((d.host, d.port), timeout=5) as s:
         s.sendall(data)
         s.shutdown(socket.SHUT_WR)
-        assert closed_by_peer(s)
+        answer, end = read_all(s)
+        # SOCKS5: the method selection came before the request was cut; then end of file.
+        assert end in ("eof", "reset") and answer in (b"", b"\x05\x00"), (answer, end)
     d.wait_for(rf"malformed request from 127\.0\.0\.1: {pattern}")
 
 
@@ -691,3 +693,15 @@ def test_ipv6_listener_and_rules(lab, nginx):
     r = curl("--socks5", f"[::1]:{d.port}", f"http://127.0.0.9:{nginx}/")
     assert r.returncode != 0
     d.wait_for(rf"refused -- Connect from \(unknown\)@::1 to 127\.0\.0\.9 \({nginx}\)")
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: SocksSession logs every negotiation failure as `malformed request "
+                   "from CLIENT: ...`, ignoring SocksFailure.kind: a wrong password, an offer without an acceptable "
+                   "method and a SOCKS4 request under --passwd (kind .refused) are well-formed refusals")
+def test_refusals_in_the_negotiation_are_not_called_malformed(lab):
+    pw = passwd_file(lab, {"bob": "secret"})
+    d = start_sockd(lab, PERMIT_ALL, "--passwd", pw)
+    rep, s = socks5((d.host, d.port), "127.0.0.9", 80, auth=(b"bob", b"wrong"))
+    assert rep == 0x101
+    d.wait_for(r"password refused for bob")
+    assert "malformed request from 127.0.0.1: password refused" not in d.text()
