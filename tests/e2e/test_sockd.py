@@ -115,53 +115,45 @@ def test_passwd_raw_replies(lab):
     assert dest.accepted == 1
 
 
-def test_pysocks_socks4_socks5_and_password(lab):
+def test_pysocks_socks4_socks4a_socks5_and_password(lab):
     socks = import_pysocks()
-    dest = lab.backend(tagger("DEST"), host="127.0.0.9")
+    dest = lab.backend(tagger("DEST"), host="127.0.0.1")  # localhost is 127.0.0.1 in /etc/hosts
     pw = passwd_file(lab, {"carol": "s3cret"})
     plain = start_sockd(lab, PERMIT_ALL)
     authed = start_sockd(lab, PERMIT_ALL, "--passwd", pw, name="authed.conf")
-    cases = [(plain, socks.SOCKS4, {}, "127.0.0.9"), (plain, socks.SOCKS4, {"rdns": True}, "localhost"),
-             (plain, socks.SOCKS5, {}, "127.0.0.9"), (plain, socks.SOCKS5, {"rdns": True}, "localhost"),
-             (authed, socks.SOCKS5, {"rdns": True, "username": "carol", "password": "s3cret"}, "127.0.0.9")]
-    for d, kind, kw, target in cases:
+    cases = [  # sockd, kind, options, target, how sockd logs the destination
+        (plain, socks.SOCKS4, {"rdns": False}, "127.0.0.1", "127.0.0.1"),
+        (plain, socks.SOCKS4, {"rdns": True}, "localhost", "localhost"),  # SOCKS4a
+        (plain, socks.SOCKS5, {"rdns": False}, "127.0.0.1", "127.0.0.1"),
+        (plain, socks.SOCKS5, {"rdns": True}, "localhost", "localhost"),
+        (authed, socks.SOCKS5, {"rdns": True, "username": "carol", "password": "s3cret"}, "localhost", "localhost"),
+    ]
+    for d, kind, kw, target, logged in cases:
         s = socks.socksocket()
         s.settimeout(5)
         s.set_proxy(kind, d.host, d.port, **kw)
-        host = "127.0.0.9" if target == "127.0.0.9" else "localhost"
-        if host == "localhost":
-            # localhost may be ::1 first in /etc/hosts: a tagger there too would be another port.
-            host = "127.0.0.9"
-        s.connect((host, dest.port))
+        s.connect((target, dest.port))
         assert read_line(s).startswith(b"DEST 127.0.0.1 ")
         assert echo_through(s) == b"ping\n"
         s.close()
-    plain.wait_for(r"connected -- Connect from \(unknown\)@127\.0\.0\.1 to 127\.0\.0\.9", count=4)
-    authed.wait_for(r"connected -- Connect from carol\(unknown\)@127\.0\.0\.1 to 127\.0\.0\.9")
+        user = "carol" if "username" in kw else ""
+        d.wait_for(rf"connected -- Connect from {user}\(unknown\)@127\.0\.0\.1 to {logged} \({dest.port}\)")
+        d.wait_for(rf"terminated -- Connect from {user}\(unknown\)@127\.0\.0\.1 to {logged} \({dest.port}\)")
+        d.wait_for(rf"^.*5 bytes from 127\.0\.0\.1, \d+ bytes from {logged}$")
     s = socks.socksocket()
     s.settimeout(5)
     s.set_proxy(socks.SOCKS5, authed.host, authed.port, username="carol", password="bad")
     with pytest.raises(socks.ProxyError):
-        s.connect(("127.0.0.9", dest.port))
+        s.connect(("127.0.0.1", dest.port))
     s.close()
-
-
-def test_pysocks_socks4a_and_socks5_names(lab):
-    socks = import_pysocks()
-    dest = lab.backend(tagger("DEST"), host="127.0.0.1")
-    d = start_sockd(lab, PERMIT_ALL)
-    for kind in (socks.SOCKS4, socks.SOCKS5):
-        s = socks.socksocket()
-        s.settimeout(5)
-        s.set_proxy(kind, d.host, d.port, rdns=True)
-        try:
-            s.connect(("localhost", dest.port))
-            assert read_line(s).startswith(b"DEST ")
-        except socks.ProxyError:
-            # localhost resolved to ::1 first: nothing listens there; sockd must say so.
-            d.wait_for(r"failed -- Connect from \(unknown\)@127\.0\.0\.1 to localhost")
-        s.close()
-    d.wait_for(r"Connect from \(unknown\)@127\.0\.0\.1 to localhost", count=2)
+    # A name that is nowhere (not in /etc/hosts, and DNS is off-limits): SOCKS5 REP 4, logged.
+    s = socks.socksocket()
+    s.settimeout(20)
+    s.set_proxy(socks.SOCKS5, plain.host, plain.port, rdns=True)
+    with pytest.raises(socks.ProxyError):
+        s.connect(("no-such-host.invalid", dest.port))
+    s.close()
+    plain.wait_for(r"failed -- Connect from \(unknown\)@127\.0\.0\.1 to no-such-host\.invalid", timeout=20)
 
 
 def test_proxychains_around_curl(lab, nginx):
@@ -237,21 +229,71 @@ def test_socks4_without_user_id_and_socks5_user_lists(lab):
 
 
 def test_ops_masks_prefixes_and_services(lab):
-    backends = {p: lab.backend(tagger(str(p)), host="127.0.0.9") for p in range(3)}
-    ports = sorted(b.port for b in backends.values())
-    low, mid, high = ports
-    conf = (f"deny 127.0.0.2/32 127.0.0.9 255.255.255.255\n"
-            f"permit 127.0.0.0 255.255.255.0 127.0.0.9/32 eq {low}\n"
-            f"deny 127.0.0.0 255.255.255.0 127.0.0.9 255.255.255.255 gt {mid}\n"
-            f"permit 127.0.0.0/24 ALL 0.0.0.0 le {mid}\n")
+    """Each line's destination is its own 127.0.1.x, where nothing listens: a permitted
+    SOCKS5 request gets REP 5 (connection refused), a denied one REP 2."""
+    ops = [("eq", 1000), ("neq", 1000), ("lt", 1000), ("gt", 1000), ("le", 1000), ("ge", 1000),
+           ("eq", "ftp"), ("neq", "telnet")]
+    conf = "deny 127.0.0.2/32 0.0.0.0 0.0.0.0\n" + "".join(
+        f"permit 127.0.0.0 255.255.255.0 127.0.1.{i + 1} 255.255.255.255 {op} {port}\n"
+        for i, (op, port) in enumerate(ops))
+    conf += "permit 127.0.0.0/24 127.0.2.0/24\n"
     d = start_sockd(lab, conf)
     proxy = (d.host, d.port)
-    expect = {("127.0.0.2", low): REJECTED, ("127.0.0.1", low): GRANTED, ("127.0.0.1", mid): GRANTED,
-              ("127.0.0.1", high): REJECTED, ("127.0.1.1", low): REJECTED}
-    for (client, port), want in expect.items():
-        cd, s = socks4(proxy, "127.0.0.9", port, b"u", source=client)
-        assert cd == want, (client, port, cd)
+    want = {"eq": {1000}, "neq": {999, 1001}, "lt": {999}, "gt": {1001}, "le": {999, 1000}, "ge": {1000, 1001}}
+    for i, (op, port) in enumerate(ops):
+        dst = f"127.0.1.{i + 1}"
+        if isinstance(port, int):
+            tried = {999: None, 1000: None, 1001: None}
+        else:
+            tried = {21: None, 23: None, 22: None}
+            want_here = {"eq": {21}, "neq": {21, 22}}[op]
+        for p in tried:
+            rep, s = socks5(proxy, dst, p)
+            s.close()
+            permitted = p in (want[op] if isinstance(port, int) else want_here)
+            assert rep == (5 if permitted else REP_NOT_ALLOWED), (op, port, p, rep)
+    # Masks: 127.0.0.2 is denied everything; 127.0.1.1 is outside the /24 of the clients.
+    assert socks5(proxy, "127.0.2.7", 1000, source="127.0.0.2")[0] == REP_NOT_ALLOWED
+    assert socks5(proxy, "127.0.2.7", 1000, source="127.0.1.1")[0] == REP_NOT_ALLOWED
+    assert socks5(proxy, "127.0.2.7", 1000, source="127.0.0.3")[0] == 5
+    d.wait_for(r"failed -- Connect from \(unknown\)@127\.0\.0\.3 to 127\.0\.2\.7 \(1000\): .*")
+    d.wait_for(r"refused -- Connect from \(unknown\)@127\.0\.1\.1 to 127\.0\.2\.7 \(1000\)")
+
+
+def test_user_list_files(lab):
+    users = lab.file("users", "# the staff\nann bea,cid\tdee\n\n")
+    dest = lab.backend(tagger("DEST"), host="127.0.0.9")
+    d = start_sockd(lab, f"permit *={users},zed 127.0.0.0 255.0.0.0\n")
+    for user, want in [("ann", GRANTED), ("bea", GRANTED), ("cid", GRANTED), ("dee", GRANTED), ("zed", GRANTED),
+                       ("eve", REJECTED), ("#", REJECTED), ("staff", REJECTED), ("", REJECTED)]:
+        cd, s = socks4((d.host, d.port), "127.0.0.9", dest.port, user.encode())
+        assert cd == want, (user, cd)
         s.close()
+
+
+def test_destination_names(lab):
+    """A destination given by name (SOCKS4a, SOCKS5 ATYP 3) matches a line naming it."""
+    dest = lab.backend(tagger("DEST"), host="127.0.0.1")
+    d = start_sockd(lab, "permit 127.0.0.0/8 localhost 255.255.255.255\npermit 127.0.0.0/8 .example 0.0.0.0\n")
+    cd, s = socks4((d.host, d.port), "", dest.port, b"u", host=b"localhost")
+    assert cd == GRANTED and read_line(s).startswith(b"DEST")
+    rep, s = socks5((d.host, d.port), "localhost", dest.port)
+    assert rep == REP_OK and read_line(s).startswith(b"DEST")
+    d.wait_for(rf"connected -- Connect from \(unknown\)@127\.0\.0\.1 to localhost \({dest.port}\)", count=1)
+    rep, s = socks5((d.host, d.port), "127.0.0.9", dest.port)
+    assert rep == REP_NOT_ALLOWED
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a rule naming the client's host: the reverse lookup finds `localhost` "
+                   "(/etc/hosts), the session asks to resolve it forward to confirm, and SocksSession drops the "
+                   "`.resolved` event outside .resolvingDestination, so the request hangs until the 30 s "
+                   "negotiation timer (no reply, no log line)")
+def test_client_host_names(lab):
+    dest = lab.backend(tagger("DEST"), host="127.0.0.9")
+    d = start_sockd(lab, "permit *=ann localhost 255.255.255.255\n")
+    cd, s = socks4((d.host, d.port), "127.0.0.9", dest.port, b"ann")
+    assert cd == GRANTED
+    d.wait_for(rf"connected -- Connect from ann\(unknown\)@localhost to 127\.0\.0\.9 \({dest.port}\)")
 
 
 # MARK: - Shell commands, % substitutions, hostile user ids
