@@ -26,7 +26,8 @@ from proxyhelpers import (START_TIMEOUT, bastion_bin, free_port, lab, read_all, 
                           system_bin, tagger, wait_file, wait_port)
 from sockdhelpers import (GRANTED, IDENT_MISMATCH, NO_IDENTD, REJECTED, REP_ATYP, REP_CMD, REP_NOT_ALLOWED,
                           REP_OK, closed_by_peer, crypt_hash, curl, echo_through, import_pysocks, nginx_servers, proxychains_conf,
-                          recv_exact, sanitised, sockd_bin, sockd_run, socks4, socks5, socks5_greet, start_sockd)
+                          recv_exact, sanitised, sockd_bin, sockd_run, socks4, socks5, socks5_greet, socks5_reply,
+                          start_sockd)
 
 PERMIT_ALL = "permit 0.0.0.0 0.0.0.0\npermit ::/0\n"
 
@@ -747,3 +748,74 @@ def test_refusals_in_the_negotiation_are_not_called_malformed(lab):
     assert rep == 0x101
     d.wait_for(r"password refused for bob")
     assert "malformed request from 127.0.0.1: password refused" not in d.text()
+
+
+# MARK: - More: a real identd, --user, oversized requests, the bound address
+
+def test_real_identd_oidentd(lab):
+    """oidentd on 127.0.0.6 port 113 reports the owner of the client's socket: this test's user."""
+    import pwd
+    if os.geteuid() != 0:
+        pytest.skip("not root: oidentd must listen on port 113")
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    o = lab.start([system_bin("oidentd"), "-i", "-S", "-a", "127.0.0.6", "-p", "113"], name="oidentd")
+    wait_port("127.0.0.6", 113, proc=o)
+    dest = lab.backend(tagger("DEST"), host="127.0.0.9")
+    d = start_sockd(lab, PERMIT_ALL, "-I")
+    cd, s = socks4((d.host, d.port), "127.0.0.9", dest.port, me.encode(), source="127.0.0.6")
+    assert cd == GRANTED and read_line(s).startswith(b"DEST")
+    d.wait_for(rf"connected -- Connect from {me}\({me}\)@127\.0\.0\.6 to 127\.0\.0\.9 \({dest.port}\)")
+    cd, s = socks4((d.host, d.port), "127.0.0.9", dest.port, b"someone-else", source="127.0.0.6")
+    assert cd == IDENT_MISMATCH
+    d.wait_for(rf"\*Alert\*: real user is {me}, not someone-else")
+    o.wait_for(rf"Successful lookup: \d+ , {d.port} : {me}")
+
+
+def test_user_drops_privileges_after_binding(lab):
+    if os.geteuid() != 0:
+        pytest.skip("not root: --user needs root")
+    dest = lab.backend(tagger("DEST"), host="127.0.0.9")
+    d = start_sockd(lab, PERMIT_ALL, "--user", "nobody")
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    status = Path(f"/proc/{d.proc.pid}/status").read_text()
+    uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+    assert uid_line.split()[1:] == [str(nobody.pw_uid)] * 4, uid_line
+    cd, s = socks4((d.host, d.port), "127.0.0.9", dest.port, b"u")
+    assert cd == GRANTED and read_line(s).startswith(b"DEST")
+    r = sockd_run("--user", "no-such-user-here", "--config", d.config, "--foreground",
+                  "--listen", f"127.0.0.1:{free_port()}")
+    assert r.returncode == 1 and b"unknown user no-such-user-here" in r.stderr, r
+
+
+@pytest.mark.parametrize("request_bytes, pattern", [
+    (b"\x04\x01\x00\x50\x7f\x00\x00\x09" + b"u" * 300 + b"\0", r"user id longer than 255 bytes"),
+    (b"\x04\x01\x00\x50\x00\x00\x00\x01u\0" + b"h" * 300 + b"\0", r"host name longer than 255 bytes"),
+    (b"\x04\x01\x00\x50\x00\x00\x00\x01u\0\0", r"empty host name"),
+], ids=["user-id-300", "host-name-300", "host-name-empty"])
+def test_oversized_socks4_requests(lab, request_bytes, pattern):
+    d = start_sockd(lab, PERMIT_ALL)
+    with socket.create_connection((d.host, d.port), timeout=5) as s:
+        s.sendall(request_bytes)
+        reply = recv_exact(s, 8)
+        assert reply[:2] == bytes([0, REJECTED]), reply
+        assert closed_by_peer(s)
+    d.wait_for(rf"malformed request from 127\.0\.0\.1: {pattern}")
+
+
+def test_socks5_reply_carries_the_bound_address(lab):
+    dest = lab.backend(tagger("DEST"), host="127.0.0.9")
+    route = lab.file("sockd.route", "127.0.0.44 0.0.0.0 0.0.0.0\n")
+    d = start_sockd(lab, PERMIT_ALL, "--route", route)
+    with socket.create_connection((d.host, d.port), timeout=5) as s:
+        assert socks5_greet(s) == 0
+        s.sendall(b"\x05\x01\x00\x01" + socket.inet_aton("127.0.0.9") + struct.pack(">H", dest.port))
+        rep, bound = socks5_reply(s)
+        assert rep == REP_OK
+        line = read_line(s).split()
+        # BND.ADDR:BND.PORT is sockd's end of the connection the destination sees.
+        assert (line[1].decode(), int(line[2])) == bound
+        assert bound[0] == "127.0.0.44"
+    cd, s = socks4((d.host, d.port), "127.0.0.9", dest.port, b"u")
+    assert cd == GRANTED
+    s.close()
