@@ -819,3 +819,143 @@ def test_socks5_reply_carries_the_bound_address(lab):
     cd, s = socks4((d.host, d.port), "127.0.0.9", dest.port, b"u")
     assert cd == GRANTED
     s.close()
+
+
+# MARK: - Relay behaviour, pipelining, the log lines exactly
+
+LOG_PREFIX = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[NOTICE\] "
+
+
+def test_log_lines_exactly(lab):
+    dest = lab.backend(tagger("DEST"), host="127.0.0.9")
+    d = start_sockd(lab, PERMIT_ALL)
+    cd, s = socks4((d.host, d.port), "127.0.0.9", dest.port, b"alice", source="127.0.0.3")
+    assert cd == GRANTED
+    tag = read_line(s)
+    assert echo_through(s, b"hello\n") == b"hello\n"
+    s.close()
+    d.wait_for(r"bytes from 127\.0\.0\.3")
+    lines = [line.split("] ", 1)[1] for line in d.text().splitlines() if "Connect" in line or "bytes" in line]
+    assert lines == [f"connected -- Connect from alice(unknown)@127.0.0.3 to 127.0.0.9 ({dest.port})",
+                     f"terminated -- Connect from alice(unknown)@127.0.0.3 to 127.0.0.9 ({dest.port})",
+                     f"6 bytes from 127.0.0.3, {len(tag) + 6} bytes from 127.0.0.9"]
+    assert all(__import__("re").match(LOG_PREFIX, line) for line in d.text().splitlines())
+
+
+def test_hostile_user_id_cannot_forge_log_lines(lab):
+    dest = lab.backend(tagger("DEST"), host="127.0.0.9")
+    d = start_sockd(lab, PERMIT_ALL)
+    forged = b"evil\n2026-12-03 13:06:02 [NOTICE] connected -- Connect from root(root)@10.0.0.1\x1b[31m\r"
+    cd, s = socks4((d.host, d.port), "127.0.0.9", dest.port, forged)
+    assert cd == GRANTED
+    s.close()
+    d.wait_for(r"terminated -- Connect from evil")
+    text = d.text()
+    assert "\x1b" not in text and "\r" not in text
+    assert not any(line.startswith("2026-12-03 13:06:02") for line in text.splitlines())
+    assert sum(line.split("] ", 1)[1].startswith("connected -- ") for line in text.splitlines()) == 1
+
+
+def test_pipelined_requests_and_early_data(lab):
+    """Everything in one write: greeting, (username/password,) request and the first data;
+    the data must reach the destination after the tunnel is up."""
+    dest = lab.backend(tagger("DEST"), host="127.0.0.9")
+    pw = passwd_file(lab, {"bob": "secret"})
+    plain = start_sockd(lab, PERMIT_ALL)
+    authed = start_sockd(lab, PERMIT_ALL, "--passwd", pw, name="authed.conf")
+    port = struct.pack(">H", dest.port)
+    ip = socket.inet_aton("127.0.0.9")
+    cases = [
+        (plain, b"\x04\x01" + port + ip + b"u\0" + b"early\n", 8),
+        (plain, b"\x04\x01" + struct.pack(">H", dest.port) + b"\0\0\0\x01u\0" + b"127.0.0.9\0" + b"early\n", 8),
+        (plain, b"\x05\x01\x00" + b"\x05\x01\x00\x01" + ip + port + b"early\n", 2 + 10),
+        (authed, b"\x05\x01\x02" + b"\x01\x03bob\x06secret" + b"\x05\x01\x00\x01" + ip + port + b"early\n",
+         2 + 2 + 10),
+    ]
+    for d, data, reply_length in cases:
+        with socket.create_connection((d.host, d.port), timeout=5) as s:
+            s.sendall(data)
+            reply = recv_exact(s, reply_length)
+            assert len(reply) == reply_length and reply[-10 if reply_length > 8 else -8:][1] in (0, GRANTED), \
+                (data, reply)
+            assert read_line(s).startswith(b"DEST 127.0.0.1 ")
+            assert read_line(s) == b"early\n"
+
+
+def test_large_transfer_both_ways_with_half_close(lab):
+    from proxyhelpers import hasher, pattern_bytes, sha256
+    answer = pattern_bytes(3 << 20, 2)
+    dest = lab.backend(hasher(answer), host="127.0.0.9")
+    d = start_sockd(lab, PERMIT_ALL)
+    upload = pattern_bytes(5 << 20, 1)
+    rep, s = socks5((d.host, d.port), "127.0.0.9", dest.port)
+    assert rep == REP_OK
+    import threading
+    sender = threading.Thread(target=lambda: (s.sendall(upload), s.shutdown(socket.SHUT_WR)), daemon=True)
+    sender.start()
+    got, end = read_all(s, timeout=20)
+    sender.join(5)
+    s.close()
+    assert end == "eof" and sha256(got) == sha256(answer)
+    assert dest.results == [(sha256(upload), len(upload))]
+    d.wait_for(rf"{len(upload)} bytes from 127\.0\.0\.1, {len(answer)} bytes from 127\.0\.0\.9")
+
+
+def test_many_concurrent_tunnels(lab):
+    from concurrent.futures import ThreadPoolExecutor
+    dest = lab.backend(tagger("DEST"), host="127.0.0.9")
+    d = start_sockd(lab, PERMIT_ALL)
+
+    def one(i: int) -> bytes:
+        if i % 2:
+            rep, s = socks5((d.host, d.port), "127.0.0.9", dest.port)
+            assert rep == REP_OK
+        else:
+            cd, s = socks4((d.host, d.port), "127.0.0.9", dest.port, b"u%d" % i)
+            assert cd == GRANTED
+        with s:
+            read_line(s)
+            return echo_through(s, b"n%d\n" % i)
+
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(one, range(200)))
+    assert results == [b"n%d\n" % i for i in range(200)]
+    d.wait_for(r"terminated -- ", count=200, timeout=10)
+
+
+def test_failure_replies_and_lines(lab):
+    """Nothing on the port: SOCKS5 REP 5 and SOCKS4 91 with `failed -- ...: connection refused`;
+    a name nobody knows: REP 4 with `cannot resolve`."""
+    d = start_sockd(lab, PERMIT_ALL)
+    closed = free_port("127.0.0.9")
+    rep, s = socks5((d.host, d.port), "127.0.0.9", closed)
+    assert rep == 5 and closed_by_peer(s)
+    cd, s = socks4((d.host, d.port), "127.0.0.9", closed, b"u")
+    assert cd == REJECTED and closed_by_peer(s)
+    d.wait_for(rf"failed -- Connect from u\(unknown\)@127\.0\.0\.1 to 127\.0\.0\.9 \({closed}\): connection refused")
+    rep, s = socks5((d.host, d.port), "no-such-host.invalid", 80)
+    assert rep == 4
+    d.wait_for(r"failed -- Connect from \(unknown\)@127\.0\.0\.1 to no-such-host\.invalid \(http\): cannot resolve")
+
+
+def test_sighup_rereads_the_route_file(lab):
+    dest = lab.backend(tagger("DEST"), host="127.0.0.9")
+    route = lab.file("sockd.route", "127.0.0.44 127.0.0.9 255.255.255.255\n")
+    d = start_sockd(lab, PERMIT_ALL, "--route", route)
+    cd, s = socks4((d.host, d.port), "127.0.0.9", dest.port, b"u")
+    assert read_line(s).split()[1] == b"127.0.0.44"
+    route.write_text("127.0.0.45 127.0.0.9 255.255.255.255\n")
+    mark = d.mark()
+    d.proc.signal(signal.SIGHUP)
+    d.wait_for(r"SIGHUP: configuration reloaded", start=mark)
+    cd, s2 = socks4((d.host, d.port), "127.0.0.9", dest.port, b"u")
+    assert read_line(s2).split()[1] == b"127.0.0.45"
+    # The first tunnel is still there.
+    assert echo_through(s) == b"ping\n"
+    # A bad route file: kept.
+    route.write_text("127.0.0.46\n")
+    mark = d.mark()
+    d.proc.signal(signal.SIGHUP)
+    d.wait_for(r"SIGHUP: .*sockd\.route:1.*the old configuration stays in force", start=mark)
+    cd, s3 = socks4((d.host, d.port), "127.0.0.9", dest.port, b"u")
+    assert read_line(s3).split()[1] == b"127.0.0.45"
