@@ -959,3 +959,69 @@ def test_sighup_rereads_the_route_file(lab):
     d.wait_for(r"SIGHUP: .*sockd\.route:1.*the old configuration stays in force", start=mark)
     cd, s3 = socks4((d.host, d.port), "127.0.0.9", dest.port, b"u")
     assert read_line(s3).split()[1] == b"127.0.0.45"
+
+
+def test_client_that_never_reads_and_server_that_never_reads(lab):
+    """Tunnels stalled both ways by flow control: sockd's memory stays bounded, other
+    clients are served, and the stalled downloads arrive whole once read."""
+    download = os.urandom(1 << 20) * 16
+    backend = hostile.EchoServer(download=download)
+    try:
+        d = start_sockd(lab, PERMIT_ALL)
+        before = hostile.process_rss_kib(d.proc.pid)
+        uploads, downloads = [], []
+        for kind, group in ((b"u", uploads), (b"d", downloads)):
+            for _ in range(4):
+                rep, s = socks5((d.host, d.port), "127.0.0.1", backend.port)
+                assert rep == REP_OK
+                s.sendall(kind)
+                group.append(s)
+        for s in uploads:
+            s.setblocking(False)
+        sent = hostile.upload_until_stalled(uploads, os.urandom(1 << 20))
+        waiting = hostile.until_still(lambda: tuple(hostile.unread_bytes(s) for s in downloads))
+        assert all(waiting) and all(n < 64 << 20 for n in sent), (waiting, sent)
+        grown = hostile.process_rss_kib(d.proc.pid) - before
+        hostile.assert_memory(grown, 32 << 10, "sockd's growth with 8 stalled tunnels")
+        dest = lab.backend(tagger("DEST"), host="127.0.0.9")
+        cd, s = socks4((d.host, d.port), "127.0.0.9", dest.port, b"other")
+        assert cd == GRANTED and read_line(s).startswith(b"DEST")
+        s.close()
+        hostile.expect_downloads(downloads, download, timeout=30)
+        for s in uploads:
+            s.close()
+    finally:
+        backend.close()
+
+
+def test_commands_on_permit_lines_and_after_ipv6_addresses(lab):
+    """A permit line's command runs too (and the client is served); the command starts at the
+    first `:` that begins a word, so IPv6 addresses keep theirs."""
+    if not has_ipv6_loopback():
+        pytest.skip("no ::1 on this machine")
+    out = lab.dir / "cmd.out"
+    dest = lab.backend(tagger("DEST"), host="::1")
+    full = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+    d = start_sockd(lab, f"permit ::1 {full} ::1 {full} eq {dest.port} : echo permit %a %z %s >> {out}\n"
+                         f"deny ::1/128 ::/0 : echo deny %a %z %s >> {out}\n", host="::1")
+    rep, s = socks5((d.host, d.port), "::1", dest.port)
+    assert rep == REP_OK and read_line(s).startswith(b"DEST ::1 ")
+    wait_file(out, "^permit")
+    rep, s = socks5((d.host, d.port), "::1", dest.port + 1 if dest.port < 65535 else 1)
+    assert rep == REP_NOT_ALLOWED
+    text = wait_file(out, "^deny")
+    assert text.splitlines() == [f"permit ::1 ::1 {dest.port}", f"deny ::1 ::1 {dest.port + 1}"]
+
+
+def test_passwd_user_is_the_rules_user(lab):
+    dest = lab.backend(tagger("DEST"), host="127.0.0.9")
+    pw = passwd_file(lab, {"bob": "secret", "carol": "other"})
+    d = start_sockd(lab, "permit *=bob 127.0.0.0/8\n", "--passwd", pw)
+    rep, s = socks5((d.host, d.port), "127.0.0.9", dest.port, auth=(b"bob", b"secret"))
+    assert rep == REP_OK
+    rep, s = socks5((d.host, d.port), "127.0.0.9", dest.port, auth=(b"carol", b"other"))
+    assert rep == REP_NOT_ALLOWED
+    d.wait_for(rf"refused -- Connect from carol\(unknown\)@127\.0\.0\.1 to 127\.0\.0\.9 \({dest.port}\)")
+    # A user the file does not know, and a known user with another's password.
+    assert socks5((d.host, d.port), "127.0.0.9", dest.port, auth=(b"dave", b"secret"))[0] == 0x101
+    assert socks5((d.host, d.port), "127.0.0.9", dest.port, auth=(b"carol", b"secret"))[0] == 0x101
