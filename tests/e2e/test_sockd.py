@@ -12,18 +12,24 @@ destination's view of where sockd connected from.
 from __future__ import annotations
 
 import os
+import pwd
+import re
 import signal
 import socket
 import struct
+import threading
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 import hostile
 from fakeident import FakeIdent, silent, userid
-from proxyhelpers import (START_TIMEOUT, bastion_bin, free_port, lab, read_all, read_line, run, start_nginx,  # noqa: F401
-                          system_bin, tagger, wait_file, wait_port)
+from pop3helpers import wait_gone
+from proxyhelpers import (START_TIMEOUT, bastion_bin, free_port, hasher, lab, pattern_bytes, read_all,  # noqa: F401
+                          read_line, run, sha256, start_nginx, system_bin, tagger, wait_file, wait_port)
 from sockdhelpers import (GRANTED, IDENT_MISMATCH, NO_IDENTD, REJECTED, REP_ATYP, REP_CMD, REP_NOT_ALLOWED,
                           REP_OK, closed_by_peer, crypt_hash, curl, echo_through, import_pysocks, nginx_servers, proxychains_conf,
                           recv_exact, sanitised, sockd_bin, sockd_run, socks4, socks5, socks5_greet, socks5_reply,
@@ -429,22 +435,33 @@ def test_identd_line_overrides(lab, identd):
 
 
 def test_silent_identd_does_not_delay_others(lab, identd):
+    """127.0.0.7's identd accepts and never answers: that client waits the ident timeout
+    (then 92), while the same sockd serves a ?=n client and refuses 127.0.0.8 (nothing on
+    its port 113) at once."""
     identd.reply = silent
     dest = lab.backend(tagger("DEST"), host="127.0.0.9")
-    d = start_sockd(lab, PERMIT_ALL, "-I", "--ident-timeout", "2")
-    cd_slow = []
+    d = start_sockd(lab, "permit ?=n *=fast 127.0.0.0/8\npermit 127.0.0.0/8\n", "-I", "--ident-timeout", "3")
     waiting = socket.create_connection((d.host, d.port), source_address=("127.0.0.7", 0), timeout=10)
+    started = time.monotonic()
     waiting.sendall(struct.pack(">BBH", 4, 1, dest.port) + socket.inet_aton("127.0.0.9") + b"joe\0")
-    # Another client (no identd at all on 127.0.0.1, lenient line) is served meanwhile.
-    d2 = start_sockd(lab, "permit ?=n 127.0.0.0/8\n", name="n.conf")
-    cd, s = socks4((d2.host, d2.port), "127.0.0.9", dest.port, b"x")
-    assert cd == GRANTED
+    wait_until(lambda: identd.requests, "the identd asked")
+    cd, s = socks4((d.host, d.port), "127.0.0.9", dest.port, b"fast")
+    assert cd == GRANTED and read_line(s).startswith(b"DEST")
     rep, s5 = socks5((d.host, d.port), "127.0.0.9", dest.port, source="127.0.0.8")
-    assert rep == REP_NOT_ALLOWED  # refused at once, while the first still waits
+    assert rep == REP_NOT_ALLOWED
+    served = time.monotonic() - started
     reply = recv_exact(waiting, 8)
-    cd_slow.append(reply[1] if len(reply) == 8 else -1)
-    assert cd_slow == [NO_IDENTD]
+    waited = time.monotonic() - started
+    assert len(reply) == 8 and reply[1] == NO_IDENTD, reply
+    assert served < 2.5 <= waited, (served, waited)
     d.wait_for(r"cannot connect to identd on 127\.0\.0\.7")
+
+
+def wait_until(predicate, what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
+        time.sleep(0.01)
 
 
 # MARK: - sockd.route
@@ -588,7 +605,6 @@ def test_daemon_detaches_and_writes_its_pid_file(lab):
         wait_file(lab.dir / "bg.log", r"sockd started")
     finally:
         os.kill(pid, signal.SIGTERM)
-    from pop3helpers import wait_gone
     wait_gone(pid)
     assert not pid_file.exists()
 
@@ -754,7 +770,6 @@ def test_refusals_in_the_negotiation_are_not_called_malformed(lab):
 
 def test_real_identd_oidentd(lab):
     """oidentd on 127.0.0.6 port 113 reports the owner of the client's socket: this test's user."""
-    import pwd
     if os.geteuid() != 0:
         pytest.skip("not root: oidentd must listen on port 113")
     me = pwd.getpwuid(os.geteuid()).pw_name
@@ -776,7 +791,6 @@ def test_user_drops_privileges_after_binding(lab):
         pytest.skip("not root: --user needs root")
     dest = lab.backend(tagger("DEST"), host="127.0.0.9")
     d = start_sockd(lab, PERMIT_ALL, "--user", "nobody")
-    import pwd
     nobody = pwd.getpwnam("nobody")
     status = Path(f"/proc/{d.proc.pid}/status").read_text()
     uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
@@ -839,7 +853,7 @@ def test_log_lines_exactly(lab):
     assert lines == [f"connected -- Connect from alice(unknown)@127.0.0.3 to 127.0.0.9 ({dest.port})",
                      f"terminated -- Connect from alice(unknown)@127.0.0.3 to 127.0.0.9 ({dest.port})",
                      f"6 bytes from 127.0.0.3, {len(tag) + 6} bytes from 127.0.0.9"]
-    assert all(__import__("re").match(LOG_PREFIX, line) for line in d.text().splitlines())
+    assert all(re.match(LOG_PREFIX, line) for line in d.text().splitlines())
 
 
 def test_hostile_user_id_cannot_forge_log_lines(lab):
@@ -883,14 +897,12 @@ def test_pipelined_requests_and_early_data(lab):
 
 
 def test_large_transfer_both_ways_with_half_close(lab):
-    from proxyhelpers import hasher, pattern_bytes, sha256
     answer = pattern_bytes(3 << 20, 2)
     dest = lab.backend(hasher(answer), host="127.0.0.9")
     d = start_sockd(lab, PERMIT_ALL)
     upload = pattern_bytes(5 << 20, 1)
     rep, s = socks5((d.host, d.port), "127.0.0.9", dest.port)
     assert rep == REP_OK
-    import threading
     sender = threading.Thread(target=lambda: (s.sendall(upload), s.shutdown(socket.SHUT_WR)), daemon=True)
     sender.start()
     got, end = read_all(s, timeout=20)
@@ -902,7 +914,6 @@ def test_large_transfer_both_ways_with_half_close(lab):
 
 
 def test_many_concurrent_tunnels(lab):
-    from concurrent.futures import ThreadPoolExecutor
     dest = lab.backend(tagger("DEST"), host="127.0.0.9")
     d = start_sockd(lab, PERMIT_ALL)
 
