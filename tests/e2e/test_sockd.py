@@ -1115,3 +1115,24 @@ def test_sighup_with_a_frozen_configuration(lab):
     r = run([bastion_bin("make_sockdfc"), bad, fc])
     assert r.returncode != 0 and b"bad.conf:1" in r.stderr, r
     assert fc.read_bytes() == before
+
+
+def test_sigterm_with_a_live_tunnel_and_usr1_without_routes(lab):
+    dest = lab.backend(tagger("DEST"), host="127.0.0.9")
+    port = free_port()
+    conf = lab.file("sockd.conf", PERMIT_ALL)
+    pid_file = lab.dir / "t.pid"
+    # --listen by name: localhost is 127.0.0.1 in /etc/hosts.
+    p = lab.start([sockd_bin(), "--foreground", "--log", "stderr:5", "--config", conf, "--listen",
+                   f"localhost:{port}", "--pid-file", pid_file], name="sockd")
+    p.wait_for(rf"listening on 127\.0\.0\.1:{port}")
+    p.wait_for(r"sockd started")
+    mark = p.mark()
+    p.signal(signal.SIGUSR1)
+    p.wait_for(r"no route file \(single-homed\)", start=mark)
+    cd, s = socks4(("127.0.0.1", port), "127.0.0.9", dest.port, b"u")
+    assert cd == GRANTED and read_line(s).startswith(b"DEST")
+    p.signal(signal.SIGTERM)
+    assert p.wait() == 0
+    assert not pid_file.exists()
+    s.close()
