@@ -292,9 +292,9 @@ def test_destination_names(lab):
 
 
 @pytest.mark.xfail(strict=True, reason="BUG: a rule naming the client's host: the reverse lookup finds `localhost` "
-                   "(/etc/hosts), the session asks to resolve it forward to confirm, and SocksSession drops the "
-                   "`.resolved` event outside .resolvingDestination, so the request hangs until the 30 s "
-                   "negotiation timer (no reply, no log line)")
+                   "(/etc/hosts), the session resolves it forward to confirm, and SocksSession.handle drops the "
+                   "`.resolved` event in phase .confirmingClientName (it only takes it in .resolvingDestination), "
+                   "so the request waits for the 30 s negotiation timer: then 91 and `failed -- ...: timed out`")
 def test_client_host_names(lab):
     dest = lab.backend(tagger("DEST"), host="127.0.0.9")
     d = start_sockd(lab, "permit *=ann localhost 255.255.255.255\n")
@@ -1136,3 +1136,24 @@ def test_sigterm_with_a_live_tunnel_and_usr1_without_routes(lab):
     assert p.wait() == 0
     assert not pid_file.exists()
     s.close()
+
+
+def test_foreign_frozen_files_are_clear_errors(lab):
+    conf = lab.file("sockd.conf", PERMIT_ALL)
+    route = lab.file("sockd.route", "127.0.0.44 127.0.0.9 255.255.255.255\n")
+    fc, fr = lab.dir / "sockd.fc", lab.dir / "sockd.fr"
+    assert run([bastion_bin("make_sockdfc"), conf, fc]).returncode == 0
+    assert run([bastion_bin("make_sockdfr"), route, fr]).returncode == 0
+    junk = lab.file("junk", os.urandom(200))
+    empty = lab.file("empty", b"")
+    for tool, path, words in [("dump_sockdfc", fr, b"a frozen route file"), ("dump_sockdfr", fc, b"a frozen configuration"),
+                              ("dump_sockdfc", junk, b"not a frozen configuration"),
+                              ("dump_sockdfc", empty, b"not a frozen configuration")]:
+        r = run([bastion_bin(tool), path])
+        assert r.returncode == 1 and words in r.stderr and not r.stdout, (tool, path, r)
+    listen = ["--foreground", "--listen", f"127.0.0.1:{free_port()}", "--pid-file", lab.dir / "x.pid",
+              "--log", "stderr:5"]
+    r = sockd_run("--config", fr, *listen)
+    assert r.returncode == 1 and r.stderr.startswith(b"sockd: ") and b"frozen route file" in r.stderr, r
+    r = sockd_run("--config", fc, "--route", fc, *listen)
+    assert r.returncode == 1 and b"frozen configuration" in r.stderr, r
