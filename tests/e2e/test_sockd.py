@@ -419,6 +419,10 @@ def test_identd_absent_strict_and_lenient(lab):
     cd, s = socks4((lenient.host, lenient.port), "127.0.0.9", dest.port, b"joe", source="127.0.0.8")
     assert cd == GRANTED and read_line(s).startswith(b"DEST")
     lenient.wait_for(r"connected -- Connect from joe\(unknown\)@127\.0\.0\.8")
+    # -i does not count a missing identd as a failure: #NO_IDENTD did not run again.
+    cd, s = socks4((lenient.host, lenient.port), "127.0.0.9", 1, b"joe", source="127.0.0.8")
+    lenient.wait_for(r"failed -- Connect from joe\(unknown\)@127\.0\.0\.8 to 127\.0\.0\.9 \(tcpmux\)")
+    assert out.read_text() == "no identd on 127.0.0.8 for joe\n"
 
 
 def test_identd_line_overrides(lab, identd):
