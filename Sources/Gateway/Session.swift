@@ -176,6 +176,15 @@ public enum SessionEvent: Equatable, Sendable {
     /// The answer to ``SessionAction/checkPassword(user:password:)``: true when the password
     /// is the user's.
     case passwordChecked(Bool)
+    /// ``SessionAction/listen(_:on:)`` is listening at this address and port (the port the
+    /// kernel chose).
+    case listening(Peer, Endpoint)
+    /// The listener of ``SessionAction/listen(_:on:)`` took a connection from `from`: it is
+    /// `peer`'s stream now (read from, written to, relayed as if connected), and the
+    /// listener is closed.
+    case accepted(Peer, from: Endpoint)
+    /// The listener could not be made, or failed.
+    case listenFailed(Peer, SystemError)
 }
 
 /// What the machine wants done. The driver carries the actions out in order; those with an
@@ -288,6 +297,12 @@ public enum SessionAction: Equatable, Sendable {
     /// daemon, which reaps it when it exits (``SessionHost/adopt(_:)``): the session hears
     /// nothing of it, a failure to start included (logged at level warning).
     case runDetached(SessionProgram)
+    /// Listen on `address` (an ephemeral port) for one connection that becomes `peer`'s
+    /// stream (sockd's BIND): ``SessionEvent/listening(_:_:)`` once bound, then
+    /// ``SessionEvent/accepted(_:from:)``; ``SessionEvent/listenFailed(_:_:)`` instead when it
+    /// cannot. The listener is closed after one connection, on ``closeStream(_:)`` of the
+    /// peer, and at ``close``. The session times the wait itself.
+    case listen(Peer, on: IPAddress)
 }
 
 /// What a machine may ask of its surroundings while it decides, without any effect: the

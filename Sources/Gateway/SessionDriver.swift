@@ -309,6 +309,8 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
             relayStreams(configuration, toServer: toServer)
         case .runDetached(let program):
             runDetached(program)
+        case .listen(let peer, let address):
+            listen(peer, on: address)
         }
     }
 
@@ -410,6 +412,7 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
         }
         for case let connector? in connectors { connector.cancel() }
         connectors = []
+        for peer in Array(listeners.keys) { closeListener(peer) }
         for peer in Peer.allCases where peer != .client { closeStream(peer) }
         spoolEnd()
         if let clientStream = stream(.client), clientStream.socket.queuedBytes > 0 {
@@ -474,6 +477,7 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
     }
 
     private func closeStream(_ peer: Peer) {
+        closeListener(peer)
         let index = Int(peer.rawValue)
         if index < connectors.count, let connector = connectors[index] {
             connector.cancel()
@@ -682,6 +686,52 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
             self.identQuery = nil
             self.feed(.identAnswered(result))
         }
+    }
+
+    /// One listener per peer, while it waits for its connection.
+    private var listeners: [Peer: (fd: Int32, watch: DescriptorWatch)] = [:]
+
+    private func listen(_ peer: Peer, on address: IPAddress) {
+        closeStream(peer)
+        let fd: Int32
+        do {
+            fd = try Socket.tcp(address.family)
+        } catch {
+            return feed(.listenFailed(peer, error))
+        }
+        do throws(SystemError) {
+            try Socket.bind(fd, to: address, port: 0, reuseAddress: false)
+            try Socket.listen(fd, backlog: 1)
+            Socket.setNonBlocking(fd, true)
+            let local = try Socket.localEndpoint(fd)
+            let watch = try DescriptorWatch(loop: host.loop, fd: fd) { [unowned self] _ in self.accept(peer) }
+            listeners[peer] = (fd, watch)
+            feed(.listening(peer, local))
+        } catch {
+            Glibc.close(fd)
+            feed(.listenFailed(peer, error))
+        }
+    }
+
+    private func accept(_ peer: Peer) {
+        guard let listener = listeners[peer] else { return }
+        let accepted: (Int32, Endpoint)
+        do {
+            accepted = try Socket.accept(listener.fd, nonBlocking: true)
+        } catch {
+            if error.errno == EAGAIN || error.errno == EINTR || error.errno == ECONNABORTED { return }
+            closeListener(peer)
+            return feed(.listenFailed(peer, error))
+        }
+        closeListener(peer)
+        Socket.setNoDelay(accepted.0)
+        if adopt(accepted.0, as: peer, reading: true) != nil { feed(.accepted(peer, from: accepted.1)) }
+    }
+
+    private func closeListener(_ peer: Peer) {
+        guard let listener = listeners.removeValue(forKey: peer) else { return }
+        listener.watch.cancel()
+        Glibc.close(listener.fd)
     }
 
     private func runDetached(_ program: SessionProgram) {

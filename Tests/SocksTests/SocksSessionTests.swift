@@ -292,10 +292,10 @@ struct SocksSessionTests {
         run.client([6, 1])
         #expect(run.closed)
         #expect(run.logLines.last?.hasPrefix("malformed request from 192.0.2.1: ") == true)
-        let bind = try SocksRun("permit ALL 0.0.0.0", client: "192.0.2.1")
-        bind.client(SocksRun.socks5([10, 0, 0, 1], 80, command: 2))
-        #expect(Array(bind.sent.suffix(10)) == [5, 7, 0, 1, 0, 0, 0, 0, 0, 0])
-        #expect(bind.closed)
+        let udp = try SocksRun("permit ALL 0.0.0.0", client: "192.0.2.1")
+        udp.client(SocksRun.socks5([10, 0, 0, 1], 80, command: 3))
+        #expect(Array(udp.sent.suffix(10)) == [5, 7, 0, 1, 0, 0, 0, 0, 0, 0])
+        #expect(udp.closed)
         let truncated = try SocksRun("permit ALL 0.0.0.0", client: "192.0.2.1")
         truncated.client([4, 1, 0])
         truncated.feed(.endOfFile(.client))
@@ -304,5 +304,50 @@ struct SocksSessionTests {
         #expect(silent.actions.contains(.setTimer(.seconds(30))))
         silent.feed(.timerFired)
         #expect(silent.closed)
+    }
+
+    /// BIND: two replies, the listener's address and then the peer's; only the peer the
+    /// request named may connect; at most two minutes.
+    @Test func bindListensRepliesTwiceAndChecksThePeer() throws {
+        let bindRequest: [UInt8] = [4, 2, 0x1F, 0x90, 10, 0, 0, 7] + Array("ftp".utf8) + [0]
+        let run = try SocksRun("permit ALL 0.0.0.0", client: "192.0.2.1")
+        run.client(bindRequest)
+        #expect(run.actions.contains(.listen(.server, on: IPAddress("127.0.0.1")!)), "the client's local address")
+        #expect(run.actions.contains(.setTimer(.seconds(120))))
+        run.feed(.listening(.server, Endpoint(address: IPAddress("127.0.0.1")!, port: 5000)))
+        #expect(run.sent == [0, 90, 0x13, 0x88, 127, 0, 0, 1])
+        run.feed(.accepted(.server, from: Endpoint(address: IPAddress("10.0.0.7")!, port: 20)))
+        #expect(run.sent == [0, 90, 0x13, 0x88, 127, 0, 0, 1] + [0, 90, 0, 20, 10, 0, 0, 7])
+        #expect(run.actions.contains(.relayStreams(RelayConfiguration(), toServer: [])))
+        #expect(run.logLines.last == "connected -- Bind from ftp(unknown)@192.0.2.1 to 10.0.0.7 (8080)")
+        // Another peer: 91 and closed.
+        let wrong = try SocksRun("permit ALL 0.0.0.0", client: "192.0.2.1")
+        wrong.client(bindRequest)
+        wrong.feed(.listening(.server, Endpoint(address: IPAddress("127.0.0.1")!, port: 5000)))
+        wrong.feed(.accepted(.server, from: Endpoint(address: IPAddress("10.0.0.8")!, port: 20)))
+        #expect(Array(wrong.sent.suffix(8)) == [0, 91, 0, 0, 0, 0, 0, 0])
+        #expect(wrong.logLines.last?.hasSuffix("the connection came from 10.0.0.8") == true)
+        #expect(wrong.closed)
+        // Nobody within two minutes.
+        let late = try SocksRun("permit ALL 0.0.0.0", client: "192.0.2.1")
+        late.client(bindRequest)
+        late.feed(.listening(.server, Endpoint(address: IPAddress("127.0.0.1")!, port: 5000)))
+        late.feed(.timerFired)
+        #expect(Array(late.sent.suffix(8)) == [0, 91, 0, 0, 0, 0, 0, 0])
+        #expect(late.logLines.last?.hasSuffix("no connection within 120 s") == true)
+        // SOCKS5 BIND from the route's address, any peer for 0.0.0.0.
+        let routed = try SocksRun("permit ALL 0.0.0.0", client: "192.0.2.1") { _, _ in
+            .from(IPAddress("10.9.9.9")!, line: 1)
+        }
+        routed.client(SocksRun.socks5([0, 0, 0, 0], 0, command: 2))
+        #expect(routed.actions.contains(.listen(.server, on: IPAddress("10.9.9.9")!)))
+        routed.feed(.listening(.server, Endpoint(address: IPAddress("10.9.9.9")!, port: 5000)))
+        routed.feed(.accepted(.server, from: Endpoint(address: IPAddress("10.0.0.8")!, port: 20)))
+        #expect(Array(routed.sent.suffix(20)) == [5, 0, 0, 1, 10, 9, 9, 9, 0x13, 0x88, 5, 0, 0, 1, 10, 0, 0, 8, 0, 20])
+        // A deny line refuses the BIND as it would the CONNECT.
+        let denied = try SocksRun("deny ALL 0.0.0.0", client: "192.0.2.1")
+        denied.client(bindRequest)
+        #expect(denied.sent == [0, 91, 0, 0, 0, 0, 0, 0])
+        #expect(denied.logLines.last == "refused -- Bind from ftp(unknown)@192.0.2.1 to 10.0.0.7 (8080)")
     }
 }

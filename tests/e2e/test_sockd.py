@@ -705,15 +705,78 @@ def test_socks5_wrong_version_in_request_unknown_command_and_address_type(lab):
     assert dest.accepted == 0
 
 
-def test_bind_and_udp_associate_are_not_supported_yet(lab):
+def test_udp_associate_is_not_supported_yet(lab):
     d = start_sockd(lab, PERMIT_ALL)
-    rep, s = socks5((d.host, d.port), "127.0.0.9", 4000, command=2)
-    assert rep == REP_CMD and closed_by_peer(s)
     rep, s = socks5((d.host, d.port), "0.0.0.0", 0, command=3)
     assert rep == REP_CMD and closed_by_peer(s)
-    cd, s = socks4((d.host, d.port), "127.0.0.9", 4000, b"u", command=2)
-    assert cd == REJECTED and closed_by_peer(s)
-    d.wait_for(r"refused -- Bind from u\(unknown\)@127\.0\.0\.1 to 127\.0\.0\.9 \(4000\): .*not supported")
+    d.wait_for(r"refused -- Connect from \(unknown\)@127\.0\.0\.1 to 0\.0\.0\.0 \(0\): .*not supported")
+
+
+def _bind_peer_connects(bound: tuple[str, int], source: str) -> socket.socket:
+    peer = socket.socket()
+    peer.bind((source, 0))
+    peer.settimeout(5)
+    peer.connect(bound)
+    return peer
+
+
+def test_socks4_bind_two_replies_and_the_named_peer_only(lab):
+    """BIND as an FTP client uses it: the first reply names where sockd listens, the peer
+    the request named (127.0.0.9) connects there from its own address, the second reply
+    names it, and the bytes flow both ways; a peer from another address gets 91."""
+    d = start_sockd(lab, PERMIT_ALL)
+    cd, s = socks4((d.host, d.port), "127.0.0.9", 4000, b"ftp", command=2)
+    assert cd == GRANTED
+    s.close()
+    s2 = socket.create_connection((d.host, d.port), timeout=5)
+    s2.sendall(struct.pack(">BBH", 4, 2, 4000) + socket.inet_aton("127.0.0.9") + b"ftp\0")
+    first = recv_exact(s2, 8)
+    assert first[:2] == bytes([0, 90])
+    bound = (socket.inet_ntoa(first[4:8]), struct.unpack(">H", first[2:4])[0])
+    assert bound[0] == "127.0.0.1" and bound[1] != 0
+    peer = _bind_peer_connects(bound, "127.0.0.9")
+    second = recv_exact(s2, 8)
+    assert second[:2] == bytes([0, 90]) and socket.inet_ntoa(second[4:8]) == "127.0.0.9"
+    assert struct.unpack(">H", second[2:4])[0] == peer.getsockname()[1]
+    peer.sendall(b"150 data\n")
+    assert recv_exact(s2, 9) == b"150 data\n"
+    s2.sendall(b"STOR\n")
+    assert recv_exact(peer, 5) == b"STOR\n"
+    peer.close()
+    s2.close()
+    d.wait_for(r"connected -- Bind from ftp\(unknown\)@127\.0\.0\.1 to 127\.0\.0\.9 \(4000\)")
+    d.wait_for(r"terminated -- Bind from ftp\(unknown\)@127\.0\.0\.1 to 127\.0\.0\.9 \(4000\)")
+    # A peer from another address than the one named is turned away.
+    s3 = socket.create_connection((d.host, d.port), timeout=5)
+    s3.sendall(struct.pack(">BBH", 4, 2, 4000) + socket.inet_aton("127.0.0.9") + b"ftp\0")
+    first = recv_exact(s3, 8)
+    bound1 = (socket.inet_ntoa(first[4:8]), struct.unpack(">H", first[2:4])[0])
+    intruder = _bind_peer_connects(bound1, "127.0.0.8")
+    second = recv_exact(s3, 8)
+    assert second[:2] == bytes([0, 91]) and closed_by_peer(s3)
+    intruder.close()
+    d.wait_for(r"refused -- Bind from ftp\(unknown\)@127\.0\.0\.1 to 127\.0\.0\.9 \(4000\): "
+               r"the connection came from 127\.0\.0\.8")
+
+
+def test_socks5_bind_any_peer_for_an_unspecified_address(lab):
+    d = start_sockd(lab, PERMIT_ALL)
+    rep, s = socks5((d.host, d.port), "0.0.0.0", 0, command=2)
+    assert rep == 0
+    # socks5() read the first reply's head; read it again properly on a second request.
+    s.close()
+    s = socket.create_connection((d.host, d.port), timeout=5)
+    assert socks5_greet(s) == 0
+    s.sendall(b"\x05\x02\x00\x01" + socket.inet_aton("0.0.0.0") + struct.pack(">H", 0))
+    rep, bound = socks5_reply(s)
+    assert rep == 0 and bound[0] == "127.0.0.1"
+    peer = _bind_peer_connects(bound, "127.0.0.5")
+    rep, who = socks5_reply(s)
+    assert rep == 0 and who == ("127.0.0.5", peer.getsockname()[1])
+    peer.sendall(b"x")
+    assert recv_exact(s, 1) == b"x"
+    peer.close()
+    s.close()
 
 
 def test_ten_thousand_idle_connections_while_another_is_served(lab, nginx):

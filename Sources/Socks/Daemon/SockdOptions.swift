@@ -159,14 +159,14 @@ public struct SockdOptions: Equatable, Sendable {
     }
 
     /// What `-ver` prints: the manual's five facts (version, SOCKS versions, not SOCKSified,
-    /// stand-alone and inetd, whether RBIND is supported) and the route file in use, if any.
+    /// stand-alone and inetd, RBIND) and the route file in use, if any.
     public static func versionText(route: String?) -> String {
         """
         sockd (Bastion) \(BastionVersion.string)
         SOCKS protocol versions 4, 4a and 5
         not SOCKSified
         runs stand-alone or from inetd
-        does not support RBIND (BIND) yet: CONNECT only
+        supports RBIND (BIND)
         \(route.map { "route file \($0) in use (multi-homed)" } ?? "no route file in use (single-homed)")
 
         """

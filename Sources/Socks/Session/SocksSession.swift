@@ -84,6 +84,10 @@ public final class SocksSession: SessionMachine {
         case confirmingClientName([UInt8])
         case askingIdent(SockdRule)
         case connecting(SockdRule)
+        /// BIND: the listener is being made.
+        case binding
+        /// BIND: the first reply went out; waiting for the peer's connection.
+        case awaitingPeer
         case relaying
         case ended
     }
@@ -99,6 +103,8 @@ public final class SocksSession: SessionMachine {
     private var clientName: [UInt8]?
     private var identUser: [UInt8]?
     private var started: Deadline?
+    /// The driver's context of the current event (BIND listens on the client's local address).
+    private var context: (any SessionContext)?
 
     public init(settings: SockdSessionSettings, client: Endpoint) {
         self.settings = settings
@@ -138,6 +144,7 @@ public final class SocksSession: SessionMachine {
 
     public func handle(_ event: SessionEvent, context: any SessionContext, into actions: inout [SessionAction]) {
         if started == nil { started = context.now }
+        self.context = context
         switch event {
         case .started:
             actions.append(.read(.client))
@@ -220,6 +227,26 @@ public final class SocksSession: SessionMachine {
         case .hostUnknown(.server, let reason):
             guard case .connecting = phase else { return }
             fail(.hostUnreachable, reason, into: &actions)
+        case .listening(.server, let local):
+            guard case .binding = phase, let request else { return }
+            phase = .awaitingPeer
+            actions.append(.send(.client, request.reply(.granted, bound: Self.address(local))[...]))
+        case .accepted(.server, let from):
+            guard case .awaitingPeer = phase, let request, let destination else { return }
+            let expected = destination.unmapped
+            // 0.0.0.0 (or ::): the client does not know its peer's address; any will do.
+            guard expected.bytes.allSatisfy({ $0 == 0 }) || from.address.unmapped == expected else {
+                say("refused -- \(connectText): the connection came from \(from.address.unmapped)", &actions)
+                return refuse(.notAllowed, into: &actions)
+            }
+            say("connected -- \(connectText)", &actions)
+            actions.append(.send(.client, request.reply(.granted, bound: Self.address(from))[...]))
+            phase = .relaying
+            actions.append(.relayStreams(settings.relay, toServer: following))
+            following = []
+        case .listenFailed(.server, let error):
+            guard case .binding = phase else { return }
+            fail(.generalFailure, "cannot listen: \(error)", into: &actions)
         case .relayEnded(let summary):
             say("terminated -- \(connectText)", &actions)
             say(
@@ -237,6 +264,8 @@ public final class SocksSession: SessionMachine {
                     "timeout -- no request from \(clientText) within \(settings.negotiationTimeout.components.seconds) s",
                     &actions)
                 end(into: &actions)
+            case .awaitingPeer:
+                fail(.timedOut, "no connection within \(Self.bindWait.components.seconds) s", into: &actions)
             default:
                 fail(.timedOut, "timed out", into: &actions)
             }
@@ -281,7 +310,7 @@ public final class SocksSession: SessionMachine {
     }
 
     private func requestReady(_ request: SocksRequest, into actions: inout [SessionAction]) {
-        guard request.command == .connect else {
+        guard request.command != .udpAssociate else {
             say("refused -- \(connectText): \(request.command) is not supported yet", &actions)
             actions.append(.send(.client, request.reply(.commandNotSupported)[...]))
             return end(into: &actions)
@@ -367,12 +396,31 @@ public final class SocksSession: SessionMachine {
         case .none:
             return fail(.networkUnreachable, "no route to \(destinationText) in the route file", into: &actions)
         }
+        if request.command == .bind { return bind(from: source, into: &actions) }
         phase = .connecting(rule)
         actions.append(.setTimer(settings.connectTimeout))
         actions.append(
             .connect(
                 .server, to: .tcp(Endpoint(address: destination, port: request.destination.port), from: source),
                 timeout: settings.connectTimeout))
+    }
+
+    /// How long a BIND listener waits for its peer.
+    public static let bindWait = Duration.seconds(120)
+
+    /// BIND: listen where the route says (else on the address the client reached sockd at) for
+    /// the one connection of the peer the request named.
+    private func bind(from source: IPAddress?, into actions: inout [SessionAction]) {
+        guard let address = source ?? (try? context?.localEndpoint())?.address.unmapped else {
+            return fail(.generalFailure, "cannot tell where to listen", into: &actions)
+        }
+        phase = .binding
+        actions.append(.setTimer(Self.bindWait))
+        actions.append(.listen(.server, on: address))
+    }
+
+    static func address(_ endpoint: Endpoint) -> SocksAddress {
+        SocksAddress(endpoint.address.unmapped, port: endpoint.port)
     }
 
     private func runCommand(_ command: [UInt8], into actions: inout [SessionAction]) {
