@@ -275,7 +275,8 @@ for head, stream, answers in [(bytes([0, 0, 0]), S4_YLEE, [b"\x01", b"\x01"]),
                               (bytes([0, 1, 1]), S4_CLYDE, []),
                               (bytes([0, 2, 2]), S4_YLEE, []),
                               (bytes([1, 0, 0]), S5_NAME, [b"\x01\x01", b"\x01", b"\x01\x00\x01", b"\x01"]),
-                              (bytes([2, 0, 3]), S5_LOGIN, [b"\x01", b"\x01\x01", b"\x01"])]:
+                              (bytes([2, 0, 3]), S5_LOGIN, [b"\x01", b"\x01\x01", b"\x01"]),
+                              (bytes([0, 0, 0]), bytes([4, 2, 0, 20, 137, 12, 4, 15]) + b"ylee\0", [b"\x01", b"\x01"])]:
     steps = sockd_step(0, stream)
     for answer in answers:
         steps += sockd_step(4) + answer

@@ -11,7 +11,8 @@ import Socks
 /// names, identd's, the password check, connects, the relay's end, timers) chosen by the input,
 /// in any order, under one of several configurations.
 ///
-/// Invariants: nothing after `close`; the client gets at most one reply to its request, and it
+/// Invariants: nothing after `close`; the client gets at most one reply to its request (two for
+/// BIND), and it
 /// is a well-formed reply of the client's version; a connect only after a permitting line (the
 /// CSTC rules: nothing reaches a denied destination); no command line holds a shell-special
 /// byte that came from the input; log lines stay one line; the session ends within a bounded
@@ -102,6 +103,14 @@ enum SockdSessionHarness {
                     owed.append(
                         input.bool()
                             ? .streamConnected(.server) : .connectFailed(.server, SystemError(errno: ECONNREFUSED)))
+                case .listen(.server, _):
+                    precondition(!connected, "one connection to the destination")
+                    connected = true
+                    owed.append(.listening(.server, Endpoint(address: .loopbackV4, port: 5000)))
+                    owed.append(
+                        input.bool()
+                            ? .accepted(.server, from: Endpoint(address: IPAddress(v4: 137, 12, 4, 15), port: 20))
+                            : .listenFailed(.server, SystemError(errno: EADDRINUSE)))
                 case .relayStreams:
                     precondition(connected, "a relay only to a connected destination")
                     relaying = true
@@ -150,6 +159,6 @@ enum SockdSessionHarness {
             }
         }
         // The client got at most a method selection, an auth status and one reply.
-        precondition(toClient.count <= 2 + 2 + 22, "at most one reply: \(toClient)")
+        precondition(toClient.count <= 2 + 2 + 2 * 22, "at most one reply (two for BIND): \(toClient)")
     }
 }
