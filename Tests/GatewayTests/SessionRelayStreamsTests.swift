@@ -211,3 +211,52 @@ struct SessionRelayStreamsTests {
         #expect(!script.events.contains { if case .relayEnded = $0 { true } else { false } }, "nothing after close")
     }
 }
+
+/// sockd's BIND path: a listener for one connection that becomes the server's stream.
+@Suite("The session driver listens for a peer")
+struct SessionListenTests {
+    @Test func aListenerTakesOneConnectionAsTheServersStreamThenCloses() throws {
+        let fixture = try Fixture()
+        defer { withExtendedLifetime(fixture) {} }
+        let script = Script()
+        var bound: Endpoint?
+        var from: Endpoint?
+        let machine = ScriptedMachine(script: script) { event, _ in
+            switch event {
+            case .started: return [.read(.client), .listen(.server, on: .loopbackV4)]
+            case .listening(.server, let local):
+                bound = local
+                return []
+            case .accepted(.server, let peer):
+                from = peer
+                return [.send(.server, Array("hello".utf8)[...])]
+            case .received(.server, let bytes):
+                return [.send(.client, bytes)]
+            default: return []
+            }
+        }
+        let driver = SessionDriver(
+            host: fixture.host, machine: machine, client: fixture.accepted, peer: fixture.peer, id: 31, names: nil)
+        driver.start()
+        #expect(run(fixture.loop) { bound != nil })
+        let listening = try #require(bound)
+        #expect(listening.address == .loopbackV4 && listening.port != 0)
+        let peer = try Socket.tcp(.v4)
+        defer { close(peer) }
+        try Socket.bind(peer, to: IPAddress("127.0.0.5")!, port: 0)
+        #expect(listening.address.withSocketAddress(port: listening.port, scopeID: 0) { connect(peer, $0, $1) } == 0)
+        #expect(run(fixture.loop) { from != nil })
+        #expect(from == (try Socket.localEndpoint(peer)))
+        var got: [UInt8] = []
+        #expect(run(fixture.loop) { receiveNow(peer, into: &got) || got.count >= 5 })
+        #expect(text(got) == "hello")
+        #expect(send(peer, "data", 4, 0) == 4)
+        var toClient: [UInt8] = []
+        #expect(run(fixture.loop) { receiveNow(fixture.client, into: &toClient) || toClient.count >= 4 })
+        #expect(text(toClient) == "data")
+        // The listener is gone: a second connection is refused.
+        let second = try Socket.tcp(.v4)
+        defer { close(second) }
+        #expect(listening.address.withSocketAddress(port: listening.port, scopeID: 0) { connect(second, $0, $1) } != 0)
+    }
+}
