@@ -161,7 +161,7 @@ enum SessionHarness {
                 case .close: closed = true
                 case .read, .pause, .send, .shutdownWrite, .closeStream, .connect, .runCapturing, .killProgram,
                     .replaceFile, .spoolBegin, .spoolWrite, .sendSpool, .spoolEnd, .resolve, .askIdent,
-                    .checkPassword, .relayStreams, .runDetached, .listen:
+                    .checkPassword, .relayStreams, .runDetached, .listen, .openDatagram, .sendDatagram, .closeDatagram:
                     preconditionFailure("tcpproxy's session uses no stream and asks none of this: \(action)")
                 }
             }

@@ -92,6 +92,21 @@ public enum Peer: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     }
 }
 
+/// A UDP socket a session holds (sockd's UDP ASSOCIATE), by a number the machine chooses:
+/// 0 to ``limit`` - 1.
+public struct DatagramID: Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: UInt8
+    /// The most sockets one session may hold.
+    public static let limit = 16
+
+    public init(_ rawValue: UInt8) {
+        precondition(Int(rawValue) < Self.limit, "a session holds at most \(Self.limit) datagram sockets")
+        self.rawValue = rawValue
+    }
+
+    public var description: String { "datagram socket \(rawValue)" }
+}
+
 /// Where a session's stream connects to: a TCP endpoint (from a source address when given),
 /// or a Unix socket's path (clamd's local socket).
 public enum StreamDestination: Equatable, Sendable {
@@ -185,6 +200,17 @@ public enum SessionEvent: Equatable, Sendable {
     case accepted(Peer, from: Endpoint)
     /// The listener could not be made, or failed.
     case listenFailed(Peer, SystemError)
+
+    // Datagrams (see ``DatagramID``).
+
+    /// The socket of ``SessionAction/openDatagram(_:on:)`` is bound here (the port the kernel
+    /// chose).
+    case datagramOpened(DatagramID, Endpoint)
+    /// It could not be made or bound, or reading from it failed: it is closed.
+    case datagramFailed(DatagramID, SystemError)
+    /// A datagram arrived on the socket from `from`. The slice shares the loop's receive
+    /// buffer and is valid only during the call: take what is needed.
+    case datagram(DatagramID, from: Endpoint, ArraySlice<UInt8>)
 }
 
 /// What the machine wants done. The driver carries the actions out in order; those with an
@@ -303,6 +329,21 @@ public enum SessionAction: Equatable, Sendable {
     /// cannot. The listener is closed after one connection, on ``closeStream(_:)`` of the
     /// peer, and at ``close``. The session times the wait itself.
     case listen(Peer, on: IPAddress)
+
+    // Datagrams (see ``DatagramID``).
+
+    /// Make a UDP socket bound to `on` (port 0: one the kernel chooses) and deliver what
+    /// arrives on it as ``SessionEvent/datagram(_:from:_:)`` (answer:
+    /// ``SessionEvent/datagramOpened(_:_:)`` or ``SessionEvent/datagramFailed(_:_:)``, queued).
+    /// The socket exists as soon as the action is carried out, so sends may follow at once.
+    /// One already open under the number is closed first.
+    case openDatagram(DatagramID, on: Endpoint)
+    /// Send `prefix` followed by `payload` as one datagram to `to`. UDP's rules: a datagram
+    /// the socket cannot take now (its buffer is full), or that the system refuses, is
+    /// dropped, and nothing is told.
+    case sendDatagram(DatagramID, to: Endpoint, prefix: [UInt8], payload: ArraySlice<UInt8>)
+    /// Close the socket (``close`` closes every one).
+    case closeDatagram(DatagramID)
 }
 
 /// What a machine may ask of its surroundings while it decides, without any effect: the

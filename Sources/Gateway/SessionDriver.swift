@@ -114,6 +114,8 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
 
     // Streams (``Peer``), by the peer's raw value; made at their first use.
     private var streams: [SessionStream?] = []
+    /// The UDP sockets (``DatagramID``), by number; empty until the first is opened.
+    private var datagramSockets: [SessionDatagramSocket?] = []
     private var connectors: [Connector?] = []
     /// Peers with more than their high-water mark queued: no other stream is read meanwhile.
     private var blocked: UInt8 = 0
@@ -311,7 +313,47 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
             runDetached(program)
         case .listen(let peer, let address):
             listen(peer, on: address)
+        case .openDatagram(let id, let local):
+            openDatagram(id, on: local)
+        case .sendDatagram(let id, let destination, let prefix, let payload):
+            datagramSockets[Int(id.rawValue)]?.send(to: destination, prefix: prefix, payload: payload)
+        case .closeDatagram(let id):
+            closeDatagram(id)
         }
+    }
+
+    // MARK: - Datagrams
+
+    private func openDatagram(_ id: DatagramID, on local: Endpoint) {
+        closeDatagram(id)
+        if datagramSockets.isEmpty { datagramSockets = Array(repeating: nil, count: DatagramID.limit) }
+        do {
+            let socket = try SessionDatagramSocket(id: id, local: local, loop: host.loop, driver: self)
+            datagramSockets[Int(id.rawValue)] = socket
+            guard let bound = socket.localEndpoint else {
+                closeDatagram(id)
+                return feed(.datagramFailed(id, SystemError.current))
+            }
+            feed(.datagramOpened(id, bound))
+        } catch {
+            feed(.datagramFailed(id, error))
+        }
+    }
+
+    private func closeDatagram(_ id: DatagramID) {
+        let index = Int(id.rawValue)
+        guard index < datagramSockets.count, let socket = datagramSockets[index] else { return }
+        datagramSockets[index] = nil
+        socket.close()
+    }
+
+    func datagramSocket(_ id: DatagramID, received bytes: ArraySlice<UInt8>, from: Endpoint) {
+        feed(.datagram(id, from: from, bytes))
+    }
+
+    func datagramSocket(_ id: DatagramID, failed error: SystemError) {
+        closeDatagram(id)
+        feed(.datagramFailed(id, error))
     }
 
     private func lookUpName(_ address: IPAddress) {
@@ -413,6 +455,8 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
         for case let connector? in connectors { connector.cancel() }
         connectors = []
         for peer in Array(listeners.keys) { closeListener(peer) }
+        for case let socket? in datagramSockets { socket.close() }
+        datagramSockets = []
         for peer in Peer.allCases where peer != .client { closeStream(peer) }
         spoolEnd()
         if let clientStream = stream(.client), clientStream.socket.queuedBytes > 0 {

@@ -41,6 +41,68 @@ public enum Socket {
         return fd
     }
 
+    /// A new UDP socket of `family`, non-blocking and close-on-exec.
+    public static func udp(_ family: IPAddress.Family) throws(SystemError) -> Int32 {
+        let type = Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue)
+        let fd = socket(family == .v4 ? AF_INET : AF_INET6, type, 0)
+        if fd < 0 { throw SystemError.current }
+        return fd
+    }
+
+    /// One datagram into `buffer` (recvfrom): its length and where it came from; nil when none
+    /// is waiting (EAGAIN). A datagram longer than the buffer is cut to it.
+    public static func receiveDatagram(
+        _ fd: Int32, into buffer: UnsafeMutableRawBufferPointer
+    ) throws(SystemError) -> (count: Int, from: Endpoint)? {
+        var storage = sockaddr_storage()
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        while true {
+            let n = withUnsafeMutablePointer(to: &storage) { p in
+                p.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    recvfrom(fd, buffer.baseAddress, buffer.count, 0, $0, &len)
+                }
+            }
+            if n >= 0 {
+                guard let from = endpoint(&storage) else { return (0, Endpoint(address: .anyV4, port: 0)) }
+                return (n, from)
+            }
+            switch errno {
+            case EINTR: continue
+            case EAGAIN: return nil
+            default: throw SystemError.current
+            }
+        }
+    }
+
+    /// Sends `prefix` and `payload` as one datagram to `destination` (sendmsg with two pieces,
+    /// so a header is never copied in front of the data). False when the socket's buffer is
+    /// full (EAGAIN): the datagram is dropped, as a router drops it.
+    @discardableResult
+    public static func sendDatagram(
+        _ fd: Int32, to destination: Endpoint, prefix: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer
+    ) throws(SystemError) -> Bool {
+        let r: Int = destination.address.withSocketAddress(port: destination.port, scopeID: destination.scopeID) {
+            sa, len in
+            withUnsafeTemporaryAllocation(of: iovec.self, capacity: 2) { iov in
+                iov[0] = iovec(iov_base: UnsafeMutableRawPointer(mutating: prefix.baseAddress), iov_len: prefix.count)
+                iov[1] = iovec(
+                    iov_base: UnsafeMutableRawPointer(mutating: payload.baseAddress), iov_len: payload.count)
+                var message = msghdr()
+                message.msg_name = UnsafeMutableRawPointer(mutating: sa)
+                message.msg_namelen = len
+                message.msg_iov = iov.baseAddress
+                message.msg_iovlen = 2
+                while true {
+                    let n = sendmsg(fd, &message, 0)
+                    if n >= 0 || errno != EINTR { return n }
+                }
+            }
+        }
+        if r >= 0 { return true }
+        if errno == EAGAIN { return false }
+        throw SystemError.current
+    }
+
     /// Binds `fd` to `address:port`, with SO_REUSEADDR when `reuseAddress`.
     public static func bind(
         _ fd: Int32, to address: IPAddress, port: UInt16, scopeID: UInt32 = 0, reuseAddress: Bool = true
