@@ -29,6 +29,16 @@ final class UDPPeer {
         }
     }
 
+    /// The next datagram, running `loop` meanwhile (for at most 10 s).
+    func receive(running loop: EventLoop) -> [UInt8]? {
+        var got: [UInt8]?
+        run(loop) {
+            got = receiveNow()
+            return got != nil
+        }
+        return got
+    }
+
     /// A datagram waiting now, or nil.
     func receiveNow() -> [UInt8]? {
         var buffer = [UInt8](repeating: 0, count: 70_000)
@@ -82,23 +92,20 @@ struct SessionDatagramTests {
         let insideAt = try #require(log.opened[0])
         let outsideAt = try #require(log.opened[1])
         #expect(insideAt.address == .loopbackV4 && insideAt.port != 0 && outsideAt.port != insideAt.port)
-        var first: [UInt8]?
-        #expect(run(fixture.loop) { first = destination.receiveNow(); return first != nil })
+        let first = destination.receive(running: fixture.loop)
         #expect(first.map(text) == "first:")
 
         // Client to destination, through the prefix; an empty datagram and a 60,000-byte one too.
         for payload in [Array("ping".utf8), [], [UInt8](repeating: 7, count: 60_000)] {
             client.send(payload, to: insideAt)
-            var got: [UInt8]?
-            #expect(run(fixture.loop) { got = destination.receiveNow(); return got != nil })
+            let got = destination.receive(running: fixture.loop)
             #expect(got == Array("H:".utf8) + payload)
             #expect(log.received.last?.0 == 0 && log.received.last?.1 == client.endpoint)
             #expect(log.received.last?.2 == payload)
         }
         // And back.
         destination.send(Array("pong".utf8), to: outsideAt)
-        var back: [UInt8]?
-        #expect(run(fixture.loop) { back = client.receiveNow(); return back != nil })
+        let back = client.receive(running: fixture.loop)
         #expect(back.map(text) == "pong")
         #expect(log.received.last?.0 == 1 && log.received.last?.1 == destination.endpoint)
     }
@@ -110,7 +117,8 @@ struct SessionDatagramTests {
         let log = DatagramLog()
         let machine = ScriptedMachine(script: Script()) { event, _ in
             switch event {
-            case .started: return [.read(.client), .openDatagram(DatagramID(3), on: Endpoint(address: .loopbackV4, port: 0))]
+            case .started:
+                return [.read(.client), .openDatagram(DatagramID(3), on: Endpoint(address: .loopbackV4, port: 0))]
             case .datagramOpened(let id, let local):
                 log.opened[id.rawValue] = local
                 return []
