@@ -4,7 +4,7 @@ import Glibc
 import CBastion
 
 /// One end of a TCP connection: address, port and (IPv6) scope id.
-public struct Endpoint: Equatable, Sendable, CustomStringConvertible {
+public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
     public var address: IPAddress
     public var port: UInt16
     public var scopeID: UInt32

@@ -2,9 +2,9 @@ import GatewayKit
 
 /// What a sockd.conf shell command's `%` sequences stand for, for one request (sockd.conf(5)).
 public struct CommandValues: Hashable, Sendable {
-    /// `connect` or `bind` (`%c`).
+    /// `connect`, `bind`, or `udp` for a datagram of a UDP association (`%c`).
     public enum Direction: String, Sendable {
-        case connect, bind
+        case connect, bind, udp
     }
 
     /// `%a`; `%A` when no name is known.

@@ -88,6 +88,12 @@ public final class SocksSession: SessionMachine {
         case binding
         /// BIND: the first reply went out; waiting for the peer's connection.
         case awaitingPeer
+        /// UDP ASSOCIATE: identd is asked once, for every destination.
+        case askingIdentForUDP
+        /// UDP ASSOCIATE: the client's socket is being made.
+        case openingUDP(IdentAnswer)
+        /// UDP ASSOCIATE granted: datagrams are relayed until the control connection ends.
+        case associated(UDPAssociation)
         case relaying
         case ended
     }
@@ -136,7 +142,12 @@ public final class SocksSession: SessionMachine {
     var connectText: String {
         let user = request.map { printable($0.user) } ?? ""
         let ident = identUser.map { printable($0) } ?? "unknown"
-        let verb = request?.command == .bind ? "Bind" : "Connect"
+        let verb =
+            switch request?.command {
+            case .bind: "Bind"
+            case .udpAssociate: "UDP associate"
+            default: "Connect"
+            }
         return "\(verb) from \(user)(\(ident))@\(clientText) to \(destinationText) (\(serviceText))"
     }
 
@@ -150,6 +161,7 @@ public final class SocksSession: SessionMachine {
             actions.append(.read(.client))
             actions.append(.setTimer(settings.negotiationTimeout))
         case .received(.client, let bytes):
+            // After a UDP ASSOCIATE the control connection carries nothing: read and dropped.
             guard case .negotiating = phase else { return }
             scratch.removeAll(keepingCapacity: true)
             negotiation.receive(bytes, into: &scratch)
@@ -162,6 +174,10 @@ public final class SocksSession: SessionMachine {
                 negotiated(into: &actions)
                 if case .negotiating = phase { end(into: &actions) }
             case .relaying, .ended: break
+            case .associated(let association):
+                say("terminated -- \(connectText)", &actions)
+                say(association.summary, &actions)
+                end(into: &actions)
             default:
                 // Gone while sockd was deciding: nobody to answer.
                 end(into: &actions)
@@ -173,7 +189,7 @@ public final class SocksSession: SessionMachine {
             scratch.removeAll(keepingCapacity: true)
             negotiation.passwordChecked(accepted, into: &scratch)
             negotiated(into: &actions)
-        case .resolved(_, let addresses):
+        case .resolved(let name, let addresses):
             switch phase {
             case .resolvingDestination:
                 guard let first = addresses.first else { return }
@@ -184,6 +200,8 @@ public final class SocksSession: SessionMachine {
                 let address = client.address.unmapped
                 clientName = addresses.contains { $0.unmapped == address } ? name : nil
                 decide(into: &actions)
+            case .associated(let association):
+                association.resolved(name, addresses: addresses, now: context.now, into: &actions)
             default: break
             }
         case .resolveFailed(let name, let reason):
@@ -194,6 +212,8 @@ public final class SocksSession: SessionMachine {
                 // The name does not lead back: decide as if there were none.
                 clientName = nil
                 decide(into: &actions)
+            case .associated(let association):
+                association.resolveFailed(name, reason: reason, now: context.now, into: &actions)
             default: break
             }
         case .nameFound(let answer):
@@ -208,8 +228,33 @@ public final class SocksSession: SessionMachine {
             phase = .confirmingClientName(Array(name.utf8))
             actions.append(.resolve(name))
         case .identAnswered(let result):
+            if case .askingIdentForUDP = phase { return associationIdentAnswered(result, into: &actions) }
             guard case .askingIdent(let rule) = phase else { return }
             identAnswered(result, rule: rule, into: &actions)
+        case .datagramOpened(let id, let bound):
+            guard id == UDPAssociation.inside, case .openingUDP(let ident) = phase, let request else { return }
+            let association = UDPAssociation(
+                settings: settings, request: request, client: client, clientName: clientName, ident: ident,
+                who: whoText)
+            phase = .associated(association)
+            say("connected -- \(connectText), relaying at \(bound)", &actions)
+            actions.append(.send(.client, request.reply(.granted, bound: Self.address(bound))[...]))
+            actions.append(.read(.client))
+        case .datagramFailed(let id, let error):
+            switch phase {
+            case .openingUDP:
+                fail(.generalFailure, "cannot open a UDP socket: \(error)", into: &actions)
+            case .associated(let association) where id == UDPAssociation.inside:
+                say("failed -- \(connectText): the UDP socket failed: \(error)", &actions)
+                say(association.summary, &actions)
+                end(into: &actions)
+            case .associated(let association):
+                association.socketFailed(id, error, into: &actions)
+            default: break
+            }
+        case .datagram(let id, let from, let bytes):
+            guard case .associated(let association) = phase else { return }
+            association.received(id, from: from, bytes, now: context.now, into: &actions)
         case .streamConnected(.server):
             guard case .connecting = phase, let request else { return }
             var bound = SocksAddress.unspecified
@@ -258,7 +303,7 @@ public final class SocksSession: SessionMachine {
             fail(.generalFailure, "\(error)", into: &actions)
         case .timerFired:
             switch phase {
-            case .relaying, .ended: break
+            case .relaying, .ended, .associated: break
             case .negotiating, .checkingPassword:
                 say(
                     "timeout -- no request from \(clientText) within \(settings.negotiationTimeout.components.seconds) s",
@@ -311,9 +356,8 @@ public final class SocksSession: SessionMachine {
 
     private func requestReady(_ request: SocksRequest, into actions: inout [SessionAction]) {
         guard request.command != .udpAssociate else {
-            say("refused -- \(connectText): \(request.command) is not supported yet", &actions)
-            actions.append(.send(.client, request.reply(.commandNotSupported)[...]))
-            return end(into: &actions)
+            // DST is where the client will send from: no name to resolve, no rule to apply yet.
+            return nameClientOrDecide(into: &actions)
         }
         switch request.destination.host {
         case .ip(let address):
@@ -343,6 +387,7 @@ public final class SocksSession: SessionMachine {
 
     /// sockd.conf's first matching line decides; no line denies.
     private func decide(into actions: inout [SessionAction]) {
+        if request?.command == .udpAssociate { return associate(into: &actions) }
         guard let query = query() else { return end(into: &actions) }
         let matched = settings.configuration.match(query)
         guard let rule = matched, rule.action == .permit else {
@@ -405,6 +450,56 @@ public final class SocksSession: SessionMachine {
                 timeout: settings.connectTimeout))
     }
 
+    // MARK: - UDP ASSOCIATE
+
+    /// USER(IDENT)@CLIENT.
+    var whoText: String {
+        let user = request.map { printable($0.user) } ?? ""
+        let ident = identUser.map { printable($0) } ?? "unknown"
+        return "\(user)(\(ident))@\(clientText)"
+    }
+
+    /// The association itself is granted to every client that negotiated; its destinations
+    /// are decided one by one. identd is asked now, once, when the options or any line want
+    /// it; `-I` without an answer, and an answer naming another user under `-I` or `-i`,
+    /// refuse the association as they would a CONNECT.
+    private func associate(into actions: inout [SessionAction]) {
+        let wanted =
+            settings.identCheck != .off
+            || settings.configuration.rules.contains { ($0.ident ?? .off) != .off }
+        guard wanted else { return openUDP(.notAsked, into: &actions) }
+        phase = .askingIdentForUDP
+        actions.append(.setTimer(settings.identTimeout + .seconds(1)))
+        actions.append(.askIdent(timeout: settings.identTimeout))
+    }
+
+    private func associationIdentAnswered(_ result: Result<[UInt8], IdentError>, into actions: inout [SessionAction]) {
+        guard case .success(let user) = result, !user.isEmpty else {
+            guard settings.identCheck == .strict else { return openUDP(.none, into: &actions) }
+            say("cannot connect to identd on \(clientText)", &actions)
+            if let special = settings.configuration.noIdentd { runCommand(special.command, into: &actions) }
+            say("refused -- \(connectText)", &actions)
+            return refuse(.noIdentd, into: &actions)
+        }
+        identUser = user
+        if let request, user != request.user, settings.identCheck != .off {
+            say("*Alert*: real user is \(printable(user)), not \(printable(request.user))", &actions)
+            if let special = settings.configuration.badIdent { runCommand(special.command, into: &actions) }
+            say("refused -- \(connectText)", &actions)
+            return refuse(.identMismatch, into: &actions)
+        }
+        openUDP(.user(user), into: &actions)
+    }
+
+    /// The client's socket, where it reached sockd (so it can reach the socket too).
+    private func openUDP(_ ident: IdentAnswer, into actions: inout [SessionAction]) {
+        guard let local = try? context?.localEndpoint() else {
+            return fail(.generalFailure, "cannot tell where to listen", into: &actions)
+        }
+        phase = .openingUDP(ident)
+        actions.append(.openDatagram(UDPAssociation.inside, on: Endpoint(address: local.address.unmapped, port: 0)))
+    }
+
     /// How long a BIND listener waits for its peer.
     public static let bindWait = Duration.seconds(120)
 
@@ -427,7 +522,8 @@ public final class SocksSession: SessionMachine {
         guard let request else { return }
         let values = CommandValues(
             clientAddress: client.address.unmapped, clientName: clientName,
-            direction: request.command == .bind ? .bind : .connect, pid: settings.pid,
+            direction: request.command == .bind ? .bind : request.command == .udpAssociate ? .udp : .connect,
+            pid: settings.pid,
             port: request.destination.port, service: settings.serviceName(request.destination.port),
             identUser: identUser, user: request.user, destinationAddress: destination ?? .anyV4,
             destinationName: { if case .name(let n) = request.destination.host { n } else { nil } }())
