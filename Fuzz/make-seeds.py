@@ -280,10 +280,17 @@ for head, stream, answers in [(bytes([0, 0, 0]), S4_YLEE, [b"\x01", b"\x01"]),
     steps = sockd_step(0, stream)
     for answer in answers:
         steps += sockd_step(4) + answer
-    write("sockd-session", head + steps + sockd_step(7) + sockd_step(6))
+    write("sockd-session", head + steps + sockd_step(9) + sockd_step(6))
     write("sockd-session", head + b"".join(sockd_step(0, stream[i:i + 1]) for i in range(len(stream))) + sockd_step(5, b"\x01"))
+# UDP ASSOCIATE: granted, a datagram to 137.12.4.15:1, its answer, a stranger's, the end.
+S5_UDP = b"\x05\x01\x00\x05\x03\x00\x01\x00\x00\x00\x00\x00\x00"
+PING = bytes([0, 0, 0, 1, 137, 12, 4, 15, 0, 1]) + b"ping"
+write("sockd-session", bytes([0, 0, 0]) + sockd_step(0, S5_UDP) + b"\x01" + sockd_step(4)
+      + bytes([1, 7, 1, 0, len(PING)]) + PING + b"\x01" + bytes([1, 8, 0, 0, 1, 4]) + b"pong"
+      + bytes([1, 7, 0, 0, len(PING)]) + PING + sockd_step(5, b"\x01"))
 dictionary("sockd-session", ["\x04\x01", "\x05\x01\x00", "\x05\x01\x02", "\x01\x03bob\x06secret", "ylee\0",
-                             "clyde\0", "\x05\x01\x00\x03", "\x05\x01\x00\x01", "\x00\x17", "\x89\x0c"])
+                             "clyde\0", "\x05\x01\x00\x03", "\x05\x01\x00\x01", "\x00\x17", "\x89\x0c",
+                             "\x05\x03\x00\x01", "\x00\x00\x00\x01", "\x00\x00\x00\x03", "\x00\x00\x01"])
 def session_step(kind, payload=b""):
     """One step of the pop3-session harness: a clock byte, the event's selector, its bytes."""
     if kind in (0, 4):

@@ -8,13 +8,16 @@ import Socks
 
 /// sockd's whole session (``SocksSession``) driven as the driver would: the client's bytes in
 /// pieces of any size, and every answer the driver can give (names resolved or not, client
-/// names, identd's, the password check, connects, the relay's end, timers) chosen by the input,
-/// in any order, under one of several configurations.
+/// names, identd's, the password check, connects, the relay's end, timers, UDP sockets and
+/// datagrams from the client, strangers and destinations) chosen by the input, in any order,
+/// under one of several configurations.
 ///
 /// Invariants: nothing after `close`; the client gets at most one reply to its request (two for
 /// BIND), and it
 /// is a well-formed reply of the client's version; a connect only after a permitting line (the
-/// CSTC rules: nothing reaches a denied destination); no command line holds a shell-special
+/// CSTC rules: nothing reaches a denied destination, by stream or datagram); datagrams go out
+/// only of sockets opened, to the client only at the client's address; no command line holds a
+/// shell-special
 /// byte that came from the input; log lines stay one line; the session ends within a bounded
 /// number of events.
 enum SockdSessionHarness {
@@ -73,6 +76,7 @@ enum SockdSessionHarness {
         var owed: [SessionEvent] = []
         var connected = false
         var relaying = false
+        var datagramSockets: Set<UInt8> = []
 
         func feed(_ event: SessionEvent) {
             events += 1
@@ -129,6 +133,26 @@ enum SockdSessionHarness {
                             : .identAnswered(.failure(.timedOut)))
                 case .checkPassword:
                     owed.append(.passwordChecked(input.bool()))
+                case .openDatagram(let id, _):
+                    datagramSockets.insert(id.rawValue)
+                    if id.rawValue == 0 {
+                        owed.append(
+                            input.below(8) == 0
+                                ? .datagramFailed(id, SystemError(errno: EMFILE))
+                                : .datagramOpened(id, Endpoint(address: .loopbackV4, port: 7000)))
+                    } else if input.below(8) == 0 {
+                        owed.append(.datagramFailed(id, SystemError(errno: EADDRNOTAVAIL)))
+                    }
+                case .sendDatagram(let id, let to, let prefix, let payload):
+                    precondition(datagramSockets.contains(id.rawValue), "a datagram out of an open socket")
+                    precondition(prefix.count + payload.count <= 65_536, "a datagram fits")
+                    if id.rawValue == 0 {
+                        precondition(to.address.unmapped == client.unmapped, "to the client only: \(to)")
+                    } else {
+                        precondition(which != 0 || client != clients[2], "no CSTC line lets 23.2.6.127 send")
+                    }
+                case .closeDatagram(let id):
+                    datagramSockets.remove(id.rawValue)
                 case .close: closed = true
                 default: break
                 }
@@ -139,7 +163,7 @@ enum SockdSessionHarness {
         feed(.started)
         while !closed && !input.isAtEnd {
             context.now = Deadline(nanoseconds: context.now.nanoseconds + UInt64(input.byte()) * 1_000_000)
-            switch input.below(8) {
+            switch input.below(10) {
             case 0, 1, 2, 3:
                 feed(.received(.client, input.bytes(upTo: 64)[...]))
             case 4:
@@ -148,6 +172,21 @@ enum SockdSessionHarness {
                 feed(input.bool() ? .endOfFile(.client) : .streamFailed(.client, SystemError(errno: ECONNRESET)))
             case 6:
                 feed(.timerFired)
+            case 7:
+                // A datagram for the client's socket: from the client (any port) or a stranger.
+                let from = input.below(4) == 0 ? IPAddress(v4: 10, 6, 6, 6) : client
+                feed(
+                    .datagram(
+                        DatagramID(0), from: Endpoint(address: from, port: UInt16(input.below(3) + 4000)),
+                        input.bytes(upTo: 300)[...]))
+            case 8:
+                // An answer on an outgoing socket, from a destination the client may have named.
+                let id = DatagramID(UInt8(input.below(3) + 1))
+                let sources = [IPAddress(v4: 137, 12, 4, 15), IPAddress(v4: 10, 0, 0, 1), client]
+                feed(
+                    .datagram(
+                        id, from: Endpoint(address: sources[input.below(sources.count)], port: UInt16(input.below(3))),
+                        input.bytes(upTo: 300)[...]))
             default:
                 if relaying {
                     feed(

@@ -83,7 +83,7 @@ struct SockdOptionsTests {
         let single = SockdOptions.versionText(route: nil)
         for fact in [
             "sockd (Bastion) ", "SOCKS protocol versions 4, 4a and 5", "not SOCKSified", "stand-alone or from inetd",
-            "supports RBIND (BIND)", "no route file in use",
+            "supports RBIND (BIND) and UDP ASSOCIATE", "no route file in use",
         ] {
             #expect(single.contains(fact), "\(fact)")
         }

@@ -174,6 +174,23 @@ struct SocksUDPTests {
         #expect(run.datagram(0, from: "127.0.0.2", 4000, SocksRun.udp(name: "nowhere.test", 7, "x")).isEmpty)
     }
 
+    @Test func atMostSixteenNamesAreAskedAtOnce() throws {
+        let run = try SocksRun("permit ALL 0.0.0.0", client: "127.0.0.2")
+        run.associate()
+        run.opened()
+        for i in 0..<20 {
+            _ = run.datagram(0, from: "127.0.0.2", 4000, SocksRun.udp(name: "n\(i).test", 7, "x"))
+        }
+        let asked = run.actions.filter { if case .resolve = $0 { true } else { false } }
+        #expect(asked.count == 16)
+        // One answer frees a place.
+        run.feed(.resolveFailed(name: "n0.test", reason: "timed out"))
+        #expect(
+            run.datagram(0, from: "127.0.0.2", 4000, SocksRun.udp(name: "n30.test", 7, "x")) == [.resolve("n30.test")])
+        run.feed(.endOfFile(.client))
+        #expect(run.logLines.last?.hasSuffix("5 dropped") == true)
+    }
+
     @Test func theRouteChoosesTheSourceSocket() throws {
         let run = try SocksRun("permit ALL 0.0.0.0", client: "127.0.0.2") { address, _ in
             address == IPAddress("127.0.0.9")! ? .from(IPAddress("127.0.0.5")!, line: 1) : .none

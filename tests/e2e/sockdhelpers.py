@@ -15,6 +15,7 @@ import re
 import socket
 import struct
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -26,7 +27,7 @@ from proxyhelpers import (IO_TIMEOUT, START_TIMEOUT, Lab, Proc, bastion_bin, fam
 
 # SOCKS4 reply codes (CD) and SOCKS5 REP codes.
 GRANTED, REJECTED, NO_IDENTD, IDENT_MISMATCH = 90, 91, 92, 93
-REP_OK, REP_FAILURE, REP_NOT_ALLOWED, REP_CMD, REP_ATYP = 0, 1, 2, 7, 8
+REP_OK, REP_FAILURE, REP_NOT_ALLOWED, REP_REFUSED, REP_CMD, REP_ATYP = 0, 1, 2, 5, 7, 8
 
 
 @dataclass
@@ -234,3 +235,71 @@ def import_pysocks():
 def crypt_hash(password: str, salt: str = "xx") -> str:
     return subprocess.run([system_bin("openssl"), "passwd", "-6", "-salt", salt, password], capture_output=True,
                           text=True, check=True, timeout=10).stdout.strip()
+
+
+# MARK: - UDP ASSOCIATE
+
+class UDPEcho:
+    """A UDP echo on a loopback address (a thread): answers `echo ` + each datagram to its
+    sender and keeps who sent what."""
+
+    def __init__(self, host: str = "127.0.0.9") -> None:
+        self.sock = socket.socket(family_of(host), socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.host = host
+        self.port = self.sock.getsockname()[1]
+        self.received: list[tuple[tuple, bytes]] = []
+        self._stop = threading.Event()
+        self.sock.settimeout(0.2)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, peer = self.sock.recvfrom(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.received.append((peer, data))
+            try:
+                self.sock.sendto(b"echo " + data[:65000], peer)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+
+
+def udp_header(dst: str, port: int) -> bytes:
+    """RSV, FRAG 0, and DST of a SOCKS5 UDP datagram (RFC 1928 section 7)."""
+    return b"\0\0\0" + socks5_address(dst) + struct.pack(">H", port)
+
+
+def udp_associate(proxy: tuple[str, int], *, source: Optional[str] = None, expect: tuple[str, int] = ("0.0.0.0", 0),
+                  auth: Optional[tuple[bytes, bytes]] = None) -> tuple[int, Optional[tuple[str, int]], socket.socket]:
+    """A SOCKS5 UDP ASSOCIATE naming `expect` as where the client sends from: (REP, the relay's
+    address from BND, the control connection)."""
+    s = _connect(proxy, source)
+    method = socks5_greet(s, b"\x02" if auth else b"\x00")
+    assert method == (2 if auth else 0), method
+    if auth:
+        user, password = auth
+        s.sendall(bytes([1, len(user)]) + user + bytes([len(password)]) + password)
+        assert recv_exact(s, 2) == b"\x01\x00"
+    s.sendall(b"\x05\x03\x00" + socks5_address(expect[0]) + struct.pack(">H", expect[1]))
+    rep, bound = socks5_reply(s)
+    return rep, bound, s
+
+
+def parse_udp(datagram: bytes) -> tuple[tuple[str, int], bytes]:
+    """(where it came from, payload) of a datagram the relay sent the client."""
+    assert datagram[:3] == b"\0\0\0", datagram[:3]
+    atyp = datagram[3]
+    if atyp == 1:
+        return (socket.inet_ntop(socket.AF_INET, datagram[4:8]), struct.unpack(">H", datagram[8:10])[0]), datagram[10:]
+    assert atyp == 4, atyp
+    return (socket.inet_ntop(socket.AF_INET6, datagram[4:20]), struct.unpack(">H", datagram[20:22])[0]), datagram[22:]

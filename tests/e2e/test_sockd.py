@@ -620,7 +620,7 @@ def test_ver_and_help():
     text = r.stdout.decode()
     assert text.startswith("sockd (Bastion) ")
     for part in ("SOCKS protocol versions 4, 4a and 5", "not SOCKSified", "stand-alone or from inetd",
-                 "RBIND"):
+                 "supports RBIND (BIND) and UDP ASSOCIATE"):
         assert part in text
     r = sockd_run("-ver", "--route", "/nonexistent/sockd.route")
     assert "route file /nonexistent/sockd.route in use" in r.stdout.decode()
@@ -703,13 +703,6 @@ def test_socks5_wrong_version_in_request_unknown_command_and_address_type(lab):
             assert closed_by_peer(s)
         d.wait_for(rf"malformed request from 127\.0\.0\.1: {pattern}")
     assert dest.accepted == 0
-
-
-def test_udp_associate_is_not_supported_yet(lab):
-    d = start_sockd(lab, PERMIT_ALL)
-    rep, s = socks5((d.host, d.port), "0.0.0.0", 0, command=3)
-    assert rep == REP_CMD and closed_by_peer(s)
-    d.wait_for(r"refused -- Connect from \(unknown\)@127\.0\.0\.1 to 0\.0\.0\.0 \(0\): .*not supported")
 
 
 def _bind_peer_connects(bound: tuple[str, int], source: str) -> socket.socket:

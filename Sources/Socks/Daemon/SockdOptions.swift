@@ -166,7 +166,7 @@ public struct SockdOptions: Equatable, Sendable {
         SOCKS protocol versions 4, 4a and 5
         not SOCKSified
         runs stand-alone or from inetd
-        supports RBIND (BIND)
+        supports RBIND (BIND) and UDP ASSOCIATE
         \(route.map { "route file \($0) in use (multi-homed)" } ?? "no route file in use (single-homed)")
 
         """

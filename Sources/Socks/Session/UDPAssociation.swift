@@ -19,8 +19,9 @@ enum IdentAnswer: Equatable {
 /// ``SocksSession``.
 ///
 /// Bounded whatever the client sends: decisions and destinations are remembered up to
-/// ``memory`` each (then forgotten and made again), names waiting for DNS hold at most
-/// ``pendingLimit`` bytes, and one source address's socket is opened at most once.
+/// ``memory`` each (then forgotten and made again), at most ``resolving`` names are asked of
+/// DNS at once and their datagrams hold at most ``pendingLimit`` bytes, and one source
+/// address's socket is opened at most once.
 final class UDPAssociation {
     /// The socket the client sends to (bound where it reached sockd).
     static let inside = DatagramID(0)
@@ -28,6 +29,8 @@ final class UDPAssociation {
     static let memory = 1024
     /// The most bytes of datagrams waiting for their destination's name.
     static let pendingLimit = 256 * 1024
+    /// The most names asked of DNS at once (each query holds two sockets).
+    static let resolving = 16
     /// How long a name's address and the decision about it are kept.
     static let nameLifetime = Duration.seconds(60)
 
@@ -133,7 +136,9 @@ final class UDPAssociation {
                 if let made = decisions[destination] { send(payload, made, into: &actions) }
                 return
             }
-            guard waitingBytes + payload.count <= Self.pendingLimit, waiting.count < Self.memory else {
+            guard waitingBytes + payload.count <= Self.pendingLimit,
+                waiting[name] != nil || waiting.count < Self.resolving
+            else {
                 dropped += 1
                 return
             }
