@@ -9,6 +9,7 @@ gives a connected UDP socket (never a fixed sleep).
 
 from __future__ import annotations
 
+import signal
 import socket
 
 import pytest
@@ -223,3 +224,30 @@ def test_a_flood_of_datagrams_leaves_other_clients_served(lab, echo):
     control2.close()
     d.wait_for(r"terminated -- UDP associate from \(unknown\)@127\.0\.0\.1 to 0\.0\.0\.0 \(0\)", count=2)
     assert d.proc.poll() is None, "sockd is still serving"
+
+
+def test_an_association_keeps_its_rules_across_sighup(lab, echo):
+    d = start_sockd(lab, PERMIT_ALL)
+    rep, relay, control = udp_associate((d.host, d.port))
+    assert rep == REP_OK
+    u = client_socket()
+    assert through(u, relay, echo.host, echo.port, b"before")[1] == b"echo before"
+    mark = d.mark()
+    d.config.write_text("deny 0.0.0.0 0.0.0.0\n")
+    d.proc.signal(signal.SIGHUP)
+    d.wait_for(r"SIGHUP: configuration reloaded", start=mark)
+    # The live association decided under the old rules and keeps them, for a new destination too.
+    assert through(u, relay, echo.host, echo.port, b"after")[1] == b"echo after"
+    other = UDPEcho("127.0.0.11")
+    try:
+        assert through(u, relay, other.host, other.port, b"new")[1] == b"echo new"
+        # A new association lives under the new rules.
+        rep2, relay2, control2 = udp_associate((d.host, d.port))
+        assert rep2 == REP_OK
+        u2 = client_socket()
+        u2.sendto(udp_header(other.host, other.port) + b"denied", relay2)
+        d.wait_for(rf"refused -- UDP from \(unknown\)@127\.0\.0\.1 to 127\.0\.0\.11 \({other.port}\)", start=mark)
+        control2.close()
+    finally:
+        other.close()
+    control.close()
