@@ -37,6 +37,7 @@ let package = Package(
         .executable(name: "dump_sockdfc", targets: ["dump_sockdfc"]),
         .executable(name: "make_sockdfr", targets: ["make_sockdfr"]),
         .executable(name: "dump_sockdfr", targets: ["dump_sockdfr"]),
+        .executable(name: "bastion", targets: ["bastion"]),
     ],
     targets: [
         // C shims for what Swift cannot call directly (variadic syslog, environ).
@@ -81,6 +82,10 @@ let package = Package(
         .executableTarget(name: "dump_sockdfc", dependencies: ["Socks"], linkerSettings: staticTool),
         .executableTarget(name: "make_sockdfr", dependencies: ["Socks"], linkerSettings: staticTool),
         .executableTarget(name: "dump_sockdfr", dependencies: ["Socks"], linkerSettings: staticTool),
+        // Every tool in one executable (what make install and the package install, with a
+        // link per tool); the separate executables stay for development and the tests.
+        .target(name: "MultiCall", dependencies: ["UCSPI", "TCPProxy", "POP3Proxy", "Socks", "GatewayKit"]),
+        .executableTarget(name: "bastion", dependencies: ["MultiCall"], linkerSettings: staticTool),
         .testTarget(name: "CDBTests", dependencies: ["CDB"]),
         .testTarget(name: "AccessRulesTests", dependencies: ["AccessRules", "CDB"]),
         .testTarget(name: "GatewayKitTests", dependencies: ["GatewayKit"]),
@@ -92,6 +97,7 @@ let package = Package(
         .testTarget(name: "UCSPITests", dependencies: ["UCSPI", "GatewayKit", "AccessRules"]),
         .testTarget(name: "POP3ProxyTests", dependencies: ["POP3Proxy", "Gateway", "GatewayKit", "AccessRules"]),
         .testTarget(name: "SocksTests", dependencies: ["Socks", "Gateway", "GatewayKit", "AccessRules"]),
+        .testTarget(name: "MultiCallTests", dependencies: ["MultiCall"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -60,7 +60,8 @@ def bins(ours: Toolset, real_v4: Toolset, real_v6: Toolset) -> Binaries:
         path = tools.path("tcpserver")
         if not (path.is_file() and os.access(path, os.X_OK)):
             pytest.fail(f"{path} is missing or not executable ({tools.label})", pytrace=False)
-    return Binaries(ours.path("tcpserver").resolve(), real_v4.path("tcpserver").resolve(),
+    # Absolute, not resolved: ours may be a link to the multi-call binary, named by its link.
+    return Binaries(ours.path("tcpserver").absolute(), real_v4.path("tcpserver").resolve(),
                     real_v6.path("tcpserver").resolve(),
                     real_v4, real_v6)
 

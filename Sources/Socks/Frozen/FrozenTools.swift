@@ -147,9 +147,10 @@ public enum FrozenTools {
         }
     }
 
-    /// Runs a tool as its `main.swift` does: the outcome written out, then exit.
-    public static func main(_ run: ([[UInt8]]) -> Outcome) -> Never {
-        let outcome = run(Array(Arguments.raw.dropFirst()))
+    /// Runs a tool as its `main.swift` does: the outcome written out, then exit. `argv` is
+    /// the whole command line, the tool's name first.
+    public static func main(_ argv: [[UInt8]] = Arguments.raw, _ run: ([[UInt8]]) -> Outcome) -> Never {
+        let outcome = run(Array(argv.dropFirst()))
         if !outcome.output.isEmpty {
             do { try FD.writeAll(1, outcome.output) } catch {
                 Stderr.line("unable to write to standard output: \(error)")

@@ -1,0 +1,3 @@
+import MultiCall
+
+MultiCall.main()
