@@ -129,11 +129,14 @@ def test_etc_files_are_never_overwritten_and_uninstall_removes_everything_else(i
     assert files_under(installed) == set()
 
 
-def test_the_default_prefix_is_usr_local_with_its_own_etc(tmp_path):
+def test_the_default_prefix_is_usr_local_and_etc_stays_etc(tmp_path):
+    """The tools read /etc/sockd.conf and /etc/tcpproxy.conf whatever the prefix (as the
+    originals do), so that is where their files go."""
     stage = tmp_path / "local"
     make("install", destdir=stage, prefix=None)
     assert (stage / "usr/local/sbin/sockd").is_symlink()
-    assert (stage / "usr/local/etc/tcpproxy.conf").is_file()
+    assert (stage / "etc/tcpproxy.conf").is_file()
+    assert "ExecStart=/usr/local/sbin/sockd " in (stage / "usr/local/lib/systemd/system/sockd.service").read_text()
     r = subprocess.run([str(stage / "usr/local/sbin/sockd"), "-ver"], capture_output=True, timeout=30)
     assert r.returncode == 0 and r.stdout.startswith(b"sockd (Bastion) ")
     make("uninstall", destdir=stage, prefix=None)
