@@ -64,8 +64,8 @@ let package = Package(
         .target(
             name: "FuzzHarnesses",
             dependencies: [
-                "AccessRules", "CDB", "Gateway", "GatewayKit", "Loop", "POP3Proxy", "Relay", "Socks", "TCPProxy",
-                "UCSPI",
+                "AccessRules", "CDB", "Gateway", "GatewayKit", "Loop", "MultiCall", "POP3Proxy", "Relay", "Socks",
+                "TCPProxy", "UCSPI",
             ]),
         .target(name: "POP3Proxy", dependencies: ["AccessRules", "Gateway", "GatewayKit", "Loop"]),
         // sockd: the SOCKS4/4a/5 codecs, sockd.conf and sockd.route with their matchers, the %

@@ -252,6 +252,13 @@ for a in [argv(), argv("-ver"), argv("-I"), argv("-i", "--ident-timeout", "5"),
           argv("--foreground", "--pid-file", "/run/s.pid", "--log", "stderr:5", "--user", "nobody",
                "--passwd", "/etc/sockd.passwd"), argv("--help")]:
     write("sockd-args", a)
+# bastion-args: the whole argv, argv[0] first (the name the executable was started as).
+for a in [["bastion"], ["bastion", "--list"], ["/usr/bin/bastion", "sockd", "-ver"], ["/usr/sbin/tcpproxy", "-D"],
+          ["tcprulescheck", "rules.cdb"], ["bastion", "nc"], ["pop3.proxy"], ["./dump_sockdfr", "-z"]]:
+    write("bastion-args", "\0".join(a).encode())
+dictionary("bastion-args", ["bastion", "/", "--list", "--help", "--version", "-h", "tcprules", "tcprulescheck",
+                            "tcpserver", "tcpproxy", "pop3.proxy", "sockd", "make_sockdfc", "dump_sockdfc",
+                            "make_sockdfr", "dump_sockdfr", "\0"])
 dictionary("sockd-args", ["-ver", "-I", "-i", "--config", "--route", "--listen", "--foreground", "--pid-file",
                           "--log", "--user", "--passwd", "--ident-timeout", "--help", "\0", "[::1]:", ":", "="])
 PASSWD_HASHES = ["$y$j9T$F5Jx5fExrKuPp53xLKQ..1$8c0O2L8gFA3jUVvwMFdXpZKM78kTwpdGJswaLb6IRr/",

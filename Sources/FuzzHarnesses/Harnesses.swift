@@ -78,6 +78,9 @@ public enum Harnesses {
             name: "scan-notice", summary: "pop3.proxy's virus notification for any message",
             run: POP3Harnesses.scanNotice),
         Harness(name: "sockd-args", summary: "sockd's command line (arbitrary argv)", run: SockdOptionsHarness.run),
+        Harness(
+            name: "bastion-args", summary: "the multi-call executable's choice of tool (arbitrary argv)",
+            run: MultiCallHarness.run),
         Harness(name: "sockd-passwd", summary: "sockd's --passwd user:hash file", run: SockdPasswordHarness.run),
         Harness(
             name: "sockd-session", summary: "sockd's whole session, the client's bytes and every answer of the driver",

@@ -1,4 +1,5 @@
 import GatewayKit
+import MultiCall
 import Socks
 
 /// sockd's command line: arbitrary words. Invariants: a refusal says why; what is accepted
@@ -38,6 +39,29 @@ enum SockdPasswordHarness {
             let numbers = error.lines.map(\.line)
             precondition(!numbers.isEmpty && numbers == numbers.sorted() && Set(numbers).count == numbers.count)
             precondition(numbers.allSatisfy { $0 >= 1 && $0 <= lines }, "the lines exist")
+        }
+    }
+}
+
+/// The multi-call executable's choice (``MultiCall/choose(_:)``): arbitrary argv, argv[0]
+/// included. Invariants: a tool runs only under its own name (argv[0]'s last component, or
+/// the word after `bastion`), with argv[0] that name or path; anything else is an unknown
+/// tool or bastion's own word.
+enum MultiCallHarness {
+    static func run(_ data: UnsafeRawBufferPointer) {
+        let argv = Harnesses.arguments(data)
+        switch MultiCall.choose(argv) {
+        case .run(let index, let arguments):
+            let name = Array(MultiCall.tools[index].name.utf8)
+            let first = arguments.first ?? []
+            precondition(first == name || first.split(separator: UInt8(ascii: "/")).last.map(Array.init) == name)
+            precondition(arguments.count == argv.count || arguments.count == argv.count - 1, "argv kept whole")
+        case .list, .help, .version:
+            precondition(
+                argv.isEmpty
+                    || argv[0].split(separator: UInt8(ascii: "/")).last.map(Array.init) == Array("bastion".utf8))
+        case .unknown(let name):
+            precondition(!MultiCall.tools.contains { Array($0.name.utf8) == name }, "a tool's name is never unknown")
         }
     }
 }
