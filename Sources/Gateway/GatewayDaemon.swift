@@ -123,6 +123,8 @@ public final class LoopGroup<Service: GatewayService> {
 
     /// SIGHUP: read the configuration again; on any error keep serving the old one.
     public func reload() {
+        Systemd.reloading()
+        defer { Systemd.ready() }
         guard let next = service.reloadedTable(current: table) else { return }
         let old = table
         table = next
@@ -140,13 +142,16 @@ public final class LoopGroup<Service: GatewayService> {
 
     /// The main thread's loop: waits for signals until TERM or INT.
     public func runSignals(_ signals: SignalQueue) -> Never {
+        Systemd.ready()
         while true {
-            for s in signals.wait() {
+            Systemd.watchdogIfDue()
+            for s in signals.wait(milliseconds: Systemd.waitMilliseconds) {
                 switch s {
                 case SIGHUP: reload()
                 case SIGUSR1: service.logListeners(table)
                 case SIGUSR2: logConnections()
                 case SIGTERM, SIGINT:
+                    Systemd.stopping()
                     service.log.notice("exiting on signal \(s)")
                     if let pid = service.pidFile { Daemon.removePidFile(pid) }
                     exit(0)
@@ -283,14 +288,17 @@ public final class MasterProcess<Service: GatewayService> {
     public func run() -> Never {
         ConnectionNumbers.prepare()  // before the first fork: every worker shares the counter
         startWorkers()
+        Systemd.ready()
         while true {
-            for s in signals.wait() {
+            Systemd.watchdogIfDue()
+            for s in signals.wait(milliseconds: Systemd.waitMilliseconds) {
                 switch s {
                 case SIGHUP: reload()
                 case SIGUSR1: service.logListeners(table)
                 case SIGUSR2: for pid in Array(workers.keys) + Array(draining) { kill(pid, SIGUSR2) }
                 case SIGCHLD: reap()
                 case SIGTERM, SIGINT:
+                    Systemd.stopping()
                     log.notice("exiting on signal \(s)")
                     for pid in Array(workers.keys) + Array(draining) { kill(pid, SIGTERM) }
                     if let pid = service.pidFile { Daemon.removePidFile(pid) }
@@ -319,6 +327,8 @@ public final class MasterProcess<Service: GatewayService> {
     }
 
     func reload() {
+        Systemd.reloading()
+        defer { Systemd.ready() }
         guard let next = service.reloadedTable(current: table) else { return }
         let nextGroups: [Credential: [Int32]]
         do { nextGroups = try service.credentialGroups(next) } catch {

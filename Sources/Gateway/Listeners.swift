@@ -38,12 +38,18 @@ public enum Listeners {
     /// which Linux needs to let a wildcard socket and address-specific ones of the same port
     /// coexist (only then: a second daemon started by mistake should still fail with
     /// "address already used").
+    /// A socket systemd passed (socket activation) for the key's address and port is served
+    /// instead, as it is.
     public static func open(_ key: ListenerKey, sharedPort: Bool, backlog: Int32 = 1024) throws(StartError) -> Int32 {
+        var one: Int32 = 1
+        if let passed = Systemd.takeListener(key.address, key.port) {
+            setsockopt(passed, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            return passed
+        }
         let fd: Int32
         do { fd = try Socket.tcp(key.address.family) } catch {
             throw StartError("unable to create a socket for \(key): \(error)")
         }
-        var one: Int32 = 1
         if key.v6Only {
             setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &one, socklen_t(MemoryLayout<Int32>.size))
         }

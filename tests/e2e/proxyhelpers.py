@@ -177,14 +177,15 @@ class Proc:
     (merged, in arrival order) by a thread."""
 
     def __init__(self, argv: Sequence[str | os.PathLike], *, env: Optional[Mapping[str, str]] = None,
-                 cwd: Optional[Path] = None, name: Optional[str] = None, stdin=subprocess.DEVNULL):
+                 cwd: Optional[Path] = None, name: Optional[str] = None, stdin=subprocess.DEVNULL,
+                 pass_fds: Sequence[int] = ()):
         self.argv = [os.fspath(a) for a in argv]
         self.name = name or os.path.basename(self.argv[0])
         self._buf = bytearray()
         self._cond = threading.Condition()
         self.proc = subprocess.Popen(self.argv, stdin=stdin, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, env=dict(env) if env is not None else None,
-                                     cwd=cwd, start_new_session=True)
+                                     cwd=cwd, start_new_session=True, pass_fds=tuple(pass_fds))
         self.pid = self.proc.pid
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

@@ -14,6 +14,7 @@ public enum POP3ProxyCommand {
     }
 
     public static func main(_ arguments: [String] = CommandLine.arguments) -> Never {
+        Systemd.prepare()  // before anything copies the environment: no program inherits it
         let options: POP3ProxyOptions
         do { options = try POP3ProxyOptions.parse(Array(arguments.dropFirst())) } catch {
             Stderr.line("pop3.proxy: \(error)")
@@ -90,6 +91,7 @@ public enum POP3ProxyCommand {
         do { keys = try listenerKeys(options.listen) } catch { fail(error.description) }
         let listeners: [Listener]
         do { listeners = try Listeners.open(keys, reusing: []) } catch { fail(error.description) }
+        Systemd.closeUntaken { log.warning($0) }
         let signals: SignalQueue
         do { signals = try SignalQueue([SIGHUP, SIGUSR1, SIGUSR2, SIGTERM, SIGINT, SIGCHLD]) } catch {
             fail("unable to catch signals: \(error)")

@@ -16,6 +16,7 @@ public enum SockdCommand {
     }
 
     public static func main(_ arguments: [String] = CommandLine.arguments) -> Never {
+        Systemd.prepare()  // before anything copies the environment: no program inherits it
         let options: SockdOptions
         do { options = try SockdOptions.parse(Array(arguments.dropFirst())) } catch {
             Stderr.line("sockd: \(error)")
@@ -80,10 +81,15 @@ public enum SockdCommand {
         _ options: SockdOptions, _ loader: SockdLoader, _ settings: SockdSessionSettings, _ factory: SockdSessions,
         _ credential: Credential?, _ log: DaemonLog
     ) -> Never {
-        let keys: [ListenerKey]
+        var keys: [ListenerKey]
         do { keys = try listenerKeys(options.listen) } catch { fail(error.description) }
+        if options.listen.isEmpty && !Systemd.passedEndpoints.isEmpty {
+            // Socket activation without --listen: every socket systemd passed.
+            keys = Systemd.passedEndpoints.map { ListenerKey(address: $0.address, port: $0.port, v6Only: false) }
+        }
         let listeners: [Listener]
         do { listeners = try Listeners.open(keys, reusing: []) } catch { fail(error.description) }
+        Systemd.closeUntaken { log.warning($0) }
         let signals: SignalQueue
         do { signals = try SignalQueue([SIGHUP, SIGUSR1, SIGUSR2, SIGTERM, SIGINT, SIGCHLD]) } catch {
             fail("unable to catch signals: \(error)")

@@ -15,6 +15,7 @@ public enum TCPProxyCommand {
     }
 
     public static func main(_ arguments: [String] = CommandLine.arguments) -> Never {
+        Systemd.prepare()  // before anything copies the environment: no program inherits it
         let options: TCPProxyOptions
         do { options = try TCPProxyOptions.parse(Array(arguments.dropFirst())) } catch {
             Stderr.line("tcpproxy: \(error)")
@@ -58,6 +59,7 @@ public enum TCPProxyCommand {
         let builder = TableBuilder(bufferSize: options.bufferSize, clientNames: options.clientNames)
         let table: ServiceTable
         do { table = try builder.build(configuration, reusing: nil) } catch { fail(error.description) }
+        Systemd.closeUntaken { log.warning($0) }
         if table.listeners.isEmpty { fail("\(configuration.path): nothing to listen on") }
 
         // Signals are blocked before any thread starts, so every thread inherits the mask and
