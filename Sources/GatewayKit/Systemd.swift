@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CBastion  // its headers make the socket constants (SOCK_*, MSG_*) visible in every build
 
 /// What systemd tells a service it starts, and what the service tells it back, written
 /// directly (no libsystemd): sd_notify's datagrams on `$NOTIFY_SOCKET` (READY=1, RELOADING=1,
