@@ -131,20 +131,29 @@ static void *worker(void *arg) {
     return NULL;
 }
 
-static int echo(const char *host) {
+/* A listening socket on HOST (loopback only) at a port the kernel picks, printed on standard
+ * output for the driver; -1 (and a message) when it cannot be made. */
+static int listen_and_print(const char *host, int flags, int backlog) {
     struct sockaddr_in at;
-    if (loopback(host, 0, &at) != 0) { fprintf(stderr, "socksload: %s is not a loopback address\n", host); return 100; }
-    int listener = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (loopback(host, 0, &at) != 0) { fprintf(stderr, "socksload: %s is not a loopback address\n", host); return -1; }
+    int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | flags, 0);
     int on = 1;
     setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-    if (bind(listener, (struct sockaddr *)&at, sizeof at) != 0 || listen(listener, 4096) != 0) {
+    if (bind(listener, (struct sockaddr *)&at, sizeof at) != 0 || listen(listener, backlog) != 0) {
         perror("socksload: bind");
-        return 111;
+        return -1;
     }
     socklen_t len = sizeof at;
     getsockname(listener, (struct sockaddr *)&at, &len);
     printf("%d\n", ntohs(at.sin_port));
     fflush(stdout);
+    return listener;
+}
+
+static int echo(const char *host) {
+    int listener = listen_and_print(host, SOCK_NONBLOCK, 4096);
+    if (listener < 0) return 111;
+    int on = 1;
     int ep = epoll_create1(EPOLL_CLOEXEC);
     struct epoll_event ev = {.events = EPOLLIN, .data.fd = listener};
     epoll_ctl(ep, EPOLL_CTL_ADD, listener, &ev);
@@ -185,19 +194,8 @@ static void *bulk_peer(void *arg) {
 }
 
 static int bulk_backend(const char *host, int sink) {
-    struct sockaddr_in at;
-    if (loopback(host, 0, &at) != 0) { fprintf(stderr, "socksload: %s is not a loopback address\n", host); return 100; }
-    int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int on = 1;
-    setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-    if (bind(listener, (struct sockaddr *)&at, sizeof at) != 0 || listen(listener, 64) != 0) {
-        perror("socksload: bind");
-        return 111;
-    }
-    socklen_t len = sizeof at;
-    getsockname(listener, (struct sockaddr *)&at, &len);
-    printf("%d\n", ntohs(at.sin_port));
-    fflush(stdout);
+    int listener = listen_and_print(host, 0, 64);
+    if (listener < 0) return 111;
     signal(SIGPIPE, SIG_IGN);
     for (;;) {
         int c = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
