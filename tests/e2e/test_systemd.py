@@ -39,12 +39,19 @@ os.execv(sys.argv[2], sys.argv[2:])
 
 
 class Notify:
-    """The notify socket: every datagram, kept in order."""
+    """The notify socket: every datagram, kept in order. A path, or (`abstract`) a name in
+    the abstract namespace (`@name` in NOTIFY_SOCKET), which a daemon that has dropped root
+    can reach without file permissions, as it reaches systemd's own world-writable socket."""
 
-    def __init__(self, path) -> None:
-        self.path = str(path)
+    def __init__(self, path, abstract: bool = False) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
+        if abstract:
+            name = f"bastion-notify-{os.getpid()}-{id(self)}"
+            self.sock.bind("\0" + name)
+            self.path = "@" + name
+        else:
+            self.path = str(path)
+            self.sock.bind(self.path)
         self.sock.settimeout(0.2)
         self.messages: list[str] = []
         self._stop = threading.Event()
@@ -78,6 +85,13 @@ class Notify:
 @pytest.fixture
 def notify(lab):
     n = Notify(lab.dir / "notify")
+    yield n
+    n.close()
+
+
+@pytest.fixture
+def abstract_notify(lab):
+    n = Notify(None, abstract=True)
     yield n
     n.close()
 
@@ -185,3 +199,20 @@ def test_debians_systemd_socket_activate(lab):
     assert rep == REP_REFUSED
     s.close()
     p.wait_for(rf"listening on 127\.0\.0\.1:{port}")
+
+
+def test_pop3_proxy_daemon_serves_the_passed_socket(lab, abstract_notify):
+    notify = abstract_notify
+    passed = listening()
+    port = passed.getsockname()[1]
+    env = lab.env({"NOTIFY_SOCKET": notify.path})
+    # Running as root it would serve as nobody; either way the greeting is the proxy's own.
+    p = activated(lab, [passed], [bastion_bin("pop3.proxy"), "-d", "-e", "-D", "-D", f"127.0.0.1:{port}", "-"], env,
+                  "pop3.proxy")
+    passed.close()
+    p.wait_for(r"pop3\.proxy started \(pid \d+", timeout=START_TIMEOUT)
+    notify.wait_for("READY=1")
+    with socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT) as c:
+        assert c.makefile("rb").readline().startswith(b"+OK")
+    p.signal(signal.SIGTERM)
+    notify.wait_for("STOPPING=1")
