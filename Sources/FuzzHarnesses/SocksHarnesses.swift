@@ -117,11 +117,17 @@ enum SocksHarnesses {
                     precondition(request.method != nil, "a SOCKS5 request has a method")
                     precondition(!policy.passwordRequired || request.method == .usernamePassword, "--passwd holds")
                     precondition(request.method == .usernamePassword || request.user.isEmpty, "a user needs a login")
+                    // sockd writes an IPv4-mapped address as IPv4, so the client's request may
+                    // be 12 bytes longer than sockd's encoding of it.
                     let wire = Socks5Request(command: request.command, destination: request.destination).bytes
-                    precondition(consumed.count >= wire.count, "the request came last")
-                    guard case .message(let parsed, _) = Socks5Request.parse(consumed.suffix(wire.count)) else {
-                        preconditionFailure("the request's bytes end what was read")
-                    }
+                    let reread = [wire.count, wire.count + 12].lazy.compactMap { length -> Socks5Request? in
+                        guard length <= consumed.count,
+                            case .message(let parsed, let read) = Socks5Request.parse(consumed.suffix(length)),
+                            read == length
+                        else { return nil }
+                        return parsed
+                    }.first
+                    guard let parsed = reread else { preconditionFailure("the request's bytes end what was read") }
                     precondition(
                         parsed.command == request.command
                             && parsed.destination.host.unmapped == request.destination.host.unmapped
