@@ -23,7 +23,9 @@ int btls_ctx_set_protocols(SSL_CTX *ctx, int min, int max) {
 }
 
 void btls_ctx_set_defaults(SSL_CTX *ctx, int server) {
-    uint64_t options = SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION;
+    // A peer that closes without close_notify ends its stream as a FIN does (a relay must
+    // not lose the other direction over it); a close_notify ends it the same way.
+    uint64_t options = SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF;
     if (server) options |= SSL_OP_CIPHER_SERVER_PREFERENCE;
     SSL_CTX_set_options(ctx, options);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);

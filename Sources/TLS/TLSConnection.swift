@@ -129,7 +129,9 @@ public final class TLSConnection: RelayTransport {
 
     /// What the handshake settled (after `.done`).
     public var facts: TLSFacts {
-        guard let ssl else { return TLSFacts(version: "", cipher: "", serverName: nil, peerSubject: nil, resumed: false) }
+        guard let ssl else {
+            return TLSFacts(version: "", cipher: "", serverName: nil, peerSubject: nil, resumed: false)
+        }
         var subject: String?
         if btls_has_peer_certificate(ssl) == 1 && SSL_get_verify_result(ssl) == X509_V_OK {
             var text = [CChar](repeating: 0, count: 1024)

@@ -16,7 +16,11 @@ public enum TLSVersion: Int, Sendable, Comparable, CaseIterable, CustomStringCon
     /// `TLSv1.2`, `tlsv1.2`, `1.2`, `TLSv1` and `TLSv1.0` all name TLS 1.2 or 1.0.
     public init?(name: String) {
         var word = Substring(name.lowercased())
-        if word.hasPrefix("tlsv") { word = word.dropFirst(4) } else if word.hasPrefix("tls") { word = word.dropFirst(3) }
+        if word.hasPrefix("tlsv") {
+            word = word.dropFirst(4)
+        } else if word.hasPrefix("tls") {
+            word = word.dropFirst(3)
+        }
         switch word {
         case "1", "1.0": self = .tls1_0
         case "1.1": self = .tls1_1

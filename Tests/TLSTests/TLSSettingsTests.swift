@@ -11,7 +11,8 @@ struct TLSSettingsTests {
         #expect(try TLSProtocols(parsing: "1.3 1.2") == .default)
         #expect(try TLSProtocols(parsing: "TLSv1:TLSv1.1").maximum == .tls1_1)
         #expect(TLSProtocols.default.description == "TLSv1.2,TLSv1.3")
-        #expect(throws: TLSError("the TLS versions \"TLSv1.1,TLSv1.3\" have a gap: give a run such as TLSv1.2,TLSv1.3")) {
+        #expect(throws: TLSError("the TLS versions \"TLSv1.1,TLSv1.3\" have a gap: give a run such as TLSv1.2,TLSv1.3"))
+        {
             try TLSProtocols(parsing: "TLSv1.1,TLSv1.3")
         }
         #expect(throws: TLSError("unknown TLS version \"SSLv3\" (TLSv1, TLSv1.1, TLSv1.2 or TLSv1.3)")) {
@@ -26,7 +27,8 @@ struct TLSSettingsTests {
         #expect(both == TLSCiphers(list: "ECDHE-RSA-AES128-GCM-SHA256", suites: "TLS_AES_256_GCM_SHA384"))
         #expect(try TLSCiphers(parsing: "TLS_CHACHA20_POLY1305_SHA256").list == TLSCiphers.intermediate.list)
         #expect(try TLSCiphers(parsing: "HIGH").suites == TLSCiphers.intermediate.suites)
-        #expect(!TLSCiphers.intermediate.list.contains("CBC") && !TLSCiphers.intermediate.list.contains("RSA-AES128-SHA"))
+        #expect(
+            !TLSCiphers.intermediate.list.contains("CBC") && !TLSCiphers.intermediate.list.contains("RSA-AES128-SHA"))
         #expect(throws: TLSError.self) { try TLSCiphers(parsing: "::") }
     }
 
