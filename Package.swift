@@ -64,14 +64,14 @@ let package = Package(
         // What every daemon's sessions stand on: the session machine contract and its driver.
         .target(name: "Gateway", dependencies: ["Loop", "Relay", "TLS", "GatewayKit", "AccessRules"], swiftSettings: crossModule),
         // tcpproxy: both configuration dialects, service selection, the daemon.
-        .target(name: "TCPProxy", dependencies: ["Gateway", "Loop", "Relay", "GatewayKit", "AccessRules", "CDB"]),
+        .target(name: "TCPProxy", dependencies: ["Gateway", "Loop", "Relay", "TLS", "GatewayKit", "AccessRules", "CDB"]),
         // The fuzz harnesses: every parser of outside input behind one call each, shared by the
         // libFuzzer driver (scripts/fuzz) and the unit tests' replay of the corpora.
         .target(
             name: "FuzzHarnesses",
             dependencies: [
                 "AccessRules", "CDB", "Gateway", "GatewayKit", "Loop", "MultiCall", "POP3Proxy", "Relay", "Socks",
-                "TCPProxy", "UCSPI",
+                "TCPProxy", "TLS", "UCSPI",
             ]),
         .target(name: "POP3Proxy", dependencies: ["AccessRules", "Gateway", "GatewayKit", "Loop"]),
         // sockd: the SOCKS4/4a/5 codecs, sockd.conf and sockd.route with their matchers, the %
@@ -99,7 +99,7 @@ let package = Package(
         .testTarget(name: "RelayTests", dependencies: ["Loop", "Relay", "GatewayKit"]),
         .testTarget(name: "FuzzReplayTests", dependencies: ["FuzzHarnesses", "GatewayKit"]),
         .testTarget(name: "GatewayTests", dependencies: ["Gateway", "Loop", "Relay", "GatewayKit", "AccessRules"]),
-        .testTarget(name: "TCPProxyTests", dependencies: ["TCPProxy", "Gateway", "Loop", "GatewayKit", "AccessRules"]),
+        .testTarget(name: "TCPProxyTests", dependencies: ["TCPProxy", "Gateway", "Loop", "TLS", "GatewayKit", "AccessRules"]),
         .testTarget(name: "UCSPITests", dependencies: ["UCSPI", "GatewayKit", "AccessRules"]),
         .testTarget(name: "POP3ProxyTests", dependencies: ["POP3Proxy", "Gateway", "GatewayKit", "AccessRules"]),
         .testTarget(name: "SocksTests", dependencies: ["Socks", "Gateway", "GatewayKit", "AccessRules"]),

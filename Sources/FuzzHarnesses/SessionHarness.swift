@@ -6,6 +6,7 @@ import Gateway
 import GatewayKit
 import Relay
 import TCPProxy
+import TLS
 
 /// The bytes of a fuzz input read as a stream of small decisions; past the end every read
 /// is 0, so every input is a complete script.
@@ -96,7 +97,7 @@ enum SessionHarness {
 
     /// What the driver owes the machine: the answers to the requests it made.
     enum Owed {
-        case rules, name, programStart, program(pid: Int32), handOver, relay, relaying, timer
+        case rules, name, programStart, program(pid: Int32), handOver, relay, relaying, timer, tls
     }
 
     static func run(_ data: UnsafeRawBufferPointer) {
@@ -159,6 +160,9 @@ enum SessionHarness {
                     owed.append(.relay)
                 case .waitForDescriptors, .setTimer: owed.append(.timer)
                 case .close: closed = true
+                case .startTLS(let peer, _, _):
+                    precondition(peer == .client, "tcpproxy shakes hands with its client only")
+                    owed.append(.tls)
                 case .read, .pause, .send, .shutdownWrite, .closeStream, .connect, .runCapturing, .killProgram,
                     .replaceFile, .spoolBegin, .spoolWrite, .sendSpool, .spoolEnd, .resolve, .askIdent,
                     .checkPassword, .relayStreams, .runDetached, .listen, .openDatagram, .sendDatagram, .closeDatagram:
@@ -174,6 +178,18 @@ enum SessionHarness {
             let next = owed.removeFirst()
             switch next {
             case .rules: feed(.rulesChecked(rulesOutcome(&input)))
+            case .tls:
+                if input.bool() {
+                    feed(.tlsFailed(.client, TLSError(String(decoding: input.bytes(upTo: 80), as: UTF8.self))))
+                } else {
+                    let name = input.bool() ? String(decoding: input.bytes(upTo: 40), as: UTF8.self) : nil
+                    feed(
+                        .tlsEstablished(
+                            .client,
+                            TLSFacts(
+                                version: "TLSv1.3", cipher: "TLS_AES_128_GCM_SHA256", serverName: name,
+                                peerSubject: input.bool() ? "CN=client1,O=Bastion" : nil, resumed: input.bool())))
+                }
             case .name: feed(.nameFound(nameAnswer(&input)))
             case .programStart:
                 if input.below(4) == 0 {

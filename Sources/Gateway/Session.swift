@@ -4,6 +4,7 @@ import Glibc
 import AccessRules
 import GatewayKit
 import Relay
+import TLS
 
 // The contract between a daemon's session (a pure state machine: events in, actions out)
 // and the one driver that carries the actions out on an event loop (``SessionDriver``).
@@ -36,10 +37,13 @@ public struct RelayPlan: Equatable, Sendable {
     /// connection's local address: only a traced session asks, so an untraced relay costs
     /// nothing for them.
     public var traced: Bool
+    /// TLS toward the server, for `host` (the name checked and sent as SNI): the preamble
+    /// goes first in the clear, then the handshake, made by the relay's first write.
+    public var serverTLS: (context: TLSClientContext, host: String)?
 
     public init(
         destination: Endpoint, source: IPAddress?, preamble: [UInt8], configuration: RelayConfiguration,
-        recording: RecordingRequest?, traced: Bool
+        recording: RecordingRequest?, traced: Bool, serverTLS: (context: TLSClientContext, host: String)? = nil
     ) {
         self.destination = destination
         self.source = source
@@ -47,6 +51,13 @@ public struct RelayPlan: Equatable, Sendable {
         self.configuration = configuration
         self.recording = recording
         self.traced = traced
+        self.serverTLS = serverTLS
+    }
+
+    public static func == (a: RelayPlan, b: RelayPlan) -> Bool {
+        a.destination == b.destination && a.source == b.source && a.preamble == b.preamble
+            && a.configuration == b.configuration && a.recording == b.recording && a.traced == b.traced
+            && a.serverTLS?.context == b.serverTLS?.context && a.serverTLS?.host == b.serverTLS?.host
     }
 }
 
@@ -109,6 +120,13 @@ public struct DatagramID: Hashable, Sendable, CustomStringConvertible {
 
 /// Where a session's stream connects to: a TCP endpoint (from a source address when given),
 /// or a Unix socket's path (clamd's local socket).
+/// Which end of a TLS handshake a session is: a server to its client (with the listener's
+/// certificates), or a client to its server, checking the certificate against `host`.
+public enum TLSRole: Equatable, Sendable {
+    case accept(TLSServerContext)
+    case connect(TLSClientContext, host: String)
+}
+
 public enum StreamDestination: Equatable, Sendable {
     case tcp(Endpoint, from: IPAddress?)
     /// A host as a user wrote it (an address literal, a name in /etc/hosts or DNS): its first
@@ -211,6 +229,12 @@ public enum SessionEvent: Equatable, Sendable {
     /// A datagram arrived on the socket from `from`. The slice shares the loop's receive
     /// buffer and is valid only during the call: take what is needed.
     case datagram(DatagramID, from: Endpoint, ArraySlice<UInt8>)
+
+    // TLS (see ``SessionAction/startTLS(_:_:timeout:)``): a handshake finished, or failed
+    // (then the peer's socket is still open; the machine closes it).
+
+    case tlsEstablished(Peer, TLSFacts)
+    case tlsFailed(Peer, TLSError)
 }
 
 /// What the machine wants done. The driver carries the actions out in order; those with an
@@ -344,6 +368,11 @@ public enum SessionAction: Equatable, Sendable {
     case sendDatagram(DatagramID, to: Endpoint, prefix: [UInt8], payload: ArraySlice<UInt8>)
     /// Close the socket (``close`` closes every one).
     case closeDatagram(DatagramID)
+
+    // TLS: a handshake on the client's socket (before it is a stream or the relay's), within
+    // `timeout`; the relay of a later ``relay(_:)`` reads and writes through it.
+
+    case startTLS(Peer, TLSRole, timeout: Duration)
 }
 
 /// What a machine may ask of its surroundings while it decides, without any effect: the

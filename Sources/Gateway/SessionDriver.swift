@@ -5,6 +5,7 @@ import AccessRules
 import GatewayKit
 import Loop
 import Relay
+import TLS
 
 /// Records the chunks a session's relay moves (tcpproxy's `writefile`): made by the daemon
 /// when the machine asks (``RelayPlan/recording``), fed on the loop's thread.
@@ -104,6 +105,12 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
     /// A connect to a host name waiting for its addresses, by the peer's raw value.
     private var hostQueries: [AddressQuery?] = []
     private var identQuery: IdentQuery?
+    /// A handshake under way (``SessionAction/startTLS(_:_:timeout:)``), and the client's TLS
+    /// once established, which the relay reads and writes through.
+    private var handshake: TLSHandshake?
+    private var clientTLS: TLSConnection?
+    /// The server's TLS inside the relay, whose failure is told before the relay's end.
+    private var serverTLS: TLSConnection?
     /// ``SessionAction/relayStreams(_:toServer:)`` waits for the streams' queues to drain.
     private var pendingStreamRelay: (configuration: RelayConfiguration, toServer: [UInt8])?
     private var timer: LoopTimer?
@@ -319,7 +326,39 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
             datagramSockets[Int(id.rawValue)]?.send(to: destination, prefix: prefix, payload: payload)
         case .closeDatagram(let id):
             closeDatagram(id)
+        case .startTLS(let peer, let role, let timeout):
+            startTLS(peer, role, timeout: timeout)
         }
+    }
+
+    // MARK: - TLS
+
+    private func startTLS(_ peer: Peer, _ role: TLSRole, timeout: Duration) {
+        guard peer == .client, client >= 0, handshake == nil, clientTLS == nil else {
+            return feed(.tlsFailed(peer, TLSError("TLS can start only on the client's socket, once")))
+        }
+        let connection: TLSConnection
+        do throws(TLSError) {
+            switch role {
+            case .accept(let context): connection = try context.connection(on: client)
+            case .connect(let context, let host): connection = try context.connection(on: client, host: host)
+            }
+        } catch {
+            return feed(.tlsFailed(peer, error))
+        }
+        let made = TLSHandshake(loop: host.loop, connection: connection) { [unowned self] result in
+            self.handshake = nil
+            switch result {
+            case .success(let facts):
+                self.clientTLS = connection
+                self.feed(.tlsEstablished(peer, facts))
+            case .failure(let error):
+                connection.close()
+                self.feed(.tlsFailed(peer, error))
+            }
+        }
+        handshake = made
+        made.start(timeout: timeout)
     }
 
     // MARK: - Datagrams
@@ -419,11 +458,29 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
     }
 
     private func startRelay(_ plan: RelayPlan) {
+        var transports: RelayTransports?
+        var origin: TLSConnection?
+        if let tls = plan.serverTLS {
+            do throws(TLSError) {
+                origin = try tls.context.connection(host: tls.host)
+            } catch {
+                return feed(.tlsFailed(.server, error))
+            }
+            // The PROXY header goes ahead of the handshake, in the clear, as HAProxy sends it.
+            origin?.sendFirstInTheClear(plan.preamble)
+            origin?.established = { [unowned self] connection in
+                self.feed(.tlsEstablished(.server, connection.facts))
+            }
+        }
+        if clientTLS != nil || origin != nil { transports = RelayTransports(client: clientTLS, server: origin) }
         do {
             let relay = try RelayConnection.connecting(
                 loop: host.loop, client: client, to: plan.destination, from: plan.source, serverNoDelay: true,
-                preamble: plan.preamble, configuration: plan.configuration, delegate: self,
-                recorder: plan.recording == nil ? nil : self)
+                preamble: origin == nil ? plan.preamble : [], configuration: plan.configuration, delegate: self,
+                recorder: plan.recording == nil ? nil : self, transports: transports)
+            origin?.attach(relay.serverDescriptor)
+            serverTLS = origin
+            clientTLS = nil  // the relay's now, with the socket
             client = -1  // the relay's now
             traced = plan.traced
             recording = plan.recording
@@ -436,6 +493,10 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
 
     private func close() {
         closed = true
+        handshake?.cancel()
+        handshake = nil
+        clientTLS?.close()
+        clientTLS = nil
         nameQuery?.cancel()
         nameQuery = nil
         for query in resolutions { query.cancel() }
@@ -947,6 +1008,8 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
 
     public func relayDidEnd(_ relay: RelayConnection, summary: RelaySummary) {
         self.relay = nil
+        if let failure = serverTLS?.failure { feed(.tlsFailed(.server, failure)) }
+        serverTLS = nil
         recorder?.finish(summary, seconds: Double(Deadline.now.nanoseconds &- started.nanoseconds) / 1e9)
         recorder = nil
         feed(.relayEnded(summary))

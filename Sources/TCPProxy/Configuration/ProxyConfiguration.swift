@@ -1,4 +1,5 @@
 import GatewayKit
+import TLS
 
 // MARK: - The configuration
 
@@ -158,6 +159,11 @@ public struct ProxyHandler: Sendable, Equatable {
     public var rules: String?
     /// `proxy-protocol v1|v2`: send a PROXY protocol header to the server first.
     public var proxyProtocol: ProxyProtocolVersion?
+    /// TLS toward the client (`tls-cert`, `tls-key`, `tls-client-ca`): the handler's
+    /// connections are TLS, ended here.
+    public var tls: TLSServerSettings?
+    /// TLS toward the server (`remote-tls yes|insecure`, `remote-tls-ca`, `remote-tls-name`).
+    public var remoteTLS: TLSClientSettings?
     /// The line where this handler starts (`port`, `interface` or `listen`).
     public var line: Int
 
@@ -176,6 +182,8 @@ public struct ProxyHandler: Sendable, Equatable {
         debug: Bool = false,
         rules: String? = nil,
         proxyProtocol: ProxyProtocolVersion? = nil,
+        tls: TLSServerSettings? = nil,
+        remoteTLS: TLSClientSettings? = nil,
         line: Int = 0
     ) {
         self.interface = interface
@@ -191,6 +199,8 @@ public struct ProxyHandler: Sendable, Equatable {
         self.debug = debug
         self.rules = rules
         self.proxyProtocol = proxyProtocol
+        self.tls = tls
+        self.remoteTLS = remoteTLS
         self.line = line
     }
 }

@@ -72,12 +72,17 @@ struct TableBuilder {
     /// A table with resolved targets and no listeners (inetd mode).
     func resolvedOnly(_ configuration: ProxyConfiguration) throws(StartError) -> ServiceTable {
         var targets: [[ResolvedTarget?]] = []
+        var tls: [[HandlerTLS]] = []
         for service in configuration.services {
             var row: [ResolvedTarget?] = []
+            var tlsRow: [HandlerTLS] = []
             for handler in service.handlers {
-                row.append(try Self.resolve(handler.target, where: "\(configuration.path):\(handler.line)"))
+                let place = "\(configuration.path):\(handler.line)"
+                row.append(try Self.resolve(handler.target, where: place))
+                tlsRow.append(try HandlerTLS.make(handler, place: place))
             }
             targets.append(row)
+            tls.append(tlsRow)
         }
         var names: ClientNameSource?
         if clientNames && configuration.runsPrograms {
@@ -86,7 +91,8 @@ struct TableBuilder {
             }
         }
         return ServiceTable(
-            configuration: configuration, listeners: [], targets: targets, bufferSize: bufferSize, clientNames: names)
+            configuration: configuration, listeners: [], targets: targets, tls: tls, bufferSize: bufferSize,
+            clientNames: names)
     }
 
     /// A table for `configuration`, reusing the sockets of `current` whose keys are unchanged.
@@ -116,8 +122,8 @@ struct TableBuilder {
             ProxyListener(key: w.key, fd: socket.fd, service: w.service, handler: w.handler)
         }
         return ServiceTable(
-            configuration: configuration, listeners: listeners, targets: resolved.targets, bufferSize: bufferSize,
-            clientNames: resolved.clientNames)
+            configuration: configuration, listeners: listeners, targets: resolved.targets, tls: resolved.tls,
+            bufferSize: bufferSize, clientNames: resolved.clientNames)
     }
 }
 

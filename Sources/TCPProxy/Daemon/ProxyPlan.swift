@@ -84,6 +84,16 @@ public enum ProxyPlan {
                 if let writefile = options.writefile, handler.writefile == nil { handler.writefile = writefile }
                 if let rules = options.rules, handler.rules == nil { handler.rules = rules }
                 if let version = options.proxyProtocol, handler.proxyProtocol == nil { handler.proxyProtocol = version }
+                if let tls = options.serverTLS, handler.tls == nil { handler.tls = tls }
+                if let tls = options.clientTLS, handler.remoteTLS == nil { handler.remoteTLS = tls }
+                if let protocols = options.tlsProtocols {
+                    handler.tls?.protocols = protocols
+                    handler.remoteTLS?.protocols = protocols
+                }
+                if let ciphers = options.tlsCiphers {
+                    handler.tls?.ciphers = ciphers
+                    handler.remoteTLS?.ciphers = ciphers
+                }
                 configuration.services[s].handlers[h] = handler
             }
         }

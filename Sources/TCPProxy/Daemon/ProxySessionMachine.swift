@@ -5,6 +5,7 @@ import AccessRules
 import Gateway
 import GatewayKit
 import Relay
+import TLS
 
 /// What the sessions of one listener (of one table) share: the handler's configuration and
 /// the table's resolved targets, the daemon's log level and environment. Made once per
@@ -20,6 +21,8 @@ package final class ProxySessionSetup {
     let chosenHandler: Int?
     /// The service's resolved forward targets, by handler (nil for exec handlers).
     let targets: [ResolvedTarget?]
+    /// The service's TLS contexts, by handler.
+    let tls: [HandlerTLS]
     /// The most detailed level the daemon logs.
     let logLevel: LogLevel
     /// The environment programs start from (empty with -c).
@@ -33,13 +36,15 @@ package final class ProxySessionSetup {
 
     package init(
         configurationPath: String, service: ProxyService, chosenHandler: Int?, targets: [ResolvedTarget?],
-        logLevel: LogLevel, baseEnvironment: [[UInt8]], namesAvailable: Bool, relayBufferSize: Int,
+        tls: [HandlerTLS] = [], logLevel: LogLevel, baseEnvironment: [[UInt8]], namesAvailable: Bool,
+        relayBufferSize: Int,
         nextSource: @escaping (_ handler: Int, AddressRange) -> IPAddress
     ) {
         self.configurationPath = configurationPath
         self.service = service
         self.chosenHandler = chosenHandler
         self.targets = targets
+        self.tls = tls
         self.logLevel = logLevel
         self.baseEnvironment = baseEnvironment
         self.namesAvailable = namesAvailable
@@ -62,7 +67,8 @@ package final class ProxySessionSetup {
 /// no descriptor, no loop, no clock.
 package final class ProxySessionMachine: SessionMachine {
     private enum State {
-        case created, checkingRules, findingName, accessControl, handingOver, connecting, relaying, waiting, ended
+        case created, checkingRules, handshaking, findingName, accessControl, handingOver, connecting, relaying,
+            waiting, ended
     }
 
     private let setup: ProxySessionSetup
@@ -87,6 +93,8 @@ package final class ProxySessionMachine: SessionMachine {
     /// The client socket is the relay's: its local address is known only if read before.
     private var handedOff = false
     private var descriptorWaits = 0
+    /// The client's TLS, once its handshake is done.
+    private var clientTLS: TLSFacts?
 
     /// Pauses of 100 ms a connection waits for a descriptor before it is given up (10 s).
     static let descriptorWaitLimit = 100
@@ -145,6 +153,20 @@ package final class ProxySessionMachine: SessionMachine {
             begin(context, &actions)
         case (.checkingRules, .rulesChecked(let outcome)):
             rulesChecked(outcome, context, &actions)
+        case (.handshaking, .tlsEstablished(.client, let facts)):
+            clientTLS = facts
+            trace("TLS with the client: \(facts.summary)", context, &actions)
+            afterHandshake(context, &actions)
+        case (.handshaking, .tlsFailed(.client, let error)):
+            say(.notice, ": TLS handshake failed: \(error), closed", context, &actions)
+            end(context, &actions)
+        case (.connecting, .tlsEstablished(.server, let facts)), (.relaying, .tlsEstablished(.server, let facts)):
+            let unverified = setup.tls[handlerIndex].client?.settings.verify == false ? " (not verified)" : ""
+            say(
+                .notice, " to \(serverDescription): TLS with the server: \(facts.summary)\(unverified)", context,
+                &actions)
+        case (.connecting, .tlsFailed(.server, let error)), (.relaying, .tlsFailed(.server, let error)):
+            say(.error, " to \(serverDescription): TLS with the server failed: \(error)", context, &actions)
         case (.findingName, .nameFound(let answer)):
             nameFound(answer, context, &actions)
         case (.accessControl, .programStarted(let pid)):
@@ -289,6 +311,17 @@ package final class ProxySessionMachine: SessionMachine {
     }
 
     private func afterRules(_ context: any SessionContext, _ actions: inout [SessionAction]) {
+        if handlerIndex < setup.tls.count, let tls = setup.tls[handlerIndex].server {
+            state = .handshaking
+            trace("TLS handshake with the client (\(tls))", context, &actions)
+            let timeout = Duration.seconds(handler.timeout > 0 ? handler.timeout : ProxyHandler.defaultTimeout)
+            actions.append(.startTLS(.client, .accept(tls), timeout: timeout))
+            return
+        }
+        afterHandshake(context, &actions)
+    }
+
+    private func afterHandshake(_ context: any SessionContext, _ actions: inout [SessionAction]) {
         if handler.runsProgram && setup.namesAvailable {
             state = .findingName
             actions.append(.lookUpName(peer.address.unmapped))
@@ -336,6 +369,12 @@ package final class ProxySessionMachine: SessionMachine {
         env.set(prefix + "INTERFACE", local.address.unmapped.description)
         env.set(prefix + "CLIENT", client)
         env.set(prefix + "CLIENTNAME", clientName ?? client)
+        if let tls = clientTLS {
+            env.set(prefix + "TLS_VERSION", tls.version)
+            env.set(prefix + "TLS_CIPHER", tls.cipher)
+            if let name = tls.serverName { env.set(prefix + "TLS_SNI", name) }
+            if let subject = tls.peerSubject { env.set(prefix + "TLS_CLIENT_SUBJECT", subject) }
+        }
         for variable in ruleEnvironment { env.set(variable.name, variable.value) }
         return env.bytes
     }
@@ -371,7 +410,7 @@ package final class ProxySessionMachine: SessionMachine {
         // TCP_NODELAY: the client socket inherited it from the listener (inetd's socket is set
         // when the daemon starts); the server socket gets it before connecting.
         configuration.noDelay = false
-        let preamble = handler.proxyProtocol?.header(client: peer, server: localEnd(context)) ?? []
+        let preamble = handler.proxyProtocol?.header(client: peer, server: localEnd(context), tls: clientTLS) ?? []
         if setup.logLevel >= .notice { _ = localEnd(context) }  // the end-of-connection line needs it
         trace(
             "connecting to \(serverDescription) from \(Self.sourceText(source, rotated: target.rotate != nil))",
@@ -383,7 +422,9 @@ package final class ProxySessionMachine: SessionMachine {
             .relay(
                 RelayPlan(
                     destination: destination, source: source, preamble: preamble, configuration: configuration,
-                    recording: recording, traced: tracing)))
+                    recording: recording, traced: tracing,
+                    serverTLS: setup.tls.indices.contains(handlerIndex)
+                        ? setup.tls[handlerIndex].client.map { ($0, target.host) } : nil)))
     }
 
     private func connected(
@@ -395,7 +436,7 @@ package final class ProxySessionMachine: SessionMachine {
             trace("connected to the server: local \(shown), remote \(serverDescription)", context, &actions)
             if let version = handler.proxyProtocol {
                 // The relay sends it ahead of the client's bytes, as soon as the socket takes it.
-                let header = version.header(client: peer, server: localEnd(context))
+                let header = version.header(client: peer, server: localEnd(context), tls: clientTLS)
                 trace("PROXY header queued for the server: \(Self.describeHeader(header, version))", context, &actions)
             }
         }
@@ -406,7 +447,7 @@ package final class ProxySessionMachine: SessionMachine {
                 trace("recording to \(recording.path)", context, &actions)
             }
         }
-        say(.notice, " to \(serverDescription)", context, &actions)
+        say(.notice, " to \(serverDescription)\(clientTLS.map { ", TLS \($0.summary)" } ?? "")", context, &actions)
     }
 
     private func relayEnded(

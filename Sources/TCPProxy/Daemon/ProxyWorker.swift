@@ -65,7 +65,8 @@ final class ProxySessions: SessionFactory {
     func setup(table: ServiceTable, service: Int, handler: Int?) -> ProxySessionSetup {
         ProxySessionSetup(
             configurationPath: table.configuration.path, service: table.configuration.services[service],
-            chosenHandler: handler, targets: table.targets[service], logLevel: log.maximumLevel,
+            chosenHandler: handler, targets: table.targets[service], tls: table.tls[service],
+            logLevel: log.maximumLevel,
             baseEnvironment: baseEnvironment, namesAvailable: table.clientNames != nil,
             relayBufferSize: table.relayBufferSize,
             nextSource: { index, range in table.nextRotatedSource(service: service, handler: index, range: range) })

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Gateway
 import GatewayKit
+import TLS
 import Synchronization
 
 /// A listening socket and the handler it serves. A handler with an `interface` has a socket
@@ -19,6 +20,32 @@ public struct ProxyListener: Sendable {
 }
 
 /// A forward target with its addresses resolved when the configuration was loaded.
+/// A handler's TLS, made when its table is loaded: toward the client (its listener's
+/// certificates) and toward the server. A reload makes new ones; connections keep theirs.
+public struct HandlerTLS: Sendable {
+    public let server: TLSServerContext?
+    public let client: TLSClientContext?
+
+    public init(server: TLSServerContext?, client: TLSClientContext?) {
+        self.server = server
+        self.client = client
+    }
+
+    public static let none = HandlerTLS(server: nil, client: nil)
+
+    /// The contexts of `handler`'s settings; an unusable file is an error naming `place`.
+    static func make(_ handler: ProxyHandler, place: String) throws(StartError) -> HandlerTLS {
+        guard handler.tls != nil || handler.remoteTLS != nil else { return .none }
+        do throws(TLSError) {
+            return HandlerTLS(
+                server: try handler.tls.map { settings throws(TLSError) in try TLSServerContext(settings) },
+                client: try handler.remoteTLS.map { settings throws(TLSError) in try TLSClientContext(settings) })
+        } catch {
+            throw StartError("\(place): \(error)")
+        }
+    }
+}
+
 public struct ResolvedTarget: Sendable {
     public let host: String
     /// nil: the port the client connected to.
@@ -45,16 +72,19 @@ public final class ServiceTable: ServingTable {
     public let listenerByDescriptor: [Int32: ProxyListener]
     /// Per service, per handler: the resolved forward target (nil for exec handlers).
     public let targets: [[ResolvedTarget?]]
+    /// Per service, per handler: its TLS contexts.
+    public let tls: [[HandlerTLS]]
     public let relayBufferSize: Int
     /// Where client names come from; nil when no handler runs a program or names are off.
     public let clientNames: ClientNameSource?
     private let rotation: [[RotationCounter]]
 
     init(
-        configuration: ProxyConfiguration, listeners: [ProxyListener], targets: [[ResolvedTarget?]], bufferSize: Int,
-        clientNames: ClientNameSource?
+        configuration: ProxyConfiguration, listeners: [ProxyListener], targets: [[ResolvedTarget?]],
+        tls: [[HandlerTLS]], bufferSize: Int, clientNames: ClientNameSource?
     ) {
         self.configuration = configuration
+        self.tls = tls
         self.listeners = listeners
         listenerByDescriptor = Dictionary(listeners.map { ($0.fd, $0) }, uniquingKeysWith: { first, _ in first })
         self.targets = targets
@@ -71,7 +101,7 @@ public final class ServiceTable: ServingTable {
     public func restricted(to fds: Set<Int32>) -> ServiceTable {
         ServiceTable(
             configuration: configuration, listeners: listeners.filter { fds.contains($0.fd) }, targets: targets,
-            bufferSize: relayBufferSize, clientNames: clientNames)
+            tls: tls, bufferSize: relayBufferSize, clientNames: clientNames)
     }
 
     /// The next source address of a `rotate` range (round robin, shared by all loops).
