@@ -53,10 +53,16 @@ let package = Package(
         // The event loop and what any session on it uses: timers, acceptors, connectors, DNS and
         // ident queries, child programs, buffered sockets. Knows nothing of relays or daemons.
         .target(name: "Loop", dependencies: ["GatewayKit", "CBastion"]),
+        // OpenSSL 3 (Debian's libssl-dev; linked statically into the tools like everything else),
+        // with C functions for its macros and the callbacks that run inside a handshake.
+        .target(name: "CTLS", linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
+        // TLS on the loop: settings and SNI selection (pure), contexts, connections as relay
+        // transports, handshakes without blocking.
+        .target(name: "TLS", dependencies: ["CTLS", "Loop", "Relay", "GatewayKit"]),
         // Byte relay between two sockets on a loop: splice, back-pressure, half-close, timeouts.
         .target(name: "Relay", dependencies: ["Loop", "GatewayKit", "CBastion"]),
         // What every daemon's sessions stand on: the session machine contract and its driver.
-        .target(name: "Gateway", dependencies: ["Loop", "Relay", "GatewayKit", "AccessRules"], swiftSettings: crossModule),
+        .target(name: "Gateway", dependencies: ["Loop", "Relay", "TLS", "GatewayKit", "AccessRules"], swiftSettings: crossModule),
         // tcpproxy: both configuration dialects, service selection, the daemon.
         .target(name: "TCPProxy", dependencies: ["Gateway", "Loop", "Relay", "GatewayKit", "AccessRules", "CDB"]),
         // The fuzz harnesses: every parser of outside input behind one call each, shared by the
@@ -98,6 +104,7 @@ let package = Package(
         .testTarget(name: "POP3ProxyTests", dependencies: ["POP3Proxy", "Gateway", "GatewayKit", "AccessRules"]),
         .testTarget(name: "SocksTests", dependencies: ["Socks", "Gateway", "GatewayKit", "AccessRules"]),
         .testTarget(name: "MultiCallTests", dependencies: ["MultiCall"]),
+        .testTarget(name: "TLSTests", dependencies: ["TLS", "Loop", "Relay", "GatewayKit"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -567,14 +567,13 @@ public final class RelayConnection: EventHandler {
                     }
                     flow.done = true
                     // Half-close the destination, unless the other direction is over too: then
-                    // both sockets are closed right away, which sends the FIN anyway.
+                    // both sockets are closed right away, which sends the FIN anyway. A transport
+                    // ends its stream either way (TLS's close_notify is no FIN).
                     let otherDone = direction == .clientToServer ? downstream.done : upstream.done
-                    if !otherDone {
-                        if let transport = transports?.transport(destination.role) {
-                            transport.shutdownWrite()
-                        } else {
-                            _ = shutdown(destination.fd, Int32(SHUT_WR))
-                        }
+                    if let transport = transports?.transport(destination.role) {
+                        transport.shutdownWrite()
+                    } else if !otherDone {
+                        _ = shutdown(destination.fd, Int32(SHUT_WR))
                     }
                     flow.corked = false  // the FIN (or the close) takes the held bytes along
                     releasePipe(&flow)
