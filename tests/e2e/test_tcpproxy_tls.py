@@ -1,0 +1,315 @@
+"""tcpproxy with TLS end to end: termination (TLS from the client, plain to the server),
+origination (plain from the client, TLS to the server) and both at once, against real
+clients and servers: Python's ssl module (OpenSSL), openssl s_client and s_server, curl,
+and nginx serving TLS itself. Wrong certificates are refused with a clear log line; 256 MiB
+go through re-encryption checked by SHA-256 with half-close both ways.
+
+Certificates come from tlscerts (made with `openssl req` in a session directory). Only
+loopback traffic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import ssl
+import struct
+import subprocess
+import threading
+
+import pytest
+
+from proxyhelpers import (Backend, free_port, hasher, lab, pattern_bytes, read_all, start_nginx,  # noqa: F401
+                          system_bin, tagger, wait_port)
+from tlscerts import tls_certs  # noqa: F401
+
+H = "127.0.0.1"
+
+
+def client_context(certs, *, cert: str | None = None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(certs["ca"]))
+    if cert:
+        context.load_cert_chain(str(certs[cert]), str(certs[cert + "_key"]))
+    return context
+
+
+class Seen:
+    """What a finished TLS client saw of its connection."""
+
+    def __init__(self, s: ssl.SSLSocket) -> None:
+        self.version = s.version()
+        self.cipher = s.cipher()[0]
+        self.peercert = s.getpeercert()
+
+
+def tls_exchange(port: int, payload: bytes, context: ssl.SSLContext, name: str = "localhost") -> tuple[bytes, Seen]:
+    """Sends `payload` over TLS, reads to the end, closes."""
+    raw = socket.create_connection((H, port), timeout=10)
+    with context.wrap_socket(raw, server_hostname=name) as s:
+        s.sendall(payload)
+        chunks = []
+        while True:
+            got = s.recv(65536)
+            if not got:
+                break
+            chunks.append(got)
+        return b"".join(chunks), Seen(s)
+
+
+def echo_once(conn: socket.socket, peer, backend: Backend) -> None:
+    data = conn.recv(65536)
+    conn.sendall(b"ECHO " + data)
+    conn.shutdown(socket.SHUT_WR)
+
+
+def terminating(lab, certs, backend_port: int, *extra: str, key: str = "server"):
+    port = free_port(H)
+    proxy = lab.tcpproxy("-l", H, "-p", str(port), "-r", H, "-o", str(backend_port),
+                         "--tls-cert", str(certs[key]), "--tls-key", str(certs[key + "_key"]), *extra)
+    return proxy, port
+
+
+def test_termination_python_and_openssl_clients(lab, tls_certs):
+    backend = lab.backend(echo_once)
+    proxy, port = terminating(lab, tls_certs, backend.port)
+    data, s = tls_exchange(port, b"hello\n", client_context(tls_certs))
+    assert data == b"ECHO hello\n"
+    assert s.version == "TLSv1.3"
+    line = proxy.wait_for(r"connection 1 from .* to 127\.0\.0\.1:\d+, TLS TLSv1\.3 (\S+) sni=localhost")
+    assert line.group(1) == s.cipher
+    proxy.wait_for(r"connection 1 .* closed: 6 bytes from client, 11 bytes to client")
+
+    # openssl s_client, TLS 1.2 forced: the defaults still allow it, with an ECDHE cipher.
+    out = subprocess.run(
+        [system_bin("openssl"), "s_client", "-connect", f"{H}:{port}", "-tls1_2", "-CAfile", str(tls_certs["ca"]),
+         "-verify_hostname", "localhost", "-verify_return_error", "-ign_eof"],
+        input=b"from s_client\n", capture_output=True, timeout=20)
+    assert b"ECHO from s_client" in out.stdout, out.stdout.decode(errors="replace")
+    assert b"Verification: OK" in out.stdout
+    proxy.wait_for(r"connection 2 .* TLS TLSv1\.2 ECDHE-ECDSA-")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_old_protocols_refused_and_options_change_them(lab, tls_certs):
+    backend = lab.backend(echo_once)
+    proxy, port = terminating(lab, tls_certs, backend.port)
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.load_verify_locations(str(tls_certs["ca"]))
+    old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1_1
+    try:
+        old.set_ciphers("ALL:@SECLEVEL=0")
+    except ssl.SSLError:
+        pass
+    with pytest.raises((ssl.SSLError, ConnectionResetError, OSError)):
+        tls_exchange(port, b"x", old)
+    proxy.wait_for(r"connection 1 .*: TLS handshake failed: .*, closed")
+
+    only13 = lab.backend(echo_once)
+    proxy13, port13 = terminating(lab, tls_certs, only13.port, "--tls-protocols", "TLSv1.3")
+    tls12 = client_context(tls_certs)
+    tls12.maximum_version = ssl.TLSVersion.TLSv1_2
+    with pytest.raises((ssl.SSLError, ConnectionResetError, OSError)):
+        tls_exchange(port13, b"x", tls12)
+    proxy13.wait_for(r"TLS handshake failed: .*protocol.*, closed")
+
+
+def test_sni_chooses_the_certificate(lab, tls_certs):
+    backend = lab.backend(echo_once)
+    proxy, port = terminating(lab, tls_certs, backend.port, "--tls-cert", str(tls_certs["other"]),
+                              "--tls-key", str(tls_certs["other_key"]))
+    data, s = tls_exchange(port, b"sni\n", client_context(tls_certs), name="other.test")
+    assert data == b"ECHO sni\n"
+    assert ("commonName", "other.test") in [item for rdn in s.peercert["subject"] for item in rdn]
+    data, s = tls_exchange(port, b"default\n", client_context(tls_certs), name="localhost")
+    assert data == b"ECHO default\n"
+    proxy.wait_for(r"sni=other\.test")
+
+
+def test_mutual_tls_and_the_access_control_program(lab, tls_certs):
+    backend = lab.backend(echo_once)
+    seen = lab.dir / "acp.env"
+    acp = lab.script("acp.sh", f"#!/bin/sh\nenv | grep '^PROXY_TLS_' | sort > {seen}\nexit 0\n")
+    proxy, port = terminating(lab, tls_certs, backend.port, "--tls-client-ca", str(tls_certs["ca"]), "-a", str(acp))
+    with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError, OSError)):
+        data, _ = tls_exchange(port, b"anonymous\n", client_context(tls_certs))
+        assert not data
+    proxy.wait_for(r"connection 1 .*: TLS handshake failed: .*certificate.*, closed")
+    assert backend.accepted == 0
+
+    data, _ = tls_exchange(port, b"known\n", client_context(tls_certs, cert="client"))
+    assert data == b"ECHO known\n"
+    env = dict(line.split("=", 1) for line in seen.read_text().splitlines())
+    assert env["PROXY_TLS_VERSION"] == "TLSv1.3"
+    assert env["PROXY_TLS_CIPHER"].startswith("TLS_")
+    assert env["PROXY_TLS_SNI"] == "localhost"
+    assert "CN=client1" in env["PROXY_TLS_CLIENT_SUBJECT"]
+
+
+def test_proxy_protocol_v2_carries_the_tls_facts(lab, tls_certs):
+    got = {}
+
+    def header(conn, peer, backend):
+        head = conn.recv(16)
+        length = struct.unpack("!H", head[14:16])[0]
+        body = b""
+        while len(body) < length:
+            body += conn.recv(length - len(body))
+        got["tlvs"] = body[12:]
+        conn.sendall(b"ok")
+        conn.shutdown(socket.SHUT_WR)
+
+    backend = lab.backend(header)
+    proxy, port = terminating(lab, tls_certs, backend.port, "--proxy-protocol", "v2")
+    data, s = tls_exchange(port, b"", client_context(tls_certs))
+    assert data == b"ok"
+    tlvs, found = got["tlvs"], {}
+    while tlvs:
+        kind, size = tlvs[0], struct.unpack("!H", tlvs[1:3])[0]
+        found[kind], tlvs = tlvs[3:3 + size], tlvs[3 + size:]
+    assert found[0x02] == b"localhost"
+    ssl_tlv = found[0x20]
+    assert ssl_tlv[0] & 1 and struct.unpack("!I", ssl_tlv[1:5])[0] == 0
+    subs, rest = {}, ssl_tlv[5:]
+    while rest:
+        kind, size = rest[0], struct.unpack("!H", rest[1:3])[0]
+        subs[kind], rest = rest[3:3 + size], rest[3 + size:]
+    assert subs[0x21] == b"TLSv1.3" and subs[0x23].decode() == s.cipher
+
+
+def nginx_tls(lab, certs, key: str = "server") -> int:
+    port = free_port(H)
+    www = lab.dir / "www"
+    www.mkdir(exist_ok=True)
+    (www / "index.html").write_text("served by nginx over TLS\n")
+    start_nginx(lab, f"""server {{
+        listen {H}:{port} ssl;
+        ssl_certificate {certs[key]};
+        ssl_certificate_key {certs[key + "_key"]};
+        root {www};
+    }}""", [(H, port)])
+    return port
+
+
+def test_origination_to_nginx_with_curl(lab, tls_certs):
+    nport = nginx_tls(lab, tls_certs)
+    port = free_port(H)
+    proxy = lab.tcpproxy("-l", H, "-p", str(port), "-r", "localhost", "-o", str(nport), "--remote-tls",
+                         "--remote-tls-ca", str(tls_certs["ca"]))
+    out = subprocess.run([system_bin("curl"), "-sS", "--max-time", "10", f"http://{H}:{port}/index.html"],
+                         capture_output=True, timeout=20)
+    assert out.stdout == b"served by nginx over TLS\n", out.stderr
+    proxy.wait_for(r"TLS with the server: TLSv1\.[23] \S+ sni=localhost subject=CN=localhost$")
+
+
+def test_termination_with_curl_to_nginx_reencrypted(lab, tls_certs):
+    nport = nginx_tls(lab, tls_certs)
+    port = free_port(H)
+    lab.tcpproxy("-l", H, "-p", str(port), "-r", "localhost", "-o", str(nport),
+                 "--tls-cert", str(tls_certs["server"]), "--tls-key", str(tls_certs["server_key"]),
+                 "--remote-tls", "--remote-tls-ca", str(tls_certs["ca"]))
+    out = subprocess.run([system_bin("curl"), "-sS", "--max-time", "10", "--cacert", str(tls_certs["ca"]),
+                          "--resolve", f"localhost:{port}:{H}", f"https://localhost:{port}/index.html"],
+                         capture_output=True, timeout=20)
+    assert out.stdout == b"served by nginx over TLS\n", out.stderr
+
+
+@pytest.mark.parametrize("key,reason", [
+    ("wrongname", "hostname mismatch"),
+    ("expired", "certificate has expired"),
+    ("selfsigned", "self-signed certificate"),
+])
+def test_wrong_server_certificates_refused(lab, tls_certs, key, reason):
+    nport = nginx_tls(lab, tls_certs, key)
+    port = free_port(H)
+    proxy = lab.tcpproxy("-l", H, "-p", str(port), "-r", "localhost", "-o", str(nport), "--remote-tls",
+                         "--remote-tls-ca", str(tls_certs["ca"]))
+    s = socket.create_connection((H, port), timeout=10)
+    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    data, _ = read_all(s)
+    assert data == b""
+    proxy.wait_for(rf"TLS with the server failed: certificate verify failed: {reason}")
+
+    # --remote-tls-insecure: explicit, and said in the log.
+    insecure = free_port(H)
+    proxy2 = lab.tcpproxy("-l", H, "-p", str(insecure), "-r", "localhost", "-o", str(nport),
+                          "--remote-tls-insecure")
+    s = socket.create_connection((H, insecure), timeout=10)
+    s.sendall(b"GET /index.html HTTP/1.0\r\n\r\n")
+    data, _ = read_all(s)
+    assert data.endswith(b"served by nginx over TLS\n")
+    proxy2.wait_for(r"TLS with the server: .* \(not verified\)")
+
+
+def test_openssl_s_server_as_the_origin_half_closes(lab, tls_certs):
+    sport = free_port(H)
+    server = lab.start([system_bin("openssl"), "s_server", "-accept", f"{H}:{sport}", "-cert", str(tls_certs["server"]),
+                        "-key", str(tls_certs["server_key"]), "-rev"], name="s_server")
+    wait_port(H, sport, proc=server)
+    port = free_port(H)
+    lab.tcpproxy("-l", H, "-p", str(port), "-r", H, "-o", str(sport), "--remote-tls", "--remote-tls-ca",
+                 str(tls_certs["ca"]))
+    s = socket.create_connection((H, port), timeout=10)
+    s.sendall(b"abcdef\n")
+    got = b""
+    while b"fedcba" not in got:
+        chunk = s.recv(1024)
+        assert chunk, got
+        got += chunk
+    s.close()
+
+
+def test_256_mib_through_termination_and_reencryption(lab, tls_certs):
+    lab.limit(240)
+    size = 256 << 20
+    up = pattern_bytes(size, 1)
+    down = pattern_bytes(size // 4, 2)
+
+    # The origin: a TLS server (Python) that hashes what comes, then answers and closes.
+    origin_port = free_port(H)
+    origin_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    origin_context.load_cert_chain(str(tls_certs["server"]), str(tls_certs["server_key"]))
+    listener = socket.create_server((H, origin_port))
+    result = {}
+
+    def origin():
+        raw, _ = listener.accept()
+        conn = origin_context.wrap_socket(raw, server_side=True)
+        h, n = hashlib.sha256(), 0
+        while True:
+            got = conn.recv(1 << 20)
+            if not got:
+                break
+            h.update(got)
+            n += len(got)
+        result["up"] = (h.hexdigest(), n)
+        conn.sendall(down)
+        conn.unwrap().close()  # close_notify, then FIN
+
+    thread = threading.Thread(target=origin, daemon=True)
+    thread.start()
+    port = free_port(H)
+    proxy = lab.tcpproxy("-l", H, "-p", str(port), "-r", "localhost", "-o", str(origin_port),
+                         "--tls-cert", str(tls_certs["server"]), "--tls-key", str(tls_certs["server_key"]),
+                         "--remote-tls", "--remote-tls-ca", str(tls_certs["ca"]))
+    raw = socket.create_connection((H, port), timeout=60)
+    s = client_context(tls_certs).wrap_socket(raw, server_hostname="localhost")
+    view = memoryview(up)
+    for at in range(0, size, 1 << 20):
+        s.sendall(view[at:at + (1 << 20)])
+    # Half-close: a FIN under the TLS connection (Python's ssl cannot send close_notify and go
+    # on reading); the proxy ends the stream toward the origin with close_notify, and the
+    # origin answers after it.
+    with socket.fromfd(s.fileno(), socket.AF_INET, socket.SOCK_STREAM) as under:
+        under.shutdown(socket.SHUT_WR)
+    h, n = hashlib.sha256(), 0
+    while True:
+        got = s.recv(1 << 20)
+        if not got:
+            break
+        h.update(got)
+        n += len(got)
+    thread.join(120)
+    listener.close()
+    assert result["up"] == (hashlib.sha256(up).hexdigest(), size)
+    assert (h.hexdigest(), n) == (hashlib.sha256(down).hexdigest(), len(down))
+    proxy.wait_for(rf"closed: {size} bytes from client, {len(down)} bytes to client, .* \(completed\)")
