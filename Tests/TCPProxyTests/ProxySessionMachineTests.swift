@@ -33,7 +33,8 @@ struct MachineRun {
 
     init(
         _ configuration: String, handler: Int? = 0, level: LogLevel = .notice, names: Bool = false,
-        targets: [ResolvedTarget?]? = nil, environment: [[UInt8]] = [Array("PATH=/bin".utf8)]
+        targets: [ResolvedTarget?]? = nil, environment: [[UInt8]] = [Array("PATH=/bin".utf8)],
+        tls: [HandlerTLS] = []
     ) throws {
         let parsed = try parse(configuration)
         let service = parsed.services[0]
@@ -47,7 +48,7 @@ struct MachineRun {
         machine = ProxySessionMachine(
             ProxySessionSetup(
                 configurationPath: "/etc/tcpproxy.conf", service: service, chosenHandler: handler, targets: resolved,
-                logLevel: level, baseEnvironment: environment, namesAvailable: names, relayBufferSize: 10240,
+                tls: tls, logLevel: level, baseEnvironment: environment, namesAvailable: names, relayBufferSize: 10240,
                 nextSource: { _, range in
                     defer { next += 1 }
                     return AddressArithmetic.address(in: range, at: next)

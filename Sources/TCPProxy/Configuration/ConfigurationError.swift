@@ -79,6 +79,8 @@ public enum ConfigurationProblem: Error, Sendable, Equatable, CustomStringConver
     case missingRemote(stanza: String, line: Int)
     /// A listen stanza not closed before the end of the file.
     case unterminatedStanza(stanza: String, line: Int)
+    /// TLS settings that do not fit together (a certificate without its key, say).
+    case tls(String)
 
     public var description: String {
         switch self {
@@ -137,6 +139,8 @@ public enum ConfigurationProblem: Error, Sendable, Equatable, CustomStringConver
             return "\"remote\" is missing in \(stanza) (started at line \(line))"
         case .unterminatedStanza(let stanza, let line):
             return "\(stanza) (started at line \(line)) is not closed (expected \"};\" before the end of the file)"
+        case .tls(let text):
+            return text
         }
     }
 }

@@ -72,6 +72,8 @@ extension ProxyConfiguration {
         }
         add(handler.rules, outer?.rules) { "rules \($0)" }
         add(handler.proxyProtocol, outer?.proxyProtocol) { "proxy-protocol \($0 == .v1 ? "v1" : "v2")" }
+        // TLS is the handler's own, never inherited.
+        lines += TLSDirectives.words(server: handler.tls, client: handler.remoteTLS).map { "\($0) \($1)" }
         return lines
     }
 
@@ -86,6 +88,9 @@ extension ProxyConfiguration {
             if let rules = handler.rules { lines.append("  rules: \(rules);") }
             if let version = handler.proxyProtocol {
                 lines.append("  proxy-protocol: \(version == .v1 ? "v1" : "v2");")
+            }
+            for (name, value) in TLSDirectives.words(server: handler.tls, client: handler.remoteTLS) {
+                lines.append("  \(name): \(value);")
             }
         }
         lines.append("};")

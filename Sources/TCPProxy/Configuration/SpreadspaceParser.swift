@@ -1,4 +1,5 @@
 import GatewayKit
+import TLS
 
 /// spreadspace's dialect: listen stanzas.
 ///
@@ -11,6 +12,12 @@ import GatewayKit
 ///   source: (address|hostname);         # local address for connections to the remote
 ///   rules: FILE.cdb;                    # ours: a tcprules database applied to each client
 ///   proxy-protocol: v1|v2;              # ours: send a PROXY protocol header to the remote
+///   tls-cert: FILE; tls-key: FILE;      # ours: TLS toward the client (pairs, repeatable: SNI)
+///   tls-client-ca: FILE;                # ours: clients must show a certificate of this CA
+///   remote-tls: yes|insecure;           # ours: TLS toward the remote, verified or not
+///   remote-tls-ca: FILE;                # ours: the CA the remote's certificate is checked against
+///   remote-tls-name: NAME;              # ours: the name checked and sent as SNI
+///   tls-protocols: LIST; tls-ciphers: LIST;   # ours: versions and ciphers, both directions
 /// };
 /// ```
 ///
@@ -18,15 +25,18 @@ import GatewayKit
 /// with `;`, as in the manual page; a `;` may be left out where a line ends (the page's own example omits one
 /// after `resolv`). A setting may appear once per stanza; `remote:` may also be written `remote :`.
 struct SpreadspaceParser {
-    static let settings = ["remote", "resolv", "remote-resolv", "source", "rules", "proxy-protocol"]
-    static let usage: [String: String] = [
+    static let settings =
+        ["remote", "resolv", "remote-resolv", "source", "rules", "proxy-protocol"]
+        + TLSDirectives.names
+    static let usage: [String: String] = TLSDirectives.arguments.reduce(into: [
+
         "remote": "remote: HOST PORT;",
         "resolv": "resolv: ipv4|ipv6;",
         "remote-resolv": "remote-resolv: ipv4|ipv6;",
         "source": "source: HOST;",
         "rules": "rules: FILE.cdb;",
         "proxy-protocol": "proxy-protocol: v1|v2;",
-    ]
+    ]) { usage, each in usage[each.key] = "\(each.key): \(each.value);" }
 
     let path: String
     let serviceNames: ServiceNameSource
@@ -51,6 +61,7 @@ struct SpreadspaceParser {
         var source: (host: String, word: Token)?
         var rules: String?
         var proxyProtocol: ProxyProtocolVersion?
+        var tls = TLSDirectives()
     }
 
     // MARK: - Parsing
@@ -206,7 +217,7 @@ struct SpreadspaceParser {
             position += 1
             values.append(value)
         }
-        if let previous = stanza.seen[key] {
+        if let previous = stanza.seen[key], !TLSDirectives.repeatable.contains(key) {
             throw fail(.duplicate(directive: key, line: previous, section: "in \(stanza.name)"), at: keyToken)
         }
         stanza.seen[key] = keyToken.line
@@ -252,6 +263,8 @@ struct SpreadspaceParser {
             stanza.source = (host, value)
         case "rules":
             stanza.rules = value.text
+        case _ where TLSDirectives.names.contains(key):
+            do { try stanza.tls.set(key, value.text) } catch { throw fail(error, at: value) }
         default:  // proxy-protocol
             switch value.text {
             case "v1": stanza.proxyProtocol = .v1
@@ -307,6 +320,10 @@ struct SpreadspaceParser {
                         + "\(remote.host) is \(familyName(remoteFamily)) "
                         + "(both must be of the same family)"), at: source.word)
         }
+        let tls: (server: TLSServerSettings?, client: TLSClientSettings?)
+        do { tls = try stanza.tls.settings() } catch {
+            throw ConfigurationError(path: path, line: stanza.line, column: stanza.column, problem: error)
+        }
         let handler = ProxyHandler(
             target: .forward(
                 host: remote.host, port: remote.port, resolv: stanza.remoteResolv,
@@ -314,6 +331,8 @@ struct SpreadspaceParser {
             timeout: 0,
             rules: stanza.rules,
             proxyProtocol: stanza.proxyProtocol,
+            tls: tls.server,
+            remoteTLS: tls.client,
             line: stanza.line)
         return ProxyService(
             listen: listen.address, port: port, resolv: stanza.resolv, handlers: [handler],

@@ -1,4 +1,5 @@
 import GatewayKit
+import TLS
 
 /// Wolfgang Zekoll's dialect: one directive and its arguments per line.
 ///
@@ -18,23 +19,30 @@ import GatewayKit
 /// handler for every local address, after `interface` the one for that address. `standalone` (`yes` or `no` in any
 /// case, yes when bare) may appear anywhere and counts for the whole file.
 ///
+/// The TLS directives (ours: `tls-cert FILE` and `tls-key FILE` in pairs, `tls-client-ca FILE`,
+/// `remote-tls yes|insecure`, `remote-tls-ca FILE`, `remote-tls-name NAME`, `tls-protocols
+/// LIST`, `tls-ciphers LIST`; see ``TLSDirectives``) belong to one handler, as `server` does:
+/// after `port` they are the handler's for every local address, after `interface` that
+/// handler's, and they are not inherited.
+///
 /// A setting repeated within its section (or `standalone` within the file) replaces the earlier line, as it did in
 /// Zekoll's tcpproxy, with a ``ConfigurationWarning``; `server` and `exec` replace each other in the same way, as
 /// do `writefile` and `debug`. A port defined twice, or an interface twice for one port, stays an error: those are
 /// separate sections, and which one was meant cannot be told.
 struct ZekollParser {
     /// Every directive, in the order messages list them.
-    static let directives = [
-        "port", "interface", "server", "exec", "rotate", "acp", "timeout", "setenv", "uid", "gid", "user",
-        "logname", "writefile", "debug", "rules", "proxy-protocol", "standalone",
-    ]
+    static let directives =
+        [
+            "port", "interface", "server", "exec", "rotate", "acp", "timeout", "setenv", "uid", "gid", "user",
+            "logname", "writefile", "debug", "rules", "proxy-protocol", "standalone",
+        ] + TLSDirectives.names
     /// The directives that may set defaults before the first `port`.
     static let defaults = [
         "acp", "timeout", "setenv", "uid", "gid", "user", "logname", "writefile", "debug", "rules",
         "proxy-protocol",
     ]
 
-    static let usage: [String: String] = [
+    static let usage: [String: String] = TLSDirectives.arguments.reduce(into: [
         "standalone": "standalone [yes|no]",
         "port": "port PORT|SERVICE",
         "interface": "interface ADDRESS",
@@ -52,7 +60,7 @@ struct ZekollParser {
         "debug": "debug BASENAME",
         "rules": "rules FILE.cdb",
         "proxy-protocol": "proxy-protocol v1|v2",
-    ]
+    ]) { usage, each in usage[each.key] = "\(each.key) \(each.value)" }
 
     let path: String
     let serviceNames: ServiceNameSource
@@ -98,6 +106,7 @@ struct ZekollParser {
         var seen: [String: (name: String, line: Int)] = [:]
         var server: (host: String, port: UInt16?)?
         var exec: [String]?
+        var tls = TLSDirectives()
         var rotate: (range: AddressRange, line: Int, column: Int)?
     }
 
@@ -224,6 +233,15 @@ struct ZekollParser {
         case _ where Self.defaults.contains(name.text):
             var section = currentSection
             try setting(name, args, into: &section)
+            currentSection = section
+        case _ where TLSDirectives.names.contains(name.text):
+            guard block != nil else {
+                throw fail(.needsPort(directive: name.text, defaults: Self.defaults), at: name)
+            }
+            let word = try one(name, args)
+            var section = currentSection
+            if !TLSDirectives.repeatable.contains(name.text) { mark(name.text, name, in: &section) }
+            do { try section.tls.set(name.text, word.text) } catch { throw fail(error, at: word) }
             currentSection = section
         case "listen":
             throw fail(
@@ -441,12 +459,23 @@ struct ZekollParser {
                     path: path, line: rotate.line, column: rotate.column,
                     problem: .rotateWithoutServer)
             }
+            if !section.tls.isEmpty {
+                throw ConfigurationError(
+                    path: path, line: section.line, column: section.column,
+                    problem: .tls(
+                        "TLS directives belong to one handler and are not inherited: \(name) has no server "
+                            + "or exec, so give them in each interface section"))
+            }
             guard required else { return nil }
             throw ConfigurationError(
                 path: path, line: section.line, column: section.column,
                 problem: .missingTarget(name))
         }
         let settings = section.settings.over(inherited)
+        let tls: (server: TLSServerSettings?, client: TLSClientSettings?)
+        do { tls = try section.tls.settings() } catch {
+            throw ConfigurationError(path: path, line: section.line, column: section.column, problem: error)
+        }
         return ProxyHandler(
             interface: section.interface,
             target: target,
@@ -461,6 +490,8 @@ struct ZekollParser {
             debug: settings.writefile?.debug ?? false,
             rules: settings.rules,
             proxyProtocol: settings.proxyProtocol,
+            tls: tls.server,
+            remoteTLS: tls.client,
             line: section.line)
     }
 }

@@ -84,13 +84,15 @@ public enum ProxyPlan {
                 if let writefile = options.writefile, handler.writefile == nil { handler.writefile = writefile }
                 if let rules = options.rules, handler.rules == nil { handler.rules = rules }
                 if let version = options.proxyProtocol, handler.proxyProtocol == nil { handler.proxyProtocol = version }
-                if let tls = options.serverTLS, handler.tls == nil { handler.tls = tls }
-                if let tls = options.clientTLS, handler.remoteTLS == nil { handler.remoteTLS = tls }
-                if let protocols = options.tlsProtocols {
+                if let tls = try? options.tls.settings() {
+                    if let server = tls.server, handler.tls == nil { handler.tls = server }
+                    if let client = tls.client, handler.remoteTLS == nil { handler.remoteTLS = client }
+                }
+                if let protocols = options.tls.protocols {
                     handler.tls?.protocols = protocols
                     handler.remoteTLS?.protocols = protocols
                 }
-                if let ciphers = options.tlsCiphers {
+                if let ciphers = options.tls.ciphers {
                     handler.tls?.ciphers = ciphers
                     handler.remoteTLS?.ciphers = ciphers
                 }

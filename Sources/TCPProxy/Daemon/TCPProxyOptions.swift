@@ -39,15 +39,9 @@ public struct TCPProxyOptions: Equatable, Sendable {
     public var rules: String?  // --rules FILE.cdb
     public var proxyProtocol: ProxyProtocolVersion?  // --proxy-protocol v1|v2
     public var clientNames = true  // --no-client-names clears
-    public var tlsCertificates: [String] = []  // --tls-cert FILE (repeatable)
-    public var tlsKeys: [String] = []  // --tls-key FILE (repeatable, one per --tls-cert)
-    public var tlsClientCA: String?  // --tls-client-ca FILE
-    public var remoteTLS = false  // --remote-tls
-    public var remoteTLSInsecure = false  // --remote-tls-insecure
-    public var remoteTLSCA: String?  // --remote-tls-ca FILE
-    public var remoteTLSName: String?  // --remote-tls-name NAME
-    public var tlsProtocols: TLSProtocols?  // --tls-protocols LIST
-    public var tlsCiphers: TLSCiphers?  // --tls-ciphers LIST
+    /// --tls-cert, --tls-key (pairs), --tls-client-ca, --tls-protocols, --tls-ciphers,
+    /// --remote-tls (or --remote-tls-insecure), --remote-tls-ca, --remote-tls-name.
+    public var tls = TLSDirectives()
     public var help = false  // -h --help
 
     public init() {}
@@ -65,10 +59,7 @@ public struct TCPProxyOptions: Equatable, Sendable {
             && a.bind?.interface == b.bind?.interface && a.bind?.port == b.bind?.port && a.logname == b.logname
             && a.standalone == b.standalone && a.timeout == b.timeout && a.rules == b.rules
             && a.proxyProtocol == b.proxyProtocol && a.clientNames == b.clientNames && a.help == b.help
-            && a.tlsCertificates == b.tlsCertificates && a.tlsKeys == b.tlsKeys && a.tlsClientCA == b.tlsClientCA
-            && a.remoteTLS == b.remoteTLS && a.remoteTLSInsecure == b.remoteTLSInsecure
-            && a.remoteTLSCA == b.remoteTLSCA && a.remoteTLSName == b.remoteTLSName
-            && a.tlsProtocols == b.tlsProtocols && a.tlsCiphers == b.tlsCiphers
+            && a.tls == b.tls
     }
 
     /// A command line that cannot be used (GatewayKit's, shared by every daemon).
@@ -114,19 +105,7 @@ public struct TCPProxyOptions: Equatable, Sendable {
         if o.localPort != nil && (o.remoteAddress == nil || o.remotePort == nil) {
             throw UsageError("-p/--local-port needs -r/--remote-addr and -o/--remote-port")
         }
-        if o.tlsCertificates.count != o.tlsKeys.count {
-            throw UsageError(
-                "give --tls-cert and --tls-key in pairs: \(o.tlsCertificates.count) certificates, \(o.tlsKeys.count) keys"
-            )
-        }
-        if o.tlsClientCA != nil && o.tlsCertificates.isEmpty {
-            throw UsageError(
-                "--tls-client-ca needs --tls-cert and --tls-key: it verifies the clients of a TLS listener")
-        }
-        if o.remoteTLSInsecure && o.remoteTLSCA != nil {
-            throw UsageError("--remote-tls-insecure turns verification off: it cannot go with --remote-tls-ca")
-        }
-        if o.remoteTLSInsecure || o.remoteTLSCA != nil || o.remoteTLSName != nil { o.remoteTLS = true }
+        do { _ = try o.tls.settings() } catch { throw UsageError("--" + error.description) }
         if o.localPort != nil && o.server != nil {
             throw UsageError("give either -p/--local-port with -r and -o, or a server argument, not both")
         }
@@ -184,17 +163,10 @@ public struct TCPProxyOptions: Equatable, Sendable {
             guard let n = Int(v), n >= 0 else { throw UsageError("--timeout needs seconds (0 for none), not \"\(v)\"") }
             timeout = n
         case "rules": rules = v
-        case "tls-cert": tlsCertificates.append(v)
-        case "tls-key": tlsKeys.append(v)
-        case "tls-client-ca": tlsClientCA = v
-        case "remote-tls": remoteTLS = true
-        case "remote-tls-insecure": remoteTLSInsecure = true
-        case "remote-tls-ca": remoteTLSCA = v
-        case "remote-tls-name": remoteTLSName = v
-        case "tls-protocols":
-            do { tlsProtocols = try TLSProtocols(parsing: v) } catch { throw UsageError("--tls-protocols: \(error)") }
-        case "tls-ciphers":
-            do { tlsCiphers = try TLSCiphers(parsing: v) } catch { throw UsageError("--tls-ciphers: \(error)") }
+        case "remote-tls": tls.remote = tls.remote ?? .verified
+        case "remote-tls-insecure": tls.remote = .insecure
+        case _ where TLSDirectives.names.contains(name):
+            do { try tls.set(name, v) } catch { throw UsageError("--" + error.description) }
         case "proxy-protocol":
             switch v {
             case "v1", "1": proxyProtocol = .v1
@@ -211,21 +183,5 @@ public struct TCPProxyOptions: Equatable, Sendable {
         case "ipv6", "6": return .ipv6
         default: throw UsageError("--\(name) takes ipv4, 4, ipv6 or 6, not \"\(v)\"")
         }
-    }
-}
-
-extension TCPProxyOptions {
-    /// The listener's TLS the command line gives (--tls-cert and --tls-key in pairs).
-    var serverTLS: TLSServerSettings? {
-        guard !tlsCertificates.isEmpty else { return nil }
-        return TLSServerSettings(
-            certificates: zip(tlsCertificates, tlsKeys).map { TLSCertificateFiles(certificate: $0, key: $1) },
-            clientCA: tlsClientCA)
-    }
-
-    /// TLS toward the server the command line asks for (--remote-tls and its options).
-    var clientTLS: TLSClientSettings? {
-        guard remoteTLS else { return nil }
-        return TLSClientSettings(ca: remoteTLSCA, verify: !remoteTLSInsecure, name: remoteTLSName)
     }
 }
