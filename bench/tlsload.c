@@ -13,14 +13,17 @@
  *                               one full handshake that verifies the certificate against
  *                               CAFILE for NAME, one 'c' exchange; then whether the proxy
  *                               resumes TLS 1.3 (ticket), TLS 1.2 (ticket) and TLS 1.2
- *                               (session ID) sessions. Prints "key value" lines.
+ *                               (session ID) sessions, and how many tickets a resumed
+ *                               connection brings. Prints "key value" lines. Offers the
+ *                               client's default ciphers (what each proxy prefers shows).
  *   tlsload hs HOST PORT MODE THREADS SECONDS
  *                               THREADS threads loop for SECONDS: connect, handshake, 'c'
  *                               out, its echo back, end of stream (close_notify or FIN),
  *                               close. MODE: full (TLS 1.3, no session offered), res13
- *                               (TLS 1.3, each thread offers its newest ticket), res12
- *                               (TLS 1.2 with tickets), res12id (TLS 1.2, no ticket: the
- *                               server's session-ID cache), plain (no TLS at all).
+ *                               (TLS 1.3, each thread offers its newest unused ticket, each
+ *                               ticket once; none left: a full handshake), res12 (TLS 1.2
+ *                               with tickets), res12id (TLS 1.2, no ticket: the server's
+ *                               session-ID cache), plain (no TLS at all).
  *                               Prints "served N failed F resumed R tickets T seconds S".
  *   tlsload bulk HOST PORT STREAMS SECONDS TLS
  *                               STREAMS connections (TLS 1 or plain 0) each send 'b', a
@@ -31,6 +34,9 @@
  *   tlsload idle HOST PORT N    opens N TLS 1.3 connections ('h' exchanged on each), prints
  *                               "ready N seconds S", waits for a line (or end of file) on
  *                               standard input, closes them all, prints "closed".
+ *
+ * TLSLOAD_CIPHERSUITES / TLSLOAD_CIPHERS in the environment restrict what the load modes
+ * offer (TLS 1.3 suites / TLS 1.2 cipher list), so every proxy negotiates the same one.
  *
  * Only loopback addresses are accepted (127.0.0.0/8). The client verifies certificates only
  * in probe; the load modes skip verification (the same saving for every proxy) and send
@@ -62,8 +68,13 @@ enum mode { PLAIN, FULL, RES13, RES12, RES12ID };
 static struct sockaddr_in target;
 static double deadline;
 static atomic_long served, failed, resumed, tickets_total;
-static int keep_sessions;                 /* the new-session callback keeps the newest one */
-static __thread SSL_SESSION *newest;      /* per thread: a ticket arrives in the thread reading */
+static int keep_sessions;                 /* the new-session callback keeps what arrives */
+/* Per thread (a ticket arrives in the thread reading): the sessions received and not yet
+ * used, newest last. TLS 1.3 tickets are used once each (RFC 8446 C.4: clients SHOULD NOT
+ * reuse a ticket); a TLS 1.2 session is offered until the server replaces it. */
+enum { POOL = 8 };
+static __thread SSL_SESSION *pool[POOL];
+static __thread int pooled;
 static __thread long tickets;
 
 static double now(void) {
@@ -121,9 +132,35 @@ static int on_new_session(SSL *ssl, SSL_SESSION *session) {
     (void)ssl;
     tickets++;
     if (!keep_sessions) return 0;          /* OpenSSL frees it */
-    if (newest) SSL_SESSION_free(newest);
-    newest = session;
+    if (pooled == POOL) {                  /* full: the oldest goes */
+        SSL_SESSION_free(pool[0]);
+        memmove(pool, pool + 1, (POOL - 1) * sizeof pool[0]);
+        pooled--;
+    }
+    pool[pooled++] = session;
     return 1;                              /* we hold the reference */
+}
+
+/* The session to offer next (a reference the caller frees), or NULL: TLS 1.3 takes the
+ * newest out of the pool, TLS 1.2 shares it. */
+static SSL_SESSION *next_session(enum mode m) {
+    if (pooled == 0) return NULL;
+    if (m == RES13) return pool[--pooled];
+    SSL_SESSION_up_ref(pool[pooled - 1]);
+    return pool[pooled - 1];
+}
+
+static void drop_sessions(void) {
+    while (pooled > 0) SSL_SESSION_free(pool[--pooled]);
+}
+
+/* TLSLOAD_CIPHERSUITES (TLS 1.3) and TLSLOAD_CIPHERS (TLS 1.2), when set, are all the
+ * client offers: every proxy then negotiates the same cipher. */
+static int offer_ciphers(SSL_CTX *ctx) {
+    const char *suites = getenv("TLSLOAD_CIPHERSUITES"), *ciphers = getenv("TLSLOAD_CIPHERS");
+    if (suites && *suites && SSL_CTX_set_ciphersuites(ctx, suites) != 1) return -1;
+    if (ciphers && *ciphers && SSL_CTX_set_cipher_list(ctx, ciphers) != 1) return -1;
+    return 0;
 }
 
 static SSL_CTX *client_ctx(enum mode m, const char *cafile) {
@@ -135,6 +172,10 @@ static SSL_CTX *client_ctx(enum mode m, const char *cafile) {
     /* Sessions come to us through the callback only (no client cache of OpenSSL's own). */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(ctx, on_new_session);
+    if (!cafile && offer_ciphers(ctx) != 0) {
+        fprintf(stderr, "tlsload: bad TLSLOAD_CIPHERSUITES or TLSLOAD_CIPHERS\n");
+        exit(2);
+    }
     if (cafile) {
         if (SSL_CTX_load_verify_locations(ctx, cafile, NULL) != 1) return NULL;
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
@@ -223,8 +264,9 @@ static void *hs_worker(void *arg) {
         if (a->mode == PLAIN) {
             ok = plain_one();
         } else {
-            SSL_SESSION *offer = (a->mode == FULL) ? NULL : newest;
+            SSL_SESSION *offer = a->mode == FULL ? NULL : next_session(a->mode);
             one(a->ctx, offer, 'c', 1, &ok, &fd, &reused);
+            if (offer) SSL_SESSION_free(offer);
         }
         if (ok) s++; else f++;
         res += reused;
@@ -233,7 +275,7 @@ static void *hs_worker(void *arg) {
     atomic_fetch_add(&failed, f);
     atomic_fetch_add(&resumed, res);
     atomic_fetch_add(&tickets_total, tickets);
-    if (newest) { SSL_SESSION_free(newest); newest = NULL; }
+    drop_sessions();
     return NULL;
 }
 
@@ -262,17 +304,20 @@ static int hs(enum mode m, int threads, double seconds) {
 
 // MARK: - probe
 
-static int resumes(enum mode m) {
+/* Whether a session of the kind m is resumed; *issued: how many new sessions (tickets)
+ * the resumed connection brought. */
+static int resumes(enum mode m, long *issued) {
     SSL_CTX *ctx = client_ctx(m, NULL);
     keep_sessions = 1;
     int ok, fd, reused = 0;
     one(ctx, NULL, 'c', 1, &ok, &fd, NULL);
-    if (!ok || !newest) return 0;
-    SSL_SESSION *first = newest;
-    SSL_SESSION_up_ref(first);
-    one(ctx, first, 'c', 1, &ok, &fd, &reused);
-    SSL_SESSION_free(first);
-    if (newest) { SSL_SESSION_free(newest); newest = NULL; }
+    SSL_SESSION *offer = next_session(m);
+    if (!ok || !offer) { drop_sessions(); SSL_CTX_free(ctx); return 0; }
+    long before = tickets;
+    one(ctx, offer, 'c', 1, &ok, &fd, &reused);
+    *issued = tickets - before;
+    SSL_SESSION_free(offer);
+    drop_sessions();
     SSL_CTX_free(ctx);
     return ok && reused;
 }
@@ -316,9 +361,13 @@ static int probe(const char *cafile, const char *name) {
            end ? (notify ? "close_notify" : "eof") : "none", tickets);
     SSL_free(ssl);
     close(fd);
-    printf("resume13 %s\n", resumes(RES13) ? "yes" : "no");
-    printf("resume12 %s\n", resumes(RES12) ? "yes" : "no");
-    printf("resume12id %s\n", resumes(RES12ID) ? "yes" : "no");
+    const char *kinds[] = {"resume13", "resume12", "resume12id"};
+    enum mode modes[] = {RES13, RES12, RES12ID};
+    for (int i = 0; i < 3; i++) {
+        long issued = 0;
+        int yes = resumes(modes[i], &issued);
+        printf("%s %s\n%s_tickets %ld\n", kinds[i], yes ? "yes" : "no", kinds[i], issued);
+    }
     return echo && end && verified == X509_V_OK ? 0 : 1;
 }
 
