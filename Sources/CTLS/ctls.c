@@ -119,7 +119,9 @@ static int ticket_callback(SSL *ssl, unsigned char name[16], unsigned char *iv, 
             if (memcmp(ring->keys[i].name, name, 16) == 0
                 && time(NULL) - ring->keys[i].made < 2 * ring->seconds) {
                 key = ring->keys[i];
-                result = i == 0 ? 1 : 2;  // 2: decrypted with the previous key, issue a new ticket
+                // 2: issue a new ticket. Always in TLS 1.3, whose tickets are each used once
+                // (RFC 8446 C.4); in TLS 1.2 when the previous key decrypted it.
+                result = i == 0 && SSL_version(ssl) != TLS1_3_VERSION ? 1 : 2;
                 break;
             }
         }

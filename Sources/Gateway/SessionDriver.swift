@@ -135,6 +135,8 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
     private static let spoolChunk = 256 * 1024
     private var spoolPump: (peer: Peer, offset: Int, end: Int)?
 
+    /// The relay's buffer per direction when a side is TLS (at least): four full records.
+    public static let tlsBufferSize = 64 * 1024
     /// How long ``SessionAction/close`` waits for the client to take what is queued for it.
     public static let lingerLimit = Duration.seconds(10)
     /// The waits of the rounds of a name's DNS queries (``SessionAction/resolve(_:)``, a
@@ -472,11 +474,16 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
                 self.feed(.tlsEstablished(.server, connection.facts))
             }
         }
-        if clientTLS != nil || origin != nil { transports = RelayTransports(client: clientTLS, server: origin) }
+        var configuration = plan.configuration
+        if clientTLS != nil || origin != nil {
+            transports = RelayTransports(client: clientTLS, server: origin)
+            // A TLS record holds up to 16 KiB: smaller reads cut records and multiply them.
+            configuration.bufferSize = max(configuration.bufferSize, Self.tlsBufferSize)
+        }
         do {
             let relay = try RelayConnection.connecting(
                 loop: host.loop, client: client, to: plan.destination, from: plan.source, serverNoDelay: true,
-                preamble: origin == nil ? plan.preamble : [], configuration: plan.configuration, delegate: self,
+                preamble: origin == nil ? plan.preamble : [], configuration: configuration, delegate: self,
                 recorder: plan.recording == nil ? nil : self, transports: transports)
             origin?.attach(relay.serverDescriptor)
             serverTLS = origin

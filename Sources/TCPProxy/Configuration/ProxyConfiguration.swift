@@ -3,6 +3,26 @@ import TLS
 
 // MARK: - The configuration
 
+extension ProxyConfiguration {
+    /// What the log says at every load about TLS toward a server that is not verified
+    /// (`remote-tls insecure`, --remote-tls-insecure): explicit, and never silent.
+    public var insecureTLSNotices: [String] {
+        services.flatMap { service in
+            service.handlers.compactMap { handler -> String? in
+                guard let tls = handler.remoteTLS, !tls.verify else { return nil }
+                let place = handler.line > 0 ? "\(path):\(handler.line)" : path
+                return "\(place): port \(service.port): TLS toward the server is not verified (insecure)"
+            }
+        }
+    }
+
+    /// Whether any handler reads certificate or key files (SIGHUP re-reads them even when
+    /// the configuration is the command line's).
+    public var usesTLSFiles: Bool {
+        services.contains { $0.handlers.contains { $0.tls != nil || $0.remoteTLS?.ca != nil } }
+    }
+}
+
 /// Everything a tcpproxy configuration file says, in one model for both dialects.
 ///
 /// Zekoll's dialect (`port`, `interface`, `server`, ...) and spreadspace's (`listen * 8080 { remote: ... };`)

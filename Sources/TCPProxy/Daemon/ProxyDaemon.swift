@@ -152,13 +152,18 @@ final class TCPProxyService: GatewayService {
 
     func reloadedTable(current: ServiceTable) -> ServiceTable? {
         log.reopen()
-        guard options.localPort == nil && options.server == nil else {
-            log.notice("SIGHUP: no configuration file to reload (configured on the command line), ignored")
-            return nil
+        let commandLine = options.localPort != nil || options.server != nil
+        if commandLine {
+            guard current.configuration.usesTLSFiles else {
+                log.notice("SIGHUP: no configuration file to reload (configured on the command line), ignored")
+                return nil
+            }
+            log.notice("SIGHUP: no configuration file (configured on the command line): re-reading the TLS files")
         }
         do {
             let configuration = try ProxyPlan.configuration(options)
             for warning in configuration.warnings { log.warning("SIGHUP: \(warning)") }
+            for notice in configuration.insecureTLSNotices { log.warning("SIGHUP: \(notice)") }
             return try builder.build(configuration, reusing: current)
         } catch {
             log.error("SIGHUP: configuration not reloaded, keeping the old one: \(error)")

@@ -51,6 +51,7 @@ public enum TCPProxyCommand {
             ? [LogTarget(kind: .syslog(name: name, facility: LOG_DAEMON), level: .notice)] : options.logTargets
         let log = ProxyLog(targets: targets)
         for warning in configuration.warnings { log.warning(warning.description) }
+        for notice in configuration.insecureTLSNotices { log.warning(notice) }
         if mode == .inetd { serveInetd(options, configuration, log) }
 
         if configuration.standalone == false && !options.standalone {
