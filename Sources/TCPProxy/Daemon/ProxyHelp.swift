@@ -48,6 +48,15 @@ enum ProxyHelp {
           --proxy-protocol v1|v2         send a PROXY protocol header to the server
           --no-client-names              PROXY_CLIENTNAME is the client's address: no /etc/hosts or
                                          DNS lookup of its name (which waits 4 s at most)
+          --tls-cert FILE --tls-key FILE clients speak TLS: certificate chain and key (PEM); repeat
+                                         the pair for more certificates, chosen by SNI
+          --tls-client-ca FILE           require client certificates of this CA
+          --remote-tls                   speak TLS to the server, verified (the system's store)
+          --remote-tls-ca FILE           verify the server against this CA
+          --remote-tls-name NAME         SNI and the name checked (default: the remote host)
+          --remote-tls-insecure          TLS to the server without verifying it (logged)
+          --tls-protocols LIST           TLS versions (default TLSv1.2,TLSv1.3)
+          --tls-ciphers LIST             OpenSSL cipher list; TLS_ words are TLS 1.3 suites
 
         Signals: HUP reloads the configuration file, USR1 logs the listeners, USR2 the connections,
         TERM and INT exit. See tcpproxy(8).
