@@ -443,3 +443,17 @@ def test_stalled_handshakes_hold_little_and_block_nobody(lab, tls_certs):
     proxy.wait_for(r"TLS handshake failed: the handshake took longer than", count=500, timeout=30)
     for s in stalled:
         s.close()
+
+
+def test_inetd_mode_terminates_tls(lab, tls_certs):
+    from proxyhelpers import bastion_bin
+    backend = lab.backend(echo_once)
+    server = lab.start([bastion_bin("tcpserver"), "-1", "-H", "-R", "-l", "0", H, "0", bastion_bin("tcpproxy"), "-D", "-L",
+                        "stderr:5", "--tls-cert", str(tls_certs["server"]), "--tls-key", str(tls_certs["server_key"]),
+                        f"{H}:{backend.port}"], name="tcpserver")
+    port = int(server.wait_for(r"^(\d+)$").group(1))
+    for i in range(3):
+        data, seen = tls_exchange(port, f"inetd {i}\n".encode(), client_context(tls_certs))
+        assert data == f"ECHO inetd {i}\n".encode()
+        assert seen.version == "TLSv1.3"
+    server.wait_for(r"TLS TLSv1\.3 ", count=3)
