@@ -148,23 +148,16 @@ public final class TLSConnection: RelayTransport {
     // MARK: - RelayTransport
 
     public func read(into buffer: UnsafeMutableRawPointer, count: Int) -> Int {
-        guard let ssl else { return failed(EBADF) }
-        switch flushCleartext() {
-        case .some(true): break
-        case .some(false): return failed(EAGAIN)
-        case .none: return failed(EPROTO)
-        }
-        ERR_clear_error()
-        errno = 0
-        var read = 0
-        if SSL_read_ex(ssl, buffer, count, &read) == 1 {
-            reportEstablished()
-            return read
-        }
-        return outcome(SSL_get_error(ssl, 0), during: "reading")
+        transfer(during: "reading") { ssl, done in SSL_read_ex(ssl, buffer, count, &done) }
     }
 
     public func write(from buffer: UnsafeRawPointer, count: Int, more: Bool) -> Int {
+        transfer(during: "writing") { ssl, done in SSL_write_ex(ssl, buffer, count, &done) }
+    }
+
+    /// One SSL_read_ex or SSL_write_ex, after the clear bytes: its count, or 0 or -1 as
+    /// ``outcome(_:during:)`` says.
+    private func transfer(during what: String, _ call: (OpaquePointer, inout Int) -> Int32) -> Int {
         guard let ssl else { return failed(EBADF) }
         switch flushCleartext() {
         case .some(true): break
@@ -173,12 +166,12 @@ public final class TLSConnection: RelayTransport {
         }
         ERR_clear_error()
         errno = 0
-        var written = 0
-        if SSL_write_ex(ssl, buffer, count, &written) == 1 {
+        var done = 0
+        if call(ssl, &done) == 1 {
             reportEstablished()
-            return written
+            return done
         }
-        return outcome(SSL_get_error(ssl, 0), during: "writing")
+        return outcome(SSL_get_error(ssl, 0), during: what)
     }
 
     /// close_notify, then the socket's write side: the peer reads the end of the stream.
