@@ -98,13 +98,19 @@ let package = Package(
         .testTarget(name: "LoopTests", dependencies: ["Loop", "GatewayKit"]),
         .testTarget(name: "RelayTests", dependencies: ["Loop", "Relay", "GatewayKit"]),
         .testTarget(name: "FuzzReplayTests", dependencies: ["FuzzHarnesses", "GatewayKit"]),
-        .testTarget(name: "GatewayTests", dependencies: ["Gateway", "Loop", "Relay", "GatewayKit", "AccessRules"]),
-        .testTarget(name: "TCPProxyTests", dependencies: ["TCPProxy", "Gateway", "Loop", "TLS", "GatewayKit", "AccessRules"]),
+        .testTarget(
+            name: "GatewayTests",
+            dependencies: ["Gateway", "Loop", "Relay", "TLS", "TLSTestSupport", "GatewayKit", "AccessRules"]),
+        .testTarget(
+            name: "TCPProxyTests",
+            dependencies: ["TCPProxy", "Gateway", "Loop", "TLS", "TLSTestSupport", "GatewayKit", "AccessRules"]),
         .testTarget(name: "UCSPITests", dependencies: ["UCSPI", "GatewayKit", "AccessRules"]),
         .testTarget(name: "POP3ProxyTests", dependencies: ["POP3Proxy", "Gateway", "GatewayKit", "AccessRules"]),
         .testTarget(name: "SocksTests", dependencies: ["Socks", "Gateway", "GatewayKit", "AccessRules"]),
         .testTarget(name: "MultiCallTests", dependencies: ["MultiCall"]),
-        .testTarget(name: "TLSTests", dependencies: ["TLS", "Loop", "Relay", "GatewayKit"]),
+        // Test certificates (made with the openssl command) for the test targets that need TLS.
+        .target(name: "TLSTestSupport", path: "Tests/TLSTestSupport"),
+        .testTarget(name: "TLSTests", dependencies: ["TLS", "TLSTestSupport", "Loop", "Relay", "GatewayKit"]),
     ],
     swiftLanguageModes: [.v6]
 )

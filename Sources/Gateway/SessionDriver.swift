@@ -107,8 +107,10 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
     private var identQuery: IdentQuery?
     /// A handshake under way (``SessionAction/startTLS(_:_:timeout:)``), and the client's TLS
     /// once established, which the relay reads and writes through.
-    private var handshake: TLSHandshake?
+    private var handshakes: [TLSHandshake?] = []
     private var clientTLS: TLSConnection?
+    /// Streams waiting for their queue to drain before their handshake, by peer.
+    private var pendingTLS: [Peer: (role: TLSRole, timeout: Duration)] = [:]
     /// The server's TLS inside the relay, whose failure is told before the relay's end.
     private var serverTLS: TLSConnection?
     /// ``SessionAction/relayStreams(_:toServer:)`` waits for the streams' queues to drain.
@@ -336,30 +338,76 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
     // MARK: - TLS
 
     private func startTLS(_ peer: Peer, _ role: TLSRole, timeout: Duration) {
-        guard peer == .client, client >= 0, handshake == nil, clientTLS == nil else {
-            return feed(.tlsFailed(peer, TLSError("TLS can start only on the client's socket, once")))
+        if peer == .client, client >= 0, stream(.client) == nil {
+            // The client's socket before it is a stream: the relay of a later `relay` takes
+            // the connection (tcpproxy).
+            guard clientTLS == nil else {
+                return feed(.tlsFailed(peer, TLSError("TLS has already started on the client's socket")))
+            }
+            return shakeHands(peer, role, fd: client, timeout: timeout) { [unowned self] connection in
+                self.clientTLS = connection
+            }
         }
+        // A stream (pop3.proxy's STLS, POP3S toward the server): once what is queued for it is
+        // out (the +OK that STLS answers, say), its socket leaves the loop for the handshake and
+        // comes back as a stream reading through TLS.
+        guard let target = stream(peer), target.socket.transport == nil, pendingTLS[peer] == nil else {
+            return feed(.tlsFailed(peer, TLSError("no stream of the \(peer) to start TLS on, or TLS already")))
+        }
+        target.wantsReading = false
+        target.socket.pauseReading()
+        pendingTLS[peer] = (role, timeout)
+        startStreamTLSIfDrained(peer)
+    }
+
+    /// The stream's handshake, once nothing is queued for it.
+    private func startStreamTLSIfDrained(_ peer: Peer) {
+        guard let (role, timeout) = pendingTLS[peer], let target = stream(peer), target.socket.queuedBytes == 0 else {
+            return
+        }
+        pendingTLS[peer] = nil
+        streams[Int(peer.rawValue)] = nil
+        let released = target.socket.release()
+        guard released.leftover.isEmpty else {
+            // RFC 2595: nothing may follow STLS before the handshake (an injection otherwise).
+            Glibc.close(released.descriptor)
+            return feed(.tlsFailed(peer, TLSError("the \(peer) sent bytes in the clear after asking for TLS")))
+        }
+        shakeHands(peer, role, fd: released.descriptor, timeout: timeout) { [unowned self] connection in
+            self.adopt(released.descriptor, as: peer, reading: false, transport: connection)
+        }
+    }
+
+    /// The handshake of `peer` on `fd`; `established` takes the connection before the machine
+    /// hears of it. On a failure a stream's socket is closed, the client's raw socket kept.
+    private func shakeHands(
+        _ peer: Peer, _ role: TLSRole, fd: Int32, timeout: Duration, established: @escaping (TLSConnection) -> Void
+    ) {
         let connection: TLSConnection
         do throws(TLSError) {
             switch role {
-            case .accept(let context): connection = try context.connection(on: client)
-            case .connect(let context, let host): connection = try context.connection(on: client, host: host)
+            case .accept(let context): connection = try context.connection(on: fd)
+            case .connect(let context, let host): connection = try context.connection(on: fd, host: host)
             }
         } catch {
+            if fd != client { Glibc.close(fd) }
             return feed(.tlsFailed(peer, error))
         }
+        let index = Int(peer.rawValue)
+        while handshakes.count <= index { handshakes.append(nil) }
         let made = TLSHandshake(loop: host.loop, connection: connection) { [unowned self] result in
-            self.handshake = nil
+            self.handshakes[index] = nil
             switch result {
             case .success(let facts):
-                self.clientTLS = connection
+                established(connection)
                 self.feed(.tlsEstablished(peer, facts))
             case .failure(let error):
                 connection.close()
+                if fd != self.client { Glibc.close(fd) }
                 self.feed(.tlsFailed(peer, error))
             }
         }
-        handshake = made
+        handshakes[index] = made
         made.start(timeout: timeout)
     }
 
@@ -500,8 +548,14 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
 
     private func close() {
         closed = true
-        handshake?.cancel()
-        handshake = nil
+        for case let handshake? in handshakes {
+            handshake.cancel()
+            let fd = handshake.connection.fd
+            handshake.connection.close()
+            if fd != client { Glibc.close(fd) }  // a stream's socket, out of the loop meanwhile
+        }
+        handshakes = []
+        pendingTLS = [:]
         clientTLS?.close()
         clientTLS = nil
         nameQuery?.cancel()
@@ -567,11 +621,14 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
     }
 
     @discardableResult
-    private func adopt(_ fd: Int32, as peer: Peer, reading: Bool) -> SessionStream? {
+    private func adopt(
+        _ fd: Int32, as peer: Peer, reading: Bool, transport: (any StreamTransport)? = nil
+    ) -> SessionStream? {
         let made = SessionStream(peer: peer, driver: self)
         let socket = BufferedSocket(
             loop: host.loop, descriptor: fd, framing: .bytes, configuration: Self.streamConfiguration(for: peer),
             delegate: made)
+        socket.transport = transport
         made.socket = socket
         made.wantsReading = reading
         do {
@@ -889,13 +946,19 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
             blocked &= ~(1 << Peer.client.rawValue | 1 << Peer.server.rawValue)
             applyReadingToAll()
         }
+        let (clientTransport, serverTransport) = (clientStream.socket.transport, serverStream.socket.transport)
         let fromClient = clientStream.socket.release()
         let fromServer = serverStream.socket.release()
         var configuration = pending.configuration
         configuration.assumeNonBlocking = true  // a BufferedSocket's descriptors are
+        var transports: RelayTransports?
+        if clientTransport != nil || serverTransport != nil {
+            transports = RelayTransports(client: clientTransport, server: serverTransport)
+            configuration.bufferSize = max(configuration.bufferSize, Self.tlsBufferSize)
+        }
         let relay = RelayConnection(
             loop: host.loop, client: fromClient.descriptor, server: fromServer.descriptor,
-            configuration: configuration, delegate: self)
+            configuration: configuration, delegate: self, transports: transports)
         relay.deliverFirst(
             toServer: fromServer.unsent + pending.toServer + fromClient.leftover,
             toClient: fromClient.unsent + fromServer.leftover)
@@ -967,6 +1030,7 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
     fileprivate func streamDrained(_ peer: Peer) {
         if lingering && peer == .client { return lingerOver() }
         if pendingStreamRelay != nil && (peer == .client || peer == .server) { return startStreamRelayIfDrained() }
+        if pendingTLS[peer] != nil { return startStreamTLSIfDrained(peer) }
         if spoolPump?.peer == peer { pumpSpool() }
         if blocked & (1 << peer.rawValue) != 0 {
             blocked &= ~(1 << peer.rawValue)

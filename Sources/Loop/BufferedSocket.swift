@@ -63,6 +63,10 @@ extension BufferedSocketDelegate {
 ///   `isAboveHighWaterMark` and waits for the drain.
 /// - Half-close: `shutdownWrite` sends end of file once the queue is written; the peer's end
 ///   of file is told once, after the bytes before it.
+/// - Transport: with a ``transport`` (TLS), bytes are read and written through it, every
+///   event counts as both readable and writable (it may need the other direction), reads go
+///   on until it says EAGAIN (it may hold bytes that raise no edge), `shutdownWrite` ends its
+///   stream, and `close` frees it; `release` leaves it to the caller.
 /// - Errors end the socket's work (`failed`); a pending error that no read or write met is
 ///   read with SO_ERROR when epoll reports one. Nothing raises SIGPIPE.
 public final class BufferedSocket: EventHandler {
@@ -146,6 +150,9 @@ public final class BufferedSocket: EventHandler {
     private var drainDue = false
     private var shutdownRequested = false
     private var shutDown = false
+
+    /// What the bytes go through instead of the socket's system calls; set before `start`.
+    public var transport: (any StreamTransport)?
 
     /// The errno that stops the socket, reported by the next service.
     private var pendingError: Int32 = 0
@@ -245,7 +252,7 @@ public final class BufferedSocket: EventHandler {
         var offset = 0
         if queuedBytes == 0 && writable {
             while offset < bytes.count {
-                let n = Sys.send(descriptor, bytes.baseAddress! + offset, bytes.count - offset)
+                let n = out(bytes.baseAddress! + offset, bytes.count - offset)
                 if n > 0 {
                     offset += n
                     if offset < bytes.count {
@@ -276,7 +283,7 @@ public final class BufferedSocket: EventHandler {
     /// Writes what the queue holds while the kernel takes it.
     private func flush() {
         while writable && written < output.count {
-            let n = output.withUnsafeBytes { p in Sys.send(descriptor, p.baseAddress! + written, p.count - written) }
+            let n = output.withUnsafeBytes { p in out(p.baseAddress! + written, p.count - written) }
             if n > 0 {
                 written += n
                 if written < output.count { writable = false }
@@ -298,9 +305,17 @@ public final class BufferedSocket: EventHandler {
         }
     }
 
+    /// send(2), or the transport's write.
+    @inline(__always)
+    private func out(_ bytes: UnsafeRawPointer, _ count: Int) -> Int {
+        if let transport { return transport.write(from: bytes, count: count, more: false) }
+        return Sys.send(descriptor, bytes, count)
+    }
+
     private func shutdownNow() {
         guard !shutDown else { return }
         shutDown = true
+        if let transport { return transport.shutdownWrite() }
         if shutdown(descriptor, Int32(SHUT_WR)) != 0 && errno != ENOTCONN { stop(errno) }
     }
 
@@ -311,6 +326,8 @@ public final class BufferedSocket: EventHandler {
         guard state != .closed else { return }
         if state != .created { loop.unregister(registration) }
         state = .closed
+        transport?.close()
+        transport = nil
         Glibc.close(descriptor)  // also takes it out of epoll (nobody else holds it)
         forget()
     }
@@ -355,6 +372,11 @@ public final class BufferedSocket: EventHandler {
         if !events.isDisjoint(with: [.readable, .readHangup, .hangup, .error]) { readable = true }
         if !events.isDisjoint(with: [.readHangup, .hangup]) { readHangup = true }
         if !events.isDisjoint(with: [.writable, .hangup, .error]) { writable = true }
+        if transport != nil {
+            // It may need the other direction to progress (TLS reads while writing): try both.
+            readable = true
+            writable = true
+        }
         service()
         // A pending error (a reset) that no read or write met, as while the buffer is full.
         if state == .open && events.contains(.error) {
@@ -438,12 +460,16 @@ public final class BufferedSocket: EventHandler {
         }
         if input.isEmpty { input = [UInt8](repeating: 0, count: readCapacity) }
         let room = readCapacity - tail
-        let n = input.withUnsafeMutableBytes { p in Sys.recv(descriptor, p.baseAddress! + tail, room) }
+        let n = input.withUnsafeMutableBytes { p in
+            transport?.read(into: p.baseAddress! + tail, count: room)
+                ?? Sys.recv(descriptor, p.baseAddress! + tail, room)
+        }
         if n > 0 {
             tail += n
             // A short read emptied the socket: new bytes raise a new edge. (After the peer's
-            // FIN, read on: only the next read tells whether it was all.)
-            if n < room && !readHangup { readable = false }
+            // FIN, read on: only the next read tells whether it was all. A transport hands out
+            // a record at a time: only its EAGAIN says it holds nothing.)
+            if n < room && !readHangup && transport == nil { readable = false }
         } else if n == 0 {
             endOfFile = true
             readable = false

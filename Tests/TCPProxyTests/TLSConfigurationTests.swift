@@ -1,38 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Gateway
 import GatewayKit
 import TLS
+import TLSTestSupport
 import Testing
 
 @testable import TCPProxy
-
-/// A self-signed certificate for localhost made once with the openssl command (the machine
-/// tests need real contexts; the TLS module's tests cover what they do).
-enum MachineCertificate {
-    static let directory: String = {
-        var template = Array("/tmp/bastion-tcpproxy-tests-XXXXXX".utf8CString)
-        guard let made = mkdtemp(&template) else { fatalError("mkdtemp failed") }
-        let directory = String(cString: made)
-        let command =
-            "cd '\(directory)' && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
-            + "-subj /CN=localhost -days 3650 -keyout key.pem -out cert.pem 2>/dev/null"
-        var pid: pid_t = 0
-        let argv = ["/bin/sh", "-c", command]
-        var cArgs = argv.map { strdup($0) } + [nil]
-        defer { cArgs.forEach { free($0) } }
-        guard posix_spawn(&pid, "/bin/sh", nil, nil, &cArgs, environ) == 0 else { fatalError("cannot run sh") }
-        var status: Int32 = 0
-        waitpid(pid, &status, 0)
-        precondition(status == 0, "openssl could not make the test certificate")
-        return directory
-    }()
-
-    static var files: TLSCertificateFiles {
-        TLSCertificateFiles(certificate: directory + "/cert.pem", key: directory + "/key.pem")
-    }
-}
 
 @Suite("TLS in tcpproxy's configuration, command line and session")
 struct TLSConfigurationTests {
@@ -138,7 +110,11 @@ struct TLSConfigurationTests {
 
     @Test("the session shakes hands after the rules, then hands the acp the TLS facts")
     func session() throws {
-        let context = try TLSServerContext(TLSServerSettings(certificates: [MachineCertificate.files]))
+        let context = try TLSServerContext(
+            TLSServerSettings(certificates: [
+                TLSCertificateFiles(
+                    certificate: TestCertificates.path("server.pem"), key: TestCertificates.path("server.key"))
+            ]))
         var run = try MachineRun(
             "port 8080\nacp /bin/acp\nserver 10.0.0.1:80\n", names: false,
             tls: [HandlerTLS(server: context, client: nil)])

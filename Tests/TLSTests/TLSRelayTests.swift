@@ -4,6 +4,7 @@ import Glibc
 import GatewayKit
 import Loop
 import Relay
+import TLSTestSupport
 import Testing
 
 @testable import TLS

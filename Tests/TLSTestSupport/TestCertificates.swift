@@ -3,12 +3,12 @@ import Glibc
 #endif
 import Synchronization
 
-/// Certificates for the tests, made once per test process with the openssl command in a
+/// Certificates for the unit tests of every module that speaks TLS, made once per test process with the openssl command in a
 /// temporary directory: a CA, server certificates for `localhost` (with 127.0.0.1) and for
 /// `other.test` and `*.wild.test`, a client certificate (CN=client1), and a certificate of
 /// another CA that nobody trusts.
-enum TestCertificates {
-    static let directory: String = {
+public enum TestCertificates {
+    public static let directory: String = {
         var template = Array("/tmp/bastion-tls-tests-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { fatalError("mkdtemp failed") }
         let directory = String(cString: made)
@@ -42,5 +42,5 @@ enum TestCertificates {
         return directory
     }()
 
-    static func path(_ name: String) -> String { "\(directory)/\(name)" }
+    public static func path(_ name: String) -> String { "\(directory)/\(name)" }
 }
