@@ -114,7 +114,7 @@ dictionary("tcpproxy-args", ["-" + c for c in "ugCPLltproRsbcfavwhDUdyz"] + [
     "--clear-environment", "--list", "--bind", "--logname", "--timeout", "--rules", "--proxy-protocol",
     "--standalone", "--no-client-names", "\x00", "=", "stderr:5", "syslog:3", "ipv4", "ipv6", "v1", "v2",
     "--tls-cert", "--tls-key", "--tls-client-ca", "--remote-tls", "--remote-tls-insecure", "--remote-tls-ca",
-    "--remote-tls-name", "--tls-protocols", "--tls-ciphers", "TLSv1.2", "TLSv1.3", "TLSv1", "TLS_"])
+    "--remote-tls-name", "--remote-tls-cert", "--remote-tls-key", "--tls-protocols", "--tls-ciphers", "TLSv1.2", "TLSv1.3", "TLSv1", "TLS_"])
 
 # --- tcpproxy configurations: the examples, halves split by the first byte ---------------------
 confs = []
@@ -141,7 +141,7 @@ dictionary("tcpproxy-config", [
     "writefile", "debug", "rules", "proxy-protocol", "rotate", "standalone", "listen", "yes", "no", "target",
     "listen", "remote", "resolv", "remote-resolv", "source", "{", "}", ";", ":", "*", "::", "ipv4", "ipv6",
     "v1", "v2", "#", "\n", "\"", "[", "]", "-", "tls-cert", "tls-key", "tls-client-ca", "tls-protocols",
-    "tls-ciphers", "remote-tls", "remote-tls-ca", "remote-tls-name", "insecure", "TLSv1.2", "TLSv1.3", "TLS_"])
+    "tls-ciphers", "remote-tls", "remote-tls-ca", "remote-tls-name", "remote-tls-cert", "remote-tls-key", "insecure", "TLSv1.2", "TLSv1.3", "TLS_"])
 
 # --- DNS: a PTR answer and an A answer, a truncated one, and a compression loop ---------------
 def name(n):

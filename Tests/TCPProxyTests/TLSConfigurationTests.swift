@@ -80,7 +80,8 @@ struct TLSConfigurationTests {
             "listen * 443 {\n remote: a 80;\n tls-cert: /a.pem; tls-key: /a.key; tls-client-ca: /ca.pem;\n"
                 + " remote-tls: yes; remote-tls-ca: /rca.pem; tls-ciphers: HIGH:TLS_AES_256_GCM_SHA384;\n};\n",
             "port 443\nserver a:80\ntls-cert /a.pem\ntls-key /a.key\ntls-protocols TLSv1.2\n"
-                + "interface 127.0.0.3\nserver b:443\nremote-tls insecure\nremote-tls-name b.test\n",
+                + "interface 127.0.0.3\nserver b:443\nremote-tls insecure\nremote-tls-name b.test\n"
+                + "remote-tls-cert /c.pem\nremote-tls-key /c.key\n",
         ] {
             let (first, again, written) = try roundTrip(text)
             #expect(first.withoutSourcePositions == again.withoutSourcePositions, "\(written)")
@@ -105,6 +106,11 @@ struct TLSConfigurationTests {
             try TCPProxyOptions.parse(["--tls-protocols", "TLSv1.1,TLSv1.3", "x:1"])
         }
         #expect(try TCPProxyOptions.parse(["--remote-tls-ca", "ca", "x:1"]).tls.remote == nil)
+        let shown = try TCPProxyOptions.parse(["--remote-tls-cert", "c.pem", "--remote-tls-key", "c.key", "x:1"])
+        #expect(try shown.tls.settings().client?.certificate == TLSCertificateFiles(certificate: "c.pem", key: "c.key"))
+        #expect(throws: TCPProxyOptions.UsageError.self) {
+            try TCPProxyOptions.parse(["--remote-tls-cert", "c", "x:1"])
+        }
         #expect(try TCPProxyOptions.parse(["--remote-tls-ca", "ca", "x:1"]).tls.settings().client?.ca == "ca")
     }
 

@@ -240,22 +240,33 @@ def test_wrong_server_certificates_refused(lab, tls_certs, key, reason):
     proxy2.wait_for(r"TLS with the server: .* \(not verified\)")
 
 
-def test_openssl_s_server_as_the_origin_half_closes(lab, tls_certs):
+def reversing_s_server(lab, tls_certs, *extra):
+    """openssl s_server -rev (each line sent back reversed) with the localhost certificate."""
     sport = free_port(H)
     server = lab.start([system_bin("openssl"), "s_server", "-accept", f"{H}:{sport}", "-cert", str(tls_certs["server"]),
-                        "-key", str(tls_certs["server_key"]), "-rev"], name="s_server")
+                        "-key", str(tls_certs["server_key"]), *extra, "-rev"], name="s_server")
     wait_port(H, sport, proc=server)
-    port = free_port(H)
-    lab.tcpproxy("-l", H, "-p", str(port), "-r", H, "-o", str(sport), "--remote-tls", "--remote-tls-ca",
-                 str(tls_certs["ca"]))
+    return server, sport
+
+
+def assert_reversed(port, text):
+    """A line through the proxy on `port` comes back reversed."""
     s = socket.create_connection((H, port), timeout=10)
-    s.sendall(b"abcdef\n")
+    s.sendall(text + b"\n")
     got = b""
-    while b"fedcba" not in got:
+    while text[::-1] not in got:
         chunk = s.recv(1024)
         assert chunk, got
         got += chunk
     s.close()
+
+
+def test_openssl_s_server_as_the_origin_half_closes(lab, tls_certs):
+    _, sport = reversing_s_server(lab, tls_certs)
+    port = free_port(H)
+    lab.tcpproxy("-l", H, "-p", str(port), "-r", H, "-o", str(sport), "--remote-tls", "--remote-tls-ca",
+                 str(tls_certs["ca"]))
+    assert_reversed(port, b"abcdef")
 
 
 def test_256_mib_through_termination_and_reencryption(lab, tls_certs):
@@ -457,3 +468,13 @@ def test_inetd_mode_terminates_tls(lab, tls_certs):
         assert data == f"ECHO inetd {i}\n".encode()
         assert seen.version == "TLSv1.3"
     server.wait_for(r"TLS TLSv1\.3 ", count=3)
+
+
+def test_client_certificate_shown_to_a_server_that_asks(lab, tls_certs):
+    server, sport = reversing_s_server(lab, tls_certs, "-Verify", "1", "-CAfile", str(tls_certs["ca"]),
+                                       "-verify_return_error")
+    port = free_port(H)
+    lab.tcpproxy("-l", H, "-p", str(port), "-r", "localhost", "-o", str(sport), "--remote-tls-ca", str(tls_certs["ca"]),
+                 "--remote-tls-cert", str(tls_certs["client"]), "--remote-tls-key", str(tls_certs["client_key"]))
+    assert_reversed(port, b"abc")
+    server.wait_for(r"CN\s*=\s*client1")

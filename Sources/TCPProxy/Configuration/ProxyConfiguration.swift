@@ -182,7 +182,8 @@ public struct ProxyHandler: Sendable, Equatable {
     /// TLS toward the client (`tls-cert`, `tls-key`, `tls-client-ca`): the handler's
     /// connections are TLS, ended here.
     public var tls: TLSServerSettings?
-    /// TLS toward the server (`remote-tls yes|insecure`, `remote-tls-ca`, `remote-tls-name`).
+    /// TLS toward the server (`remote-tls yes|insecure`, `remote-tls-ca`, `remote-tls-name`,
+    /// `remote-tls-cert` and `remote-tls-key`).
     public var remoteTLS: TLSClientSettings?
     /// The line where this handler starts (`port`, `interface` or `listen`).
     public var line: Int

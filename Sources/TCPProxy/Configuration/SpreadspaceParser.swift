@@ -17,6 +17,7 @@ import TLS
 ///   remote-tls: yes|insecure;           # ours: TLS toward the remote, verified or not
 ///   remote-tls-ca: FILE;                # ours: the CA the remote's certificate is checked against
 ///   remote-tls-name: NAME;              # ours: the name checked and sent as SNI
+///   remote-tls-cert: FILE; remote-tls-key: FILE;   # ours: shown to a remote that asks
 ///   tls-protocols: LIST; tls-ciphers: LIST;   # ours: versions and ciphers, both directions
 /// };
 /// ```

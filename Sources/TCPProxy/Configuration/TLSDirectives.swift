@@ -13,7 +13,8 @@ import TLS
 ///   goes toward it) or, explicitly, not.
 /// - `remote-tls-ca FILE`: the CA the server's certificate is verified against (else the
 ///   system's store); `remote-tls-name NAME`: the name checked and sent as SNI (else the
-///   remote host as given). Either implies `remote-tls yes`.
+///   remote host as given); `remote-tls-cert FILE` and `remote-tls-key FILE`: the certificate
+///   tcpproxy shows a server that asks for one. Each implies `remote-tls yes`.
 public struct TLSDirectives: Equatable, Sendable {
     public enum Remote: Equatable, Sendable {
         case verified
@@ -28,19 +29,22 @@ public struct TLSDirectives: Equatable, Sendable {
     public var remote: Remote?
     public var remoteCA: String?
     public var remoteName: String?
+    public var remoteCertificate: String?
+    public var remoteKey: String?
 
     public init() {}
 
     /// The directives' names, in the order the usage lists them.
     public static let names = [
         "tls-cert", "tls-key", "tls-client-ca", "tls-protocols", "tls-ciphers", "remote-tls", "remote-tls-ca",
-        "remote-tls-name",
+        "remote-tls-name", "remote-tls-cert", "remote-tls-key",
     ]
 
     /// What each takes, for usage messages.
     public static let arguments: [String: String] = [
         "tls-cert": "FILE", "tls-key": "FILE", "tls-client-ca": "FILE", "tls-protocols": "TLSv1.2,TLSv1.3",
         "tls-ciphers": "LIST", "remote-tls": "yes|insecure", "remote-tls-ca": "FILE", "remote-tls-name": "NAME",
+        "remote-tls-cert": "FILE", "remote-tls-key": "FILE",
     ]
 
     /// Directives that may be given more than once (in pairs).
@@ -67,6 +71,8 @@ public struct TLSDirectives: Equatable, Sendable {
             }
         case "remote-tls-ca": remoteCA = value
         case "remote-tls-name": remoteName = value
+        case "remote-tls-cert": remoteCertificate = value
+        case "remote-tls-key": remoteKey = value
         default: preconditionFailure("not a TLS directive: \(name)")
         }
     }
@@ -85,6 +91,8 @@ public struct TLSDirectives: Equatable, Sendable {
         merged.remote = remote ?? outer.remote
         merged.remoteCA = remoteCA ?? outer.remoteCA
         merged.remoteName = remoteName ?? outer.remoteName
+        merged.remoteCertificate = remoteCertificate ?? outer.remoteCertificate
+        merged.remoteKey = remoteKey ?? outer.remoteKey
         return merged
     }
 
@@ -101,6 +109,10 @@ public struct TLSDirectives: Equatable, Sendable {
         if remote == .insecure && remoteCA != nil {
             throw .tls("remote-tls insecure turns verification off: it cannot go with remote-tls-ca")
         }
+        guard (remoteCertificate == nil) == (remoteKey == nil) else {
+            throw .tls(
+                "remote-tls-cert and remote-tls-key go together: the certificate shown to the server and its key")
+        }
         var server: TLSServerSettings?
         if !certificates.isEmpty {
             server = TLSServerSettings(
@@ -108,10 +120,11 @@ public struct TLSDirectives: Equatable, Sendable {
                 clientCA: clientCA, protocols: protocols ?? .default, ciphers: ciphers ?? .intermediate)
         }
         var client: TLSClientSettings?
-        if remote != nil || remoteCA != nil || remoteName != nil {
+        if remote != nil || remoteCA != nil || remoteName != nil || remoteCertificate != nil {
+            let shown = remoteCertificate.map { TLSCertificateFiles(certificate: $0, key: remoteKey ?? "") }
             client = TLSClientSettings(
-                ca: remoteCA, verify: remote != .insecure, name: remoteName, protocols: protocols ?? .default,
-                ciphers: ciphers ?? .intermediate)
+                ca: remoteCA, verify: remote != .insecure, name: remoteName, certificate: shown,
+                protocols: protocols ?? .default, ciphers: ciphers ?? .intermediate)
         }
         return (server, client)
     }
@@ -135,6 +148,10 @@ public struct TLSDirectives: Equatable, Sendable {
             out.append(("remote-tls", client.verify ? "yes" : "insecure"))
             if let ca = client.ca { out.append(("remote-tls-ca", ca)) }
             if let name = client.name { out.append(("remote-tls-name", name)) }
+            if let shown = client.certificate {
+                out.append(("remote-tls-cert", shown.certificate))
+                out.append(("remote-tls-key", shown.key))
+            }
         }
         return out
     }

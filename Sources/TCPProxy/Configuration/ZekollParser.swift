@@ -20,8 +20,9 @@ import TLS
 /// case, yes when bare) may appear anywhere and counts for the whole file.
 ///
 /// The TLS directives (ours: `tls-cert FILE` and `tls-key FILE` in pairs, `tls-client-ca FILE`,
-/// `remote-tls yes|insecure`, `remote-tls-ca FILE`, `remote-tls-name NAME`, `tls-protocols
-/// LIST`, `tls-ciphers LIST`; see ``TLSDirectives``) belong to one handler, as `server` does:
+/// `remote-tls yes|insecure`, `remote-tls-ca FILE`, `remote-tls-name NAME`, `remote-tls-cert
+/// FILE` and `remote-tls-key FILE`, `tls-protocols LIST`, `tls-ciphers LIST`; see
+/// ``TLSDirectives``) belong to one handler, as `server` does:
 /// after `port` they are the handler's for every local address, after `interface` that
 /// handler's, and they are not inherited.
 ///

@@ -55,6 +55,7 @@ enum ProxyHelp {
           --remote-tls-ca FILE           verify the server against this CA
           --remote-tls-name NAME         SNI and the name checked (default: the remote host)
           --remote-tls-insecure          TLS to the server without verifying it (logged)
+          --remote-tls-cert FILE --remote-tls-key FILE  the certificate shown to a server that asks
           --tls-protocols LIST           TLS versions (default TLSv1.2,TLSv1.3)
           --tls-ciphers LIST             OpenSSL cipher list; TLS_ words are TLS 1.3 suites
 

@@ -81,7 +81,7 @@ public struct TCPProxyOptions: Equatable, Sendable {
         longFlags: ["standalone", "no-client-names", "remote-tls", "remote-tls-insecure"],
         longWithArgument: [
             "bind", "logname", "timeout", "rules", "proxy-protocol", "tls-cert", "tls-key", "tls-client-ca",
-            "remote-tls-ca", "remote-tls-name", "tls-protocols", "tls-ciphers",
+            "remote-tls-ca", "remote-tls-name", "remote-tls-cert", "remote-tls-key", "tls-protocols", "tls-ciphers",
         ])
 
     /// Parses the words after the program name.
