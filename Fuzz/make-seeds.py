@@ -101,7 +101,7 @@ for a in [
     argv("--proxy-protocol", "v2", "--timeout", "30", "--rules", "r.cdb", "--bind", "[::1]:8080", "server:80"),
     argv("-d", "-y", "-b", "65536", "-s", "127.0.0.2", "-t", "ipv6", "-R", "ipv4", "-zz"),
     argv("-l", "::", "-p", "443", "-r", "127.0.0.1", "-o", "80", "--tls-cert", "a.pem", "--tls-key", "a.key",
-         "--tls-cert", "b.pem", "--tls-key", "b.key", "--tls-client-ca", "ca.pem", "--tls-protocols", "TLSv1.3"),
+         "--tls-cert", "b.pem", "--tls-key", "b.key", "--tls-ocsp", "b.der", "--tls-client-ca", "ca.pem", "--tls-protocols", "TLSv1.3"),
     argv("--remote-tls", "--remote-tls-ca", "ca.pem", "--remote-tls-name", "www.example", "--tls-ciphers",
          "ECDHE-RSA-AES128-GCM-SHA256:TLS_AES_256_GCM_SHA384", "server:443"),
     argv("--remote-tls-insecure", "--tls-protocols", "TLSv1.1,TLSv1.3", "server:443"),
@@ -114,7 +114,7 @@ dictionary("tcpproxy-args", ["-" + c for c in "ugCPLltproRsbcfavwhDUdyz"] + [
     "--clear-environment", "--list", "--bind", "--logname", "--timeout", "--rules", "--proxy-protocol",
     "--standalone", "--no-client-names", "\x00", "=", "stderr:5", "syslog:3", "ipv4", "ipv6", "v1", "v2",
     "--tls-cert", "--tls-key", "--tls-client-ca", "--remote-tls", "--remote-tls-insecure", "--remote-tls-ca",
-    "--remote-tls-name", "--remote-tls-cert", "--remote-tls-key", "--tls-protocols", "--tls-ciphers", "TLSv1.2", "TLSv1.3", "TLSv1", "TLS_"])
+    "--remote-tls-name", "--tls-ocsp", "--remote-tls-cert", "--remote-tls-key", "--tls-protocols", "--tls-ciphers", "TLSv1.2", "TLSv1.3", "TLSv1", "TLS_"])
 
 # --- tcpproxy configurations: the examples, halves split by the first byte ---------------------
 confs = []
@@ -128,10 +128,12 @@ confs += [
     b"listen * 8080 { remote: any 80; };\nlisten 127.0.0.1 8080 { remote: loopback 80; resolv: ipv4; };\n"
     b"listen ::1 8081 { remote: named 80; remote-resolv: ipv6; source: ::1; rules: r.cdb; proxy-protocol: v2; };\n",
     b"standalone no\nport http\nserver www.example:http-alt\n",
-    b"port 443\nserver 127.0.0.1:80\ntls-cert a.pem\ntls-key a.key\ntls-cert b.pem\ntls-key b.key\n"
+    b"port 443\nserver 127.0.0.1:80\ntls-cert a.pem\ntls-key a.key\ntls-ocsp a.der\ntls-cert b.pem\ntls-key b.key\n"
     b"tls-client-ca ca.pem\ninterface 127.0.0.2\nserver www:443\nremote-tls insecure\ntls-protocols TLSv1.3\n",
     b"listen * 443 { remote: any 80; tls-cert: a.pem; tls-key: a.key; tls-ciphers: HIGH:TLS_AES_128_GCM_SHA256; };\n"
-    b"listen ::1 8443 { remote: www 443; remote-tls: yes; remote-tls-ca: ca.pem; remote-tls-name: www.test; };\n",
+    b"listen ::1 8443 { remote: www 443; remote-tls: yes; remote-tls-ca: ca.pem; remote-tls-name: www.test; };\n"
+    b"listen * 8444 { remote: www 443; remote-tls-cert: c.pem; remote-tls-key: c.key; tls-cert: a.pem; tls-key: a.key;"
+    b" tls-ocsp: a.der; };\n",
 ]
 for c in confs:
     write("tcpproxy-config", bytes([128]) + c + c)
@@ -141,7 +143,7 @@ dictionary("tcpproxy-config", [
     "writefile", "debug", "rules", "proxy-protocol", "rotate", "standalone", "listen", "yes", "no", "target",
     "listen", "remote", "resolv", "remote-resolv", "source", "{", "}", ";", ":", "*", "::", "ipv4", "ipv6",
     "v1", "v2", "#", "\n", "\"", "[", "]", "-", "tls-cert", "tls-key", "tls-client-ca", "tls-protocols",
-    "tls-ciphers", "remote-tls", "remote-tls-ca", "remote-tls-name", "remote-tls-cert", "remote-tls-key", "insecure", "TLSv1.2", "TLSv1.3", "TLS_"])
+    "tls-ciphers", "remote-tls", "remote-tls-ca", "remote-tls-name", "remote-tls-cert", "remote-tls-key", "tls-ocsp", "insecure", "TLSv1.2", "TLSv1.3", "TLS_"])
 
 # --- DNS: a PTR answer and an A answer, a truncated one, and a compression loop ---------------
 def name(n):

@@ -7,13 +7,13 @@ import Testing
 struct ConfigurationErrorTests {
     static let directives =
         "port, interface, server, exec, rotate, acp, timeout, setenv, uid, gid, user, logname, "
-        + "writefile, debug, rules, proxy-protocol, standalone, tls-cert, tls-key, tls-client-ca, tls-protocols, tls-ciphers, remote-tls, remote-tls-ca, remote-tls-name, remote-tls-cert, remote-tls-key"
+        + "writefile, debug, rules, proxy-protocol, standalone, tls-cert, tls-key, tls-ocsp, tls-client-ca, tls-protocols, tls-ciphers, remote-tls, remote-tls-ca, remote-tls-name, remote-tls-cert, remote-tls-key"
     static let defaults = "acp, timeout, setenv, uid, gid, user, logname, writefile, debug, rules, proxy-protocol"
     static let portExpected = "(expected a port number 1-65535 or a service name)"
     static let serviceExpected = "(expected a port number 1-65535 or a tcp service in /etc/services)"
     static let serverExpected = "(expected HOST, HOST:PORT, [IPV6-ADDRESS]:PORT or an IPv6 address)"
     static let settings =
-        "remote, resolv, remote-resolv, source, rules, proxy-protocol, tls-cert, tls-key, tls-client-ca, tls-protocols, tls-ciphers, remote-tls, remote-tls-ca, remote-tls-name, remote-tls-cert, remote-tls-key"
+        "remote, resolv, remote-resolv, source, rules, proxy-protocol, tls-cert, tls-key, tls-ocsp, tls-client-ca, tls-protocols, tls-ciphers, remote-tls, remote-tls-ca, remote-tls-name, remote-tls-cert, remote-tls-key"
 
     // MARK: - Zekoll's dialect
 

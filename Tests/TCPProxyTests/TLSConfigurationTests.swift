@@ -47,6 +47,9 @@ struct TLSConfigurationTests {
         #expect(
             failure("listen * 443 {\n remote: a 80;\n remote-tls: yes; remote-tls: yes;\n};\n")?
                 .contains("already set") == true)
+        #expect(
+            failure("listen * 443 {\n remote: a 80;\n tls-ocsp: r.der;\n};\n")
+                == "/etc/tcpproxy.conf:3: tls-ocsp staples a response to the tls-cert before it: give tls-cert first")
     }
 
     @Test("Zekoll's directives are the handler's own: after port or interface, never inherited")
@@ -79,13 +82,16 @@ struct TLSConfigurationTests {
         for text in [
             "listen * 443 {\n remote: a 80;\n tls-cert: /a.pem; tls-key: /a.key; tls-client-ca: /ca.pem;\n"
                 + " remote-tls: yes; remote-tls-ca: /rca.pem; tls-ciphers: HIGH:TLS_AES_256_GCM_SHA384;\n};\n",
-            "port 443\nserver a:80\ntls-cert /a.pem\ntls-key /a.key\ntls-protocols TLSv1.2\n"
+            "listen * 443 {\n remote: a 80;\n tls-cert: /a.pem; tls-key: /a.key; tls-cert: /b.pem; tls-key: /b.key;\n"
+                + " tls-ocsp: /b.der; remote-tls: yes;\n};\n",
+            "port 443\nserver a:80\ntls-cert /a.pem\ntls-key /a.key\ntls-ocsp /a.der\ntls-protocols TLSv1.2\n"
                 + "interface 127.0.0.3\nserver b:443\nremote-tls insecure\nremote-tls-name b.test\n"
                 + "remote-tls-cert /c.pem\nremote-tls-key /c.key\n",
         ] {
             let (first, again, written) = try roundTrip(text)
             #expect(first.withoutSourcePositions == again.withoutSourcePositions, "\(written)")
             #expect(written.contains("tls-cert") && written.contains("remote-tls"))
+            #expect(written.contains("tls-ocsp") == text.contains("tls-ocsp"))
         }
     }
 
@@ -98,6 +104,20 @@ struct TLSConfigurationTests {
         let settings = try o.tls.settings()
         #expect(settings.server?.certificates == [TLSCertificateFiles(certificate: "c", key: "k")])
         #expect(settings.client?.verify == false)
+        let stapled = try TCPProxyOptions.parse([
+            "--tls-cert", "a", "--tls-key", "ak", "--tls-cert", "b", "--tls-ocsp", "b.der", "--tls-key", "bk", "x:1",
+        ]).tls.settings().server
+        #expect(
+            stapled?.certificates == [
+                TLSCertificateFiles(certificate: "a", key: "ak"),
+                TLSCertificateFiles(certificate: "b", key: "bk", ocspResponse: "b.der"),
+            ])
+        #expect(throws: TCPProxyOptions.UsageError.self) { try TCPProxyOptions.parse(["--tls-ocsp", "r", "x:1"]) }
+        #expect(throws: TCPProxyOptions.UsageError.self) {
+            try TCPProxyOptions.parse([
+                "--tls-cert", "a", "--tls-ocsp", "r", "--tls-ocsp", "s", "--tls-key", "k", "x:1",
+            ])
+        }
         #expect(throws: TCPProxyOptions.UsageError.self) { try TCPProxyOptions.parse(["--tls-cert", "c", "x:1"]) }
         #expect(throws: TCPProxyOptions.UsageError.self) {
             try TCPProxyOptions.parse(["--tls-client-ca", "ca", "x:1"])

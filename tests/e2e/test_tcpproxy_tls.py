@@ -478,3 +478,43 @@ def test_client_certificate_shown_to_a_server_that_asks(lab, tls_certs):
                  "--remote-tls-cert", str(tls_certs["client"]), "--remote-tls-key", str(tls_certs["client_key"]))
     assert_reversed(port, b"abc")
     server.wait_for(r"CN\s*=\s*client1")
+
+
+def test_ocsp_response_stapled(lab, tls_certs):
+    from tlscerts import ocsp_response
+    response = ocsp_response(tls_certs, "server", lab.dir / "server-ocsp.der")
+    backend = lab.backend(echo_once)
+    proxy, port = terminating(lab, tls_certs, backend.port, "--tls-ocsp", str(response))
+
+    def status(*extra):
+        out = subprocess.run(
+            [system_bin("openssl"), "s_client", "-connect", f"{H}:{port}", "-CAfile", str(tls_certs["ca"]),
+             "-verify_return_error", *extra], input=b"", capture_output=True, timeout=20)
+        return out.stdout.decode(errors="replace")
+
+    for protocol in ("-tls1_3", "-tls1_2"):
+        text = status("-status", protocol)
+        assert "OCSP Response Status: successful" in text, text
+        assert "Cert Status: good" in text, text
+    # A client that does not ask gets none.
+    assert "OCSP Response Status" not in status()
+    proxy.wait_for(r"connection 3 .* closed")
+
+    # The response belongs to the certificate before it: a second certificate without one
+    # staples nothing.
+    port2 = free_port(H)
+    lab.tcpproxy("-l", H, "-p", str(port2), "-r", H, "-o", str(backend.port),
+                 "--tls-cert", str(tls_certs["server"]), "--tls-key", str(tls_certs["server_key"]),
+                 "--tls-ocsp", str(response), "--tls-cert", str(tls_certs["other"]), "--tls-key",
+                 str(tls_certs["other_key"]))
+    out = subprocess.run(
+        [system_bin("openssl"), "s_client", "-connect", f"{H}:{port2}", "-servername", "other.test", "-status"],
+        input=b"", capture_output=True, timeout=20)
+    assert b"OCSP response: no response sent" in out.stdout, out.stdout
+
+    empty = lab.dir / "empty.der"
+    empty.write_bytes(b"")
+    failed = lab.tcpproxy_run("-D", "-l", H, "-p", str(free_port(H)), "-r", H, "-o", "1", "--tls-cert",
+                              str(tls_certs["server"]), "--tls-key", str(tls_certs["server_key"]), "--tls-ocsp",
+                              str(empty))
+    assert failed.returncode != 0 and b"empty.der" in failed.stderr, failed.stderr

@@ -210,3 +210,22 @@ if pytest is not None:
     def tls_certs(tmp_path_factory) -> dict:
         """The certificate set of make_certs, made once per test session."""
         return make_certs(tmp_path_factory.mktemp("tls"))
+
+
+def ocsp_response(certs: dict, name: str, out) -> Path:
+    """An OCSP response (DER) from the test CA saying certificate `name` is good, valid two
+    days: what `--tls-ocsp` staples. `openssl ocsp` as a one-shot responder, with an index of
+    just that certificate."""
+    out = Path(out)
+    work = out.parent
+    pem = certs[name.replace("-", "_")]
+    facts = _openssl("x509", "-in", pem, "-noout", "-serial", "-subject", "-nameopt", "compat")
+    serial = facts.split("serial=")[1].split()[0]
+    subject = facts.split("subject=")[1].strip()
+    index = work / f"{out.stem}.index.txt"
+    index.write_text(f"V\t491231000000Z\t\t{serial}\tunknown\t{subject}\n")
+    request = work / f"{out.stem}.req.der"
+    _openssl("ocsp", "-issuer", certs["ca"], "-cert", pem, "-no_nonce", "-reqout", request)
+    _openssl("ocsp", "-index", index, "-rsigner", certs["ca"], "-rkey", certs["ca_key"], "-CA", certs["ca"],
+             "-reqin", request, "-respout", out, "-ndays", "2")
+    return out

@@ -13,6 +13,7 @@ import TLS
 ///   rules: FILE.cdb;                    # ours: a tcprules database applied to each client
 ///   proxy-protocol: v1|v2;              # ours: send a PROXY protocol header to the remote
 ///   tls-cert: FILE; tls-key: FILE;      # ours: TLS toward the client (pairs, repeatable: SNI)
+///   tls-ocsp: FILE;                     # ours: stapled for the tls-cert before it
 ///   tls-client-ca: FILE;                # ours: clients must show a certificate of this CA
 ///   remote-tls: yes|insecure;           # ours: TLS toward the remote, verified or not
 ///   remote-tls-ca: FILE;                # ours: the CA the remote's certificate is checked against

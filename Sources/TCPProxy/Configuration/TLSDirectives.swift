@@ -7,6 +7,8 @@ import TLS
 ///
 /// - `tls-cert FILE`, `tls-key FILE`: a certificate chain and its key, in PEM; repeatable,
 ///   in pairs, the first pair the default and the others chosen by SNI.
+/// - `tls-ocsp FILE`: an OCSP response (DER, as `openssl ocsp -respout` writes it) stapled to
+///   the handshakes of the `tls-cert` given last before it.
 /// - `tls-client-ca FILE`: clients must show a certificate of this CA (mutual TLS).
 /// - `tls-protocols LIST`, `tls-ciphers LIST`: the versions and ciphers (both directions).
 /// - `remote-tls yes|insecure`: TLS toward the server, verified (the default whenever TLS
@@ -23,6 +25,8 @@ public struct TLSDirectives: Equatable, Sendable {
 
     public var certificates: [String] = []
     public var keys: [String] = []
+    /// `tls-ocsp`, by the index of the certificate it follows.
+    public var ocsp: [Int: String] = [:]
     public var clientCA: String?
     public var protocols: TLSProtocols?
     public var ciphers: TLSCiphers?
@@ -36,19 +40,19 @@ public struct TLSDirectives: Equatable, Sendable {
 
     /// The directives' names, in the order the usage lists them.
     public static let names = [
-        "tls-cert", "tls-key", "tls-client-ca", "tls-protocols", "tls-ciphers", "remote-tls", "remote-tls-ca",
-        "remote-tls-name", "remote-tls-cert", "remote-tls-key",
+        "tls-cert", "tls-key", "tls-ocsp", "tls-client-ca", "tls-protocols", "tls-ciphers", "remote-tls",
+        "remote-tls-ca", "remote-tls-name", "remote-tls-cert", "remote-tls-key",
     ]
 
     /// What each takes, for usage messages.
     public static let arguments: [String: String] = [
-        "tls-cert": "FILE", "tls-key": "FILE", "tls-client-ca": "FILE", "tls-protocols": "TLSv1.2,TLSv1.3",
-        "tls-ciphers": "LIST", "remote-tls": "yes|insecure", "remote-tls-ca": "FILE", "remote-tls-name": "NAME",
-        "remote-tls-cert": "FILE", "remote-tls-key": "FILE",
+        "tls-cert": "FILE", "tls-key": "FILE", "tls-ocsp": "FILE", "tls-client-ca": "FILE",
+        "tls-protocols": "TLSv1.2,TLSv1.3", "tls-ciphers": "LIST", "remote-tls": "yes|insecure",
+        "remote-tls-ca": "FILE", "remote-tls-name": "NAME", "remote-tls-cert": "FILE", "remote-tls-key": "FILE",
     ]
 
     /// Directives that may be given more than once (in pairs).
-    public static let repeatable: Set<String> = ["tls-cert", "tls-key"]
+    public static let repeatable: Set<String> = ["tls-cert", "tls-key", "tls-ocsp"]
 
     public var isEmpty: Bool { self == TLSDirectives() }
 
@@ -58,6 +62,14 @@ public struct TLSDirectives: Equatable, Sendable {
         switch name {
         case "tls-cert": certificates.append(value)
         case "tls-key": keys.append(value)
+        case "tls-ocsp":
+            guard let last = certificates.indices.last else {
+                throw .tls("tls-ocsp staples a response to the tls-cert before it: give tls-cert first")
+            }
+            guard ocsp[last] == nil else {
+                throw .tls("tls-ocsp given twice for the certificate \(certificates[last])")
+            }
+            ocsp[last] = value
         case "tls-client-ca": clientCA = value
         case "tls-protocols":
             do { protocols = try TLSProtocols(parsing: value) } catch { throw .tls("tls-protocols: \(error)") }
@@ -84,6 +96,7 @@ public struct TLSDirectives: Equatable, Sendable {
         if certificates.isEmpty && keys.isEmpty {
             merged.certificates = outer.certificates
             merged.keys = outer.keys
+            merged.ocsp = outer.ocsp
         }
         merged.clientCA = clientCA ?? outer.clientCA
         merged.protocols = protocols ?? outer.protocols
@@ -116,7 +129,9 @@ public struct TLSDirectives: Equatable, Sendable {
         var server: TLSServerSettings?
         if !certificates.isEmpty {
             server = TLSServerSettings(
-                certificates: zip(certificates, keys).map { TLSCertificateFiles(certificate: $0, key: $1) },
+                certificates: zip(certificates, keys).enumerated().map { index, pair in
+                    TLSCertificateFiles(certificate: pair.0, key: pair.1, ocspResponse: ocsp[index])
+                },
                 clientCA: clientCA, protocols: protocols ?? .default, ciphers: ciphers ?? .intermediate)
         }
         var client: TLSClientSettings?
@@ -136,6 +151,7 @@ public struct TLSDirectives: Equatable, Sendable {
         for files in server?.certificates ?? [] {
             out.append(("tls-cert", files.certificate))
             out.append(("tls-key", files.key))
+            if let response = files.ocspResponse { out.append(("tls-ocsp", response)) }
         }
         if let ca = server?.clientCA { out.append(("tls-client-ca", ca)) }
         let protocols = server?.protocols ?? client?.protocols

@@ -19,7 +19,7 @@ import TLS
 /// handler for every local address, after `interface` the one for that address. `standalone` (`yes` or `no` in any
 /// case, yes when bare) may appear anywhere and counts for the whole file.
 ///
-/// The TLS directives (ours: `tls-cert FILE` and `tls-key FILE` in pairs, `tls-client-ca FILE`,
+/// The TLS directives (ours: `tls-cert FILE` and `tls-key FILE` in pairs, `tls-ocsp FILE`, `tls-client-ca FILE`,
 /// `remote-tls yes|insecure`, `remote-tls-ca FILE`, `remote-tls-name NAME`, `remote-tls-cert
 /// FILE` and `remote-tls-key FILE`, `tls-protocols LIST`, `tls-ciphers LIST`; see
 /// ``TLSDirectives``) belong to one handler, as `server` does:

@@ -50,6 +50,7 @@ enum ProxyHelp {
                                          DNS lookup of its name (which waits 4 s at most)
           --tls-cert FILE --tls-key FILE clients speak TLS: certificate chain and key (PEM); repeat
                                          the pair for more certificates, chosen by SNI
+          --tls-ocsp FILE                staple this OCSP response (DER) to the last --tls-cert
           --tls-client-ca FILE           require client certificates of this CA
           --remote-tls                   speak TLS to the server, verified (the system's store)
           --remote-tls-ca FILE           verify the server against this CA

@@ -39,7 +39,7 @@ public struct TCPProxyOptions: Equatable, Sendable {
     public var rules: String?  // --rules FILE.cdb
     public var proxyProtocol: ProxyProtocolVersion?  // --proxy-protocol v1|v2
     public var clientNames = true  // --no-client-names clears
-    /// --tls-cert, --tls-key (pairs), --tls-client-ca, --tls-protocols, --tls-ciphers,
+    /// --tls-cert, --tls-key (pairs), --tls-ocsp, --tls-client-ca, --tls-protocols, --tls-ciphers,
     /// --remote-tls (or --remote-tls-insecure), --remote-tls-ca, --remote-tls-name.
     public var tls = TLSDirectives()
     public var help = false  // -h --help
@@ -80,7 +80,8 @@ public struct TCPProxyOptions: Equatable, Sendable {
         ],
         longFlags: ["standalone", "no-client-names", "remote-tls", "remote-tls-insecure"],
         longWithArgument: [
-            "bind", "logname", "timeout", "rules", "proxy-protocol", "tls-cert", "tls-key", "tls-client-ca",
+            "bind", "logname", "timeout", "rules", "proxy-protocol", "tls-cert", "tls-key", "tls-ocsp",
+            "tls-client-ca",
             "remote-tls-ca", "remote-tls-name", "remote-tls-cert", "remote-tls-key", "tls-protocols", "tls-ciphers",
         ])
 
