@@ -255,8 +255,9 @@ public final class BufferedSocket: EventHandler {
                 let n = out(bytes.baseAddress! + offset, bytes.count - offset)
                 if n > 0 {
                     offset += n
-                    if offset < bytes.count {
-                        writable = false  // a short write: the socket's buffer is full
+                    // A short send: the socket's buffer is full (a transport's: one record).
+                    if offset < bytes.count && transport == nil {
+                        writable = false
                         break
                     }
                     continue
@@ -286,7 +287,9 @@ public final class BufferedSocket: EventHandler {
             let n = output.withUnsafeBytes { p in out(p.baseAddress! + written, p.count - written) }
             if n > 0 {
                 written += n
-                if written < output.count { writable = false }
+                // A short send means a full kernel buffer; a transport's short write may be one
+                // TLS record of many (16 KiB each): write on until it says EAGAIN.
+                if written < output.count && transport == nil { writable = false }
                 continue
             }
             let e = n == 0 ? EIO : errno
