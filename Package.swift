@@ -73,7 +73,7 @@ let package = Package(
                 "AccessRules", "CDB", "Gateway", "GatewayKit", "Loop", "MultiCall", "POP3Proxy", "Relay", "Socks",
                 "TCPProxy", "TLS", "UCSPI",
             ]),
-        .target(name: "POP3Proxy", dependencies: ["AccessRules", "Gateway", "GatewayKit", "Loop"]),
+        .target(name: "POP3Proxy", dependencies: ["AccessRules", "Gateway", "GatewayKit", "Loop", "TLS"]),
         // sockd: the SOCKS4/4a/5 codecs, sockd.conf and sockd.route with their matchers, the %
         // substitutions, the frozen-file format (all pure), and the session the driver runs.
         .target(name: "Socks", dependencies: ["AccessRules", "Gateway", "GatewayKit", "Loop"], swiftSettings: crossModule),
@@ -105,7 +105,9 @@ let package = Package(
             name: "TCPProxyTests",
             dependencies: ["TCPProxy", "Gateway", "Loop", "TLS", "TLSTestSupport", "GatewayKit", "AccessRules"]),
         .testTarget(name: "UCSPITests", dependencies: ["UCSPI", "GatewayKit", "AccessRules"]),
-        .testTarget(name: "POP3ProxyTests", dependencies: ["POP3Proxy", "Gateway", "GatewayKit", "AccessRules"]),
+        .testTarget(
+            name: "POP3ProxyTests",
+            dependencies: ["POP3Proxy", "Gateway", "GatewayKit", "AccessRules", "TLS", "TLSTestSupport"]),
         .testTarget(name: "SocksTests", dependencies: ["Socks", "Gateway", "GatewayKit", "AccessRules"]),
         .testTarget(name: "MultiCallTests", dependencies: ["MultiCall"]),
         // Test certificates (made with the openssl command) for the test targets that need TLS.

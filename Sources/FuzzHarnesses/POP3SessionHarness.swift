@@ -109,7 +109,7 @@ enum POP3SessionHarness {
                         precondition(!text.contains(13) && !text.contains(0), "one line, nothing smuggled")
                         if loggedIn {
                             switch POP3Command.parse(text) {
-                            case .unsupported, .malformed, .capa:
+                            case .unsupported, .malformed, .capa, .stls:
                                 preconditionFailure("a refused command reached the server")
                             default: break
                             }

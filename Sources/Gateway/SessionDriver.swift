@@ -611,12 +611,14 @@ public final class SessionDriver: SessionContext, RelayDelegate, RelayRecorder, 
         return index < streams.count ? streams[index] : nil
     }
 
-    /// The stream of `peer`, the client's made from its socket at the first use.
+    /// The stream of `peer`, the client's made from its socket at the first use (reading
+    /// through its TLS when a handshake came first: pop3.proxy's `--pop3s`).
     private func streamMakingClient(_ peer: Peer) -> SessionStream? {
         if let existing = stream(peer) { return existing }
         guard peer == .client, client >= 0 else { return nil }
-        let made = adopt(client, as: .client, reading: false)
+        let made = adopt(client, as: .client, reading: false, transport: clientTLS)
         client = -1
+        clientTLS = nil
         return made
     }
 

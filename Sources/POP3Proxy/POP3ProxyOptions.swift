@@ -1,10 +1,11 @@
 import GatewayKit
+import TLS
 
 /// pop3.proxy's command line: the manual's letters and the long options Bastion adds.
 ///
-/// `pop3.proxy [options] server`, where `server` is `host[:port]` (port 110 when omitted,
-/// IPv6 as `[addr]:port`) or `-` for none; with `-e` it may be left out. `-D` makes a daemon on
-/// port 110 of every address; `-D -D` (or `-DD`) takes the listening `[interface:]port` as
+/// `pop3.proxy [options] server`, where `server` is `host[:port]` (port 110 when omitted, 995
+/// with `--server-tls pop3s`; IPv6 as `[addr]:port`) or `-` for none; with `-e` it may be left
+/// out. `-D` makes a daemon on port 110 of every address (995 with `--pop3s`); `-D -D` (or `-DD`) takes the listening `[interface:]port` as
 /// the first operand. Options come before the operands.
 public struct POP3ProxyOptions: Equatable, Sendable {
     /// Where the server is: a host (name or address, no brackets) and a port.
@@ -70,6 +71,46 @@ public struct POP3ProxyOptions: Equatable, Sendable {
     /// `--help`.
     public var help = false
 
+    /// How TLS goes toward the server (`--server-tls`).
+    public enum ServerTLS: String, Equatable, Sendable {
+        /// In the clear, as the original.
+        case none
+        /// STLS after the server's greeting (RFC 2595); a server that refuses it is a failed login.
+        case stls
+        /// Implicit TLS from the first byte (POP3S, port 995).
+        case pop3s
+    }
+
+    /// `--tls-cert`, `--tls-key` and `--tls-ocsp`: the certificates shown to clients (STLS and
+    /// `--pop3s`).
+    public var tlsCertificates = TLSCertificateList()
+    /// `--tls-protocols`, `--tls-ciphers`: both directions.
+    public var tlsProtocols = TLSProtocols.default
+    public var tlsCiphers = TLSCiphers.intermediate
+    /// `--require-tls`: USER and PASS are refused before STLS.
+    public var requireTLS = false
+    /// `--pop3s`: clients speak TLS from the first byte.
+    public var pop3s = false
+    /// `--server-tls`.
+    public var serverTLS = ServerTLS.none
+    /// `--server-tls-ca`: the CA the server's certificate is verified against (else the system's).
+    public var serverTLSCA: String?
+
+    /// The TLS toward clients, when there is a certificate.
+    public var clientTLSSettings: TLSServerSettings? {
+        guard let files = try? tlsCertificates.files(), !files.isEmpty else { return nil }
+        return TLSServerSettings(certificates: files, protocols: tlsProtocols, ciphers: tlsCiphers)
+    }
+
+    /// The TLS toward the server, verified (its name checked against the server as given).
+    public var serverTLSSettings: TLSClientSettings? {
+        guard serverTLS != .none else { return nil }
+        return TLSClientSettings(ca: serverTLSCA, verify: true, protocols: tlsProtocols, ciphers: tlsCiphers)
+    }
+
+    /// The server's port when a server is named without one: 995 for POP3S, else 110.
+    public var defaultServerPort: UInt16 { serverTLS == .pop3s ? 995 : 110 }
+
     /// The listening address of `-D -D`: an interface (nil: every address) and a port.
     public struct Listen: Equatable, Sendable {
         public var interface: String?
@@ -92,8 +133,11 @@ public struct POP3ProxyOptions: Equatable, Sendable {
             "a": "acp", "c": "delimiters", "l": "client-log", "q": "source", "s": "servers", "t": "timeout",
             "u": "user", "v": "varprefix",
         ],
-        longFlags: ["help", "no-scan-header", "scan-limit-pass"],
-        longWithArgument: ["clamd", "rules", "pid-file", "log", "scan-limit"])
+        longFlags: ["help", "no-scan-header", "scan-limit-pass", "require-tls", "pop3s"],
+        longWithArgument: [
+            "clamd", "rules", "pid-file", "log", "scan-limit", "tls-cert", "tls-key", "tls-ocsp", "tls-protocols",
+            "tls-ciphers", "server-tls", "server-tls-ca",
+        ])
 
     /// Parses the words after the program's name.
     public static func parse(_ args: [String]) throws(UsageError) -> POP3ProxyOptions {
@@ -107,8 +151,10 @@ public struct POP3ProxyOptions: Equatable, Sendable {
             o.listen = try listenOperand(operands.removeFirst())
         }
         if operands.count > 1 { throw UsageError("unexpected argument \"\(operands[1])\" after the server") }
+        try o.checkTLS()
         if let operand = operands.first {
-            o.server = operand == "-" ? nil : try serverOperand(operand, option: "server")
+            o.server =
+                operand == "-" ? nil : try serverOperand(operand, option: "server", defaultPort: o.defaultServerPort)
             if o.server == nil && !o.serverSelection {
                 throw UsageError("server - (none) needs -e: without it no client can name one")
             }
@@ -122,6 +168,21 @@ public struct POP3ProxyOptions: Equatable, Sendable {
         return o
     }
 
+    /// The TLS options as a whole.
+    private func checkTLS() throws(UsageError) {
+        let files: [TLSCertificateFiles]
+        do { files = try tlsCertificates.files() } catch { throw UsageError("--" + error.description) }
+        if files.isEmpty && pop3s {
+            throw UsageError("--pop3s needs --tls-cert and --tls-key: the certificate shown to clients")
+        }
+        if files.isEmpty && requireTLS {
+            throw UsageError("--require-tls needs --tls-cert and --tls-key: clients get TLS by STLS")
+        }
+        if serverTLSCA != nil && serverTLS == .none {
+            throw UsageError("--server-tls-ca verifies the server's certificate: it needs --server-tls stls or pop3s")
+        }
+    }
+
     private mutating func set(_ name: String, _ v: String) throws(UsageError) {
         switch name {
         case "select-server": serverSelection = true
@@ -132,6 +193,22 @@ public struct POP3ProxyOptions: Equatable, Sendable {
         case "help": help = true
         case "no-scan-header": scanHeader = false
         case "scan-limit-pass": scanLimitPass = true
+        case "require-tls": requireTLS = true
+        case "pop3s": pop3s = true
+        case "tls-cert", "tls-key", "tls-ocsp":
+            do { try tlsCertificates.add(name, v) } catch { throw UsageError("--" + error.description) }
+        case "tls-protocols":
+            do { tlsProtocols = try TLSProtocols(parsing: v) } catch { throw UsageError("--tls-protocols: \(error)") }
+        case "tls-ciphers":
+            do { tlsCiphers = try TLSCiphers(parsing: v) } catch { throw UsageError("--tls-ciphers: \(error)") }
+        case "server-tls":
+            guard let mode = ServerTLS(rawValue: v) else {
+                throw UsageError("--server-tls takes none, stls or pop3s, not \"\(v)\"")
+            }
+            serverTLS = mode
+        case "server-tls-ca":
+            guard !v.isEmpty else { throw UsageError("--server-tls-ca needs the file of the CA's certificate") }
+            serverTLSCA = v
         case "acp":
             guard !v.isEmpty else { throw UsageError("-a needs the path of the access control program") }
             accessControlProgram = v

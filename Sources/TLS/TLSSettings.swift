@@ -115,6 +115,61 @@ public struct TLSCertificateFiles: Equatable, Sendable {
     }
 }
 
+/// A listener's certificates as a command line or a configuration gives them, one word at a
+/// time: `tls-cert FILE` and `tls-key FILE` in pairs (the first pair the default, the others
+/// chosen by SNI), and `tls-ocsp FILE` for the certificate given last before it. What tcpproxy
+/// and pop3.proxy both read, with the same checks and the same words in their errors.
+public struct TLSCertificateList: Equatable, Sendable {
+    public var certificates: [String] = []
+    public var keys: [String] = []
+    /// `tls-ocsp`, by the index of the certificate it follows.
+    public var ocsp: [Int: String] = [:]
+
+    public init() {}
+
+    public var isEmpty: Bool { certificates.isEmpty && keys.isEmpty }
+
+    /// Takes `tls-cert`, `tls-key` or `tls-ocsp` (the names without their dashes).
+    public mutating func add(_ name: String, _ value: String) throws(TLSError) {
+        switch name {
+        case "tls-cert": certificates.append(value)
+        case "tls-key": keys.append(value)
+        case "tls-ocsp":
+            guard let last = certificates.indices.last else {
+                throw TLSError("tls-ocsp staples a response to the tls-cert before it: give tls-cert first")
+            }
+            guard ocsp[last] == nil else {
+                throw TLSError("tls-ocsp given twice for the certificate \(certificates[last])")
+            }
+            ocsp[last] = value
+        default: preconditionFailure("not a certificate word: \(name)")
+        }
+    }
+
+    /// The pairs, checked: as many keys as certificates.
+    public func files() throws(TLSError) -> [TLSCertificateFiles] {
+        guard certificates.count == keys.count else {
+            throw TLSError(
+                "tls-cert and tls-key go in pairs: \(certificates.count) certificate\(certificates.count == 1 ? "" : "s"), "
+                    + "\(keys.count) key\(keys.count == 1 ? "" : "s")")
+        }
+        return zip(certificates, keys).enumerated().map { index, pair in
+            TLSCertificateFiles(certificate: pair.0, key: pair.1, ocspResponse: ocsp[index])
+        }
+    }
+
+    /// The words that make `files` again, in order.
+    public static func words(_ files: [TLSCertificateFiles]) -> [(String, String)] {
+        var out: [(String, String)] = []
+        for file in files {
+            out.append(("tls-cert", file.certificate))
+            out.append(("tls-key", file.key))
+            if let response = file.ocspResponse { out.append(("tls-ocsp", response)) }
+        }
+        return out
+    }
+}
+
 /// A listener's TLS: its certificates (chosen by SNI, the first the default), whose clients
 /// must show a certificate of `clientCA` when it is given.
 public struct TLSServerSettings: Equatable, Sendable {

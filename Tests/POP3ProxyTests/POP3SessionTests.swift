@@ -21,13 +21,13 @@ final class Run {
     let context = Context()
     var actions: [SessionAction] = []
 
-    init(_ arguments: [String], clock: Int = 1_700_000_000) throws {
+    init(_ arguments: [String], clock: Int = 1_700_000_000, tls: POP3TLSContexts = POP3TLSContexts()) throws {
         let options = try POP3ProxyOptions.parse(arguments)
         let settings = POP3SessionSettings(
             options: options, environment: [Array("PATH=/bin".utf8)], clock: { clock },
             clamdVersion: "ClamAV 1.0.7/27500", hostName: "gw.example")
         machine = POP3Session(
-            settings: settings, client: Endpoint(address: IPAddress("192.0.2.7")!, port: 40000), id: 3)
+            settings: settings, client: Endpoint(address: IPAddress("192.0.2.7")!, port: 40000), id: 3, tls: tls)
     }
 
     /// Feeds `event`; returns the actions it caused (also kept in `actions`).

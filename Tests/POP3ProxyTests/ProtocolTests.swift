@@ -18,13 +18,14 @@ struct POP3CommandTests {
         ("STAT", .stat), ("RETR 1", .retr(1)), ("DELE 12", .dele(12)),
         ("TOP 1 10", .top(1, lines: 10)), ("TOP 3 0", .top(3, lines: 0)),
         ("LAST", .last), ("NOOP", .noop), ("RSET", .rset), ("QUIT", .quit), ("CAPA", .capa), ("Quit", .quit),
+        ("STLS", .stls), ("stls", .stls),
     ])
     func forwardedCommandsParse(line: String, command: POP3Command) {
         #expect(POP3Command.parse(bytes(line)) == command)
     }
 
     @Test(arguments: [
-        ("APOP joe c4c9334bac560ecc979e58001b3e22fb", "APOP"), ("AUTH PLAIN", "AUTH"), ("STLS", "STLS"),
+        ("APOP joe c4c9334bac560ecc979e58001b3e22fb", "APOP"), ("AUTH PLAIN", "AUTH"),
         ("XTND XMIT", "XTND"), ("", ""), ("HELO there", "HELO"), ("RETRX 1", "RETRX"),
     ])
     func othersAreUnsupported(line: String, keyword: String) {

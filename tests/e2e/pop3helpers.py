@@ -23,6 +23,7 @@ import re
 import select
 import shutil
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -98,11 +99,13 @@ SMALL_MESSAGES = [message_dots(), message_long_lines(), message_8bit(), message_
 
 class Dovecot:
     """dovecot -F, its own instance on 127.0.0.1, the users of `mailboxes` (name ->
-    messages) with `password`, their maildirs written by the test in the order given."""
+    messages) with `password`, their maildirs written by the test in the order given. With
+    `tls` (certificate, key) it offers STLS on its port and serves POP3S on `pop3s_port`."""
 
     PASSWORD = "secret"
 
-    def __init__(self, mailboxes: dict[str, list[bytes]], password: str = PASSWORD) -> None:
+    def __init__(self, mailboxes: dict[str, list[bytes]], password: str = PASSWORD,
+                 tls: Optional[tuple] = None) -> None:
         binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
         if not os.access(binary, os.X_OK):
             pytest.fail("dovecot is not installed (scripts/test installs dovecot-pop3d)", pytrace=False)
@@ -111,6 +114,7 @@ class Dovecot:
         self.dir.chmod(0o755)
         mail = pwd.getpwnam("mail")
         self.port = free_port()
+        self.pop3s_port = free_port() if tls else 0
         passwd = []
         for user, messages in mailboxes.items():
             maildir = self.dir / "mail" / user / "Maildir"
@@ -127,6 +131,9 @@ class Dovecot:
         (self.dir / "passwd").write_text("".join(passwd))
         (self.dir / "passwd").chmod(0o644)
         self.log = self.dir / "dovecot.log"
+        ssl = "ssl = no"
+        if tls:
+            ssl = f"ssl = yes\nssl_cert = <{tls[0]}\nssl_key = <{tls[1]}\nssl_min_protocol = TLSv1.2"
         conf = self.dir / "dovecot.conf"
         conf.write_text(f"""protocols = pop3
 listen = 127.0.0.1
@@ -134,7 +141,7 @@ base_dir = {self.dir}/run
 state_dir = {self.dir}/state
 instance_name = bastion-e2e-{self.port}
 log_path = {self.log}
-ssl = no
+{ssl}
 auth_failure_delay = 0
 disable_plaintext_auth = no
 auth_mechanisms = plain
@@ -164,7 +171,8 @@ service pop3-login {{
     port = {self.port}
   }}
   inet_listener pop3s {{
-    port = 0
+    address = 127.0.0.1
+    port = {self.pop3s_port}
   }}
 }}
 """)
@@ -195,15 +203,19 @@ def is_multiline(command: bytes) -> bool:
 
 
 class POP3:
-    """A POP3 client on a raw socket that keeps the bytes as they came."""
+    """A POP3 client on a raw socket that keeps the bytes as they came; with `tls` (an
+    ssl.SSLContext) TLS from the first byte (POP3S), and ``stls`` upgrades a plain one."""
 
     def __init__(self, port: int, host: str = "127.0.0.1", source: Optional[str] = None,
-                 timeout: float = IO_TIMEOUT, greeting: bool = True) -> None:
+                 timeout: float = IO_TIMEOUT, greeting: bool = True, tls=None,
+                 name: str = "localhost") -> None:
         self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         self.sock.settimeout(timeout)
         if source:
             self.sock.bind((source, 0))
         self.sock.connect((host, port))
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_hostname=name)
         self.buf = bytearray()
         self.greeting = self.line() if greeting else b""
         if greeting:
@@ -250,6 +262,14 @@ class POP3:
 
     def send(self, data: bytes | str) -> None:
         self.sock.sendall(data.encode() if isinstance(data, str) else data)
+
+    def stls(self, tls, name: str = "localhost") -> bytes:
+        """STLS, and on its +OK the handshake (`tls`: an ssl.SSLContext); the status line."""
+        answer = self.command("STLS")
+        if answer.startswith(b"+OK"):
+            assert not self.buf, f"bytes in the clear after STLS's +OK: {bytes(self.buf)!r}"
+            self.sock = tls.wrap_socket(self.sock, server_hostname=name)
+        return answer
 
     def command(self, text: bytes | str) -> bytes:
         """Sends one command line and returns its status line."""
@@ -635,3 +655,26 @@ def acp_environment(lab: Lab, name: str = "acp", timeout: float = IO_TIMEOUT) ->
         if sep:
             env[key] = value
     return env
+
+
+def fetchmail(lab: Lab, port: int, tag: str, user: str = "short", tls: Optional[str] = None, ca=None) -> bytes:
+    """One run of fetchmail (keep, USER/PASS) delivering to a file: what it wrote. Without
+    `tls` in the clear; tls="ssl" is POP3S, tls="stls" STLS, the server's certificate checked
+    against `ca` for the name localhost."""
+    home = lab.dir / f"fetchmail-{tag}"
+    home.mkdir()
+    out = home / "delivered"
+    rc = home / "fetchmailrc"
+    security = {None: 'sslproto ""', "ssl": "ssl", "stls": 'sslproto "tls1.2+"'}[tls]
+    if tls:
+        security += f' sslcertck sslcertfile "{ca}"'
+    host = "localhost" if tls else "127.0.0.1"
+    rc.write_text(f'poll {host} protocol pop3 service {port} auth password timeout 20\n'
+                  f'  user "{user}" password "{Dovecot.PASSWORD}" is root here\n'
+                  f'  keep fetchall {security} mda "cat >> {out}"\n')
+    rc.chmod(0o600)
+    env = lab.env({"HOME": str(home), "FETCHMAILHOME": str(home)})
+    run = subprocess.run(["fetchmail", "-f", str(rc), "--nodetach", "--nosyslog", "-v"], env=env,
+                         capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert run.returncode == 0, run.stdout.decode(errors="replace") + run.stderr.decode(errors="replace")
+    return out.read_bytes()

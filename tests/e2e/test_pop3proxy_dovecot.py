@@ -18,7 +18,7 @@ import subprocess
 import pytest
 
 import hostile
-from pop3helpers import (SMALL_MESSAGES, POP3, Dovecot, daemon, message_bare, message_big, message_dots,
+from pop3helpers import (SMALL_MESSAGES, POP3, Dovecot, daemon, fetchmail, message_bare, message_big, message_dots,
                          message_8bit)
 from proxyhelpers import lab  # noqa: F401  (fixture)
 
@@ -131,23 +131,6 @@ def test_python_poplib_through_the_proxy(lab, dovecot, monkeypatch):
     # poplib undoes the dot-stuffing: the first message's lines are those written.
     assert direct[5][0][0] == message_dots().split(b"\r\n")[:-1]
     assert capabilities == {"USER": [], "TOP": [], "UIDL": [], "PIPELINING": []}
-
-
-def fetchmail(lab, port: int, tag: str, user: str = "short") -> bytes:
-    """One run of fetchmail (keep, no SSL, USER/PASS) delivering to a file: what it wrote."""
-    home = lab.dir / f"fetchmail-{tag}"
-    home.mkdir()
-    out = home / "delivered"
-    rc = home / "fetchmailrc"
-    rc.write_text(f'poll 127.0.0.1 protocol pop3 service {port} auth password timeout 20\n'
-                  f'  user "{user}" password "{PASSWORD}" is root here\n'
-                  f'  keep fetchall sslproto "" mda "cat >> {out}"\n')
-    rc.chmod(0o600)
-    env = lab.env({"HOME": str(home), "FETCHMAILHOME": str(home)})
-    run = subprocess.run(["fetchmail", "-f", str(rc), "--nodetach", "--nosyslog", "-v"], env=env,
-                         capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
-    assert run.returncode == 0, run.stdout.decode(errors="replace") + run.stderr.decode(errors="replace")
-    return out.read_bytes()
 
 
 def without_received(mbox: bytes) -> bytes:

@@ -4,6 +4,7 @@ import Glibc
 import Gateway
 import GatewayKit
 import Loop
+import TLS
 
 /// `pop3.proxy`: the command. Usage errors exit 1 with a message naming what is wrong; the
 /// inetd mode exits 0 when its session has ended, the daemon on SIGTERM or SIGINT.
@@ -41,8 +42,11 @@ public enum POP3ProxyCommand {
         let settings = POP3SessionSettings(
             options: options, environment: Environment.current(), clock: { Int(time(nil)) },
             clamdVersion: clamdVersion, hostName: hostName())
-        if options.daemon > 0 { serveDaemon(options, settings, credential, log) }
-        serveInetd(settings, credential, log)
+        // The certificates and keys are read before the privileges are dropped.
+        let tls: POP3TLSContexts
+        do { tls = try POP3TLSContexts(options: options) } catch { fail("TLS: \(error)") }
+        if options.daemon > 0 { serveDaemon(options, settings, tls, credential, log) }
+        serveInetd(settings, tls, credential, log)
     }
 
     /// This host's name (gethostname), for virus notifications.
@@ -70,7 +74,9 @@ public enum POP3ProxyCommand {
     }
 
     /// The default mode: the one client on standard input, then exit.
-    static func serveInetd(_ settings: POP3SessionSettings, _ credential: Credential?, _ log: DaemonLog) -> Never {
+    static func serveInetd(
+        _ settings: POP3SessionSettings, _ tls: POP3TLSContexts, _ credential: Credential?, _ log: DaemonLog
+    ) -> Never {
         let peer: Endpoint
         let local: Endpoint
         do { (peer, local) = try Inetd.endpoints() } catch {
@@ -79,16 +85,19 @@ public enum POP3ProxyCommand {
         Inetd.serve(
             POP3Sessions(settings: settings), peer: peer, local: local, credential: credential, log: log, names: nil,
             fail: fail
-        ) { id in POP3Session(settings: settings, client: peer, id: id) }
+        ) { id in POP3Session(settings: settings, client: peer, id: id, tls: tls) }
     }
 
     /// `-D`: listen (port 110 of every address, or `-D -D`'s), detach unless `-d`, serve every
     /// client on the event loops.
     static func serveDaemon(
-        _ options: POP3ProxyOptions, _ settings: POP3SessionSettings, _ credential: Credential?, _ log: DaemonLog
+        _ options: POP3ProxyOptions, _ settings: POP3SessionSettings, _ tls: POP3TLSContexts,
+        _ credential: Credential?, _ log: DaemonLog
     ) -> Never {
         let keys: [ListenerKey]
-        do { keys = try listenerKeys(options.listen) } catch { fail(error.description) }
+        do { keys = try listenerKeys(options.listen, defaultPort: options.pop3s ? 995 : 110) } catch {
+            fail(error.description)
+        }
         let listeners: [Listener]
         do { listeners = try Listeners.open(keys, reusing: []) } catch { fail(error.description) }
         Systemd.closeUntaken { log.warning($0) }
@@ -104,7 +113,7 @@ public enum POP3ProxyCommand {
         }
         do { try Credential.become(credential, chroot: nil) } catch { fail(error.description) }
         for listener in listeners { log.notice("listening on \(listener.key)") }
-        let table = POP3Table(listenerSockets: listeners)
+        let table = POP3Table(listenerSockets: listeners, tls: tls)
         let service = POP3ProxyService(log: log, settings: settings, pidFile: options.pidFile)
         let loops = LoopGroup(service: service, table: table)
         do { try loops.start() } catch { fail(error.description) }
@@ -112,10 +121,12 @@ public enum POP3ProxyCommand {
         loops.runSignals(signals)
     }
 
-    /// Where `-D` listens: `[interface:]port`, port 110 of every address by default. An
-    /// interface is an address or a name (resolved once, now).
-    static func listenerKeys(_ listen: POP3ProxyOptions.Listen?) throws(StartError) -> [ListenerKey] {
-        let port = listen?.port ?? 110
+    /// Where `-D` listens: `[interface:]port`, port 110 (995 with `--pop3s`) of every address
+    /// by default. An interface is an address or a name (resolved once, now).
+    static func listenerKeys(_ listen: POP3ProxyOptions.Listen?, defaultPort: UInt16) throws(StartError)
+        -> [ListenerKey]
+    {
+        let port = listen?.port ?? defaultPort
         guard let interface = listen?.interface else {
             return [ListenerKey(address: .anyV6, port: port, v6Only: false)]
         }
@@ -128,15 +139,20 @@ public enum POP3ProxyCommand {
     }
 }
 
-/// The daemon's listeners: pop3.proxy has no configuration file, so a table is just them.
+/// The daemon's listeners and TLS contexts: pop3.proxy has no configuration file, so a table
+/// is just them (SIGHUP makes a new one with the TLS files read again).
 final class POP3Table: ServingTable {
     let listenerSockets: [Listener]
+    let tls: POP3TLSContexts
     var configurationPath: String { "the command line" }
 
-    init(listenerSockets: [Listener]) { self.listenerSockets = listenerSockets }
+    init(listenerSockets: [Listener], tls: POP3TLSContexts) {
+        self.listenerSockets = listenerSockets
+        self.tls = tls
+    }
 
     func restricted(to fds: Set<Int32>) -> POP3Table {
-        POP3Table(listenerSockets: listenerSockets.filter { fds.contains($0.fd) })
+        POP3Table(listenerSockets: listenerSockets.filter { fds.contains($0.fd) }, tls: tls)
     }
 }
 
@@ -158,8 +174,9 @@ final class POP3Sessions: SessionFactory {
     ) -> SessionDriver? {
         Socket.setNoDelay(client)
         return SessionDriver(
-            host: worker, machine: POP3Session(settings: settings, client: peer, id: id), client: client, peer: peer,
-            id: id, names: nil)
+            host: worker, machine: POP3Session(settings: settings, client: peer, id: id, tls: table.tls),
+            client: client,
+            peer: peer, id: id, names: nil)
     }
 }
 
@@ -180,10 +197,22 @@ final class POP3ProxyService: GatewayService {
         POP3Sessions.worker(loop: loop, log: log, settings: settings)
     }
 
+    /// SIGHUP: the logs reopened and, when there are TLS files, those read again (a file that
+    /// fails keeps the old contexts, logged; sessions in progress keep theirs).
     func reloadedTable(current: POP3Table) -> POP3Table? {
         log.reopen()
-        log.notice("SIGHUP: logs reopened (pop3.proxy is configured on its command line: nothing else to reload)")
-        return nil
+        guard POP3TLSContexts.usesFiles(settings.options) else {
+            log.notice("SIGHUP: logs reopened (pop3.proxy is configured on its command line: nothing else to reload)")
+            return nil
+        }
+        log.notice("SIGHUP: logs reopened; re-reading the TLS files (pop3.proxy is configured on its command line)")
+        do {
+            return POP3Table(
+                listenerSockets: current.listenerSockets, tls: try POP3TLSContexts(options: settings.options))
+        } catch {
+            log.error("SIGHUP: TLS files not reloaded, keeping the old ones: \(error)")
+            return nil
+        }
     }
 
     func logListeners(_ table: POP3Table) {

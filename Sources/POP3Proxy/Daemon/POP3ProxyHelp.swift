@@ -2,14 +2,15 @@
 enum POP3ProxyHelp {
     static let text = """
         usage: pop3.proxy [options] server
-               pop3.proxy -D [options] server           (a daemon on port 110)
+               pop3.proxy -D [options] server           (a daemon on port 110, 995 with --pop3s)
                pop3.proxy -D -D [options] [interface:]port server
 
         A POP3 application gateway: it greets the client, takes USER and PASS itself, logs in to
         the server, and forwards only USER, PASS, LIST, STAT, RETR, UIDL, DELE, TOP, LAST, NOOP,
-        RSET and QUIT, each answer byte for byte. server is host[:port] (port 110), [v6addr]:port,
-        or - for none (with -e). Without -D it serves the connection on standard input (tcpserver,
-        tcpproxy's exec, inetd, a systemd socket unit with Accept=yes).
+        RSET and QUIT, each answer byte for byte. server is host[:port] (port 110, 995 with
+        --server-tls pop3s), [v6addr]:port, or - for none (with -e). Without -D it serves the
+        connection on standard input (tcpserver, tcpproxy's exec, inetd, a systemd socket unit
+        with Accept=yes).
 
           -a acp         access control program, run before the server connection (PROXY_ variables;
                          its output goes to the client, exit 0 grants)
@@ -31,6 +32,13 @@ enum POP3ProxyHelp {
           --log TARGET   syslog:LEVEL,NAME,FACILITY | file:LEVEL,PATH | stdout:LEVEL | stderr:LEVEL
                          (default syslog, facility mail, level notice; stderr with -d)
           --scan-limit BYTES, --scan-limit-pass, --no-scan-header   scanning (with -z)
+          --tls-cert FILE --tls-key FILE   certificate and key for clients: STLS offered in CAPA
+                         (repeat the pair for SNI); --tls-ocsp FILE staples a response to the last
+          --require-tls  refuse USER and PASS before STLS
+          --pop3s        clients speak TLS from the first byte (POP3S)
+          --server-tls none|stls|pop3s   TLS toward the server, always verified
+          --server-tls-ca FILE           the CA it is verified against (default: the system's)
+          --tls-protocols LIST, --tls-ciphers LIST   versions (TLSv1.2,TLSv1.3) and ciphers
           --help         this text
 
         """

@@ -24,7 +24,9 @@ public enum POP3Command: Equatable, Sendable {
     case rset
     case quit
     case capa
-    /// A keyword pop3.proxy does not forward (APOP, AUTH, STLS, XTND, anything else).
+    /// STLS (RFC 2595): TLS before the login, answered by the proxy when it has a certificate.
+    case stls
+    /// A keyword pop3.proxy does not forward (APOP, AUTH, XTND, anything else).
     case unsupported(keyword: String)
     /// A supported keyword with arguments RFC 1939 does not allow.
     case malformed(keyword: String, reason: String)
@@ -57,7 +59,7 @@ public enum POP3Command: Equatable, Sendable {
             case .success: return .malformed(keyword: shown, reason: "one user name is needed")
             case .failure(let problem): return .malformed(keyword: shown, reason: problem.text)
             }
-        case "STAT", "LAST", "NOOP", "RSET", "QUIT", "CAPA":
+        case "STAT", "LAST", "NOOP", "RSET", "QUIT", "CAPA", "STLS":
             guard rest == nil else { return .malformed(keyword: shown, reason: "no arguments are allowed") }
             switch keyword {
             case "STAT": return .stat
@@ -65,6 +67,7 @@ public enum POP3Command: Equatable, Sendable {
             case "NOOP": return .noop
             case "RSET": return .rset
             case "QUIT": return .quit
+            case "STLS": return .stls
             default: return .capa
             }
         case "LIST", "UIDL":
@@ -100,6 +103,7 @@ public enum POP3Command: Equatable, Sendable {
         case .rset: return "RSET"
         case .quit: return "QUIT"
         case .capa: return "CAPA"
+        case .stls: return "STLS"
         case .unsupported(let keyword), .malformed(let keyword, _): return keyword
         }
     }

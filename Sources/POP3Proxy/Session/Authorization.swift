@@ -6,6 +6,10 @@ import GatewayKit
 /// session machine connects, runs the access control program and logs in to the server when
 /// it says `.logIn`, and reports back with ``loginFailed(_:)``.
 ///
+/// TLS (RFC 2595): with a certificate the proxy offers STLS in CAPA and answers it with
+/// ``Action/startTLS``; the session reports the handshake with ``secured()``, which forgets a
+/// USER given before. With `--require-tls` USER and PASS are refused until then.
+///
 /// Limits, as the manual says: at the fifth unsupported command, or the fifth failed login
 /// (two separate counts), the session ends.
 public struct POP3Authorization: Sendable {
@@ -19,20 +23,34 @@ public struct POP3Authorization: Sendable {
         case logIn(server: POP3ProxyOptions.Server, login: ServerLogin, serverPassword: [UInt8], proxyPassword: [UInt8])
         /// End the session (after the replies before it).
         case close
+        /// Begin the TLS handshake with the client (after the `+OK` before it).
+        case startTLS
     }
 
     /// Unsupported commands, or failed logins, at which the session ends.
     public static let limit = 5
     /// The greeting.
     public static let greeting = Array("+OK pop3.proxy ready\r\n".utf8)
-    /// CAPA's answer: what the proxy forwards (RFC 2449).
-    public static let capabilities = Array(
-        "+OK capability list follows\r\nUSER\r\nTOP\r\nUIDL\r\nPIPELINING\r\n.\r\n".utf8)
+    /// CAPA's answer once logged in: what the proxy forwards (RFC 2449).
+    public static let capabilities = capabilities(stls: false, user: true)
+
+    /// CAPA's answer: USER unless it must wait for TLS, STLS while the client may ask for it.
+    public static func capabilities(stls: Bool, user: Bool) -> [UInt8] {
+        Array(
+            ("+OK capability list follows\r\n" + (user ? "USER\r\n" : "") + "TOP\r\nUIDL\r\nPIPELINING\r\n"
+                + (stls ? "STLS\r\n" : "") + ".\r\n").utf8)
+    }
 
     let serverSelection: Bool
     let delimiters: [UInt8]
     let serverList: ServerList?
     let defaultServer: POP3ProxyOptions.Server?
+    let defaultPort: UInt16
+    /// STLS is offered (a certificate, and not `--pop3s`).
+    let offersTLS: Bool
+    let requiresTLS: Bool
+    /// The client's connection is TLS.
+    private(set) public var secure = false
     private var user: ServerLogin?
     private(set) public var unsupported = 0
     private(set) public var failedLogins = 0
@@ -44,6 +62,15 @@ public struct POP3Authorization: Sendable {
         delimiters = options.delimiters
         serverList = options.serverList
         defaultServer = options.server
+        defaultPort = options.defaultServerPort
+        offersTLS = options.clientTLSSettings != nil && !options.pop3s
+        requiresTLS = options.requireTLS
+    }
+
+    /// The client's TLS handshake is done: what it said before is forgotten (RFC 2595 section 4).
+    public mutating func secured() {
+        secure = true
+        user = nil
     }
 
     /// Takes one client line (without its line end).
@@ -51,6 +78,15 @@ public struct POP3Authorization: Sendable {
         precondition(!loggingIn, "no line is handled while a login is tried")
         let command = POP3Command.parse(line)
         switch command {
+        case .user where requiresTLS && !secure, .pass where requiresTLS && !secure:
+            return refuse(
+                command, "-ERR [AUTH] plaintext login refused without TLS: send STLS first",
+                why: ": TLS required (--require-tls)")
+        case .stls where secure:
+            return refuse(command, "-ERR TLS is already active")
+        case .stls where offersTLS:
+            user = nil
+            return [.reply(Array("+OK begin TLS negotiation\r\n".utf8)), .startTLS]
         case .user(let name):
             user = ServerLogin(user: name, delimiters: serverSelection ? delimiters : nil)
             return [.reply(Array("+OK password required\r\n".utf8))]
@@ -59,10 +95,10 @@ public struct POP3Authorization: Sendable {
             self.user = nil
             return logIn(user, password)
         case .capa:
-            return [.reply(Self.capabilities)]
+            return [.reply(Self.capabilities(stls: offersTLS && !secure, user: secure || !requiresTLS))]
         case .quit:
             return [.reply(Array("+OK bye\r\n".utf8)), .close]
-        case .unsupported, .malformed:
+        case .unsupported, .malformed, .stls:
             return refuse(command, "-ERR unsupported command")
         default:
             return refuse(command, "-ERR not logged in")
@@ -88,7 +124,8 @@ public struct POP3Authorization: Sendable {
             if let list = serverList, !list.allows(named) {
                 return failLogin("server \(printable(named)) is not allowed")
             }
-            guard let parsed = try? POP3ProxyOptions.serverOperand(text, option: "server") else {
+            guard let parsed = try? POP3ProxyOptions.serverOperand(text, option: "server", defaultPort: defaultPort)
+            else {
                 return failLogin("\(printable(named)) is not a server (host or host:port)")
             }
             server = parsed
@@ -113,9 +150,9 @@ public struct POP3Authorization: Sendable {
         return actions
     }
 
-    private mutating func refuse(_ command: POP3Command, _ answer: String) -> [Action] {
+    private mutating func refuse(_ command: POP3Command, _ answer: String, why: String = "") -> [Action] {
         unsupported += 1
-        var why = ""
+        var why = why
         if case .malformed(_, let reason) = command { why = ": \(reason)" }
         var actions: [Action] = [.log("command \(command.keyword) refused\(why)")]
         if unsupported >= Self.limit {

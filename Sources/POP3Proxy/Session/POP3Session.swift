@@ -1,6 +1,7 @@
 import AccessRules
 import Gateway
 import GatewayKit
+import TLS
 
 /// What every session of one pop3.proxy shares: the options, the environment an access
 /// control program starts from, and the wall clock for the `-l` files.
@@ -36,6 +37,12 @@ public struct POP3SessionSettings: Sendable {
 /// Streams: the client's bytes wait in the machine while a command is with the server
 /// (pipelining), the client's reading paused beyond ``heldLimit``; a server answer is never
 /// held beyond its status line. Inactivity (`-t`) on either side ends the session.
+///
+/// TLS: toward the client by STLS in the authorization phase or from the first byte
+/// (`--pop3s`, after `--rules`, before the greeting); toward the server from the first byte
+/// (`--server-tls pop3s`) or by STLS after its greeting (`stls`), verified, a refusal or a
+/// failed handshake being a failed login. Bytes that follow an STLS line or its `+OK` before
+/// the handshake are refused (they would be read as if they had come through TLS).
 public final class POP3Session: SessionMachine {
     /// The longest command line with its CRLF (RFC 2449 allows 255 octets; some room more).
     public static let commandLimit = 1024
@@ -48,10 +55,16 @@ public final class POP3Session: SessionMachine {
         /// `--rules` is being applied, before the greeting.
         case checkingRules
         case authorization
+        /// The client's TLS handshake (STLS, or `--pop3s` before the greeting).
+        case clientHandshake
         /// The access control program runs.
         case accessControl
         case connecting
         case serverGreeting
+        /// STLS sent to the server (`--server-tls stls`), its answer awaited.
+        case serverSTLS
+        /// The server's TLS handshake (`pop3s` at once, `stls` after its `+OK`).
+        case serverHandshake
         case serverUser
         case serverPass
         case transaction
@@ -135,6 +148,11 @@ public final class POP3Session: SessionMachine {
     public static let scanPendingLimit = 256 * 1024
 
     private let settings: POP3SessionSettings
+    private let tls: POP3TLSContexts
+    /// The client's TLS, once its handshake is done.
+    private var clientTLS: TLSFacts?
+    /// The status line just taken from the server had more bytes behind it in the same read.
+    private var moreFromServer = false
     private var scan: Scan?
     private let id: UInt64
     private let client: Endpoint
@@ -161,8 +179,9 @@ public final class POP3Session: SessionMachine {
     private var bytesToClient: UInt64 = 0
     private var retrieved = 0
 
-    public init(settings: POP3SessionSettings, client: Endpoint, id: UInt64) {
+    public init(settings: POP3SessionSettings, client: Endpoint, id: UInt64, tls: POP3TLSContexts = POP3TLSContexts()) {
         self.settings = settings
+        self.tls = tls
         self.client = client
         self.id = id
         authorization = POP3Authorization(options: settings.options)
@@ -171,6 +190,9 @@ public final class POP3Session: SessionMachine {
     private var options: POP3ProxyOptions { settings.options }
     /// `-t`'s inactivity timeout; none for `-t 0`.
     private var timeout: Duration? { options.timeout > 0 ? .seconds(options.timeout) : nil }
+
+    /// How long a TLS handshake may take: `-t`'s timeout, or 60 s without one.
+    private var handshakeTimeout: Duration { timeout ?? .seconds(60) }
 
     private func armTimer(_ actions: inout [SessionAction]) {
         if let timeout { actions.append(.setTimer(timeout)) }
@@ -198,7 +220,7 @@ public final class POP3Session: SessionMachine {
                 phase = .checkingRules
                 actions.append(.checkRules(path: rules, client: RuleClient(ip: client.address.unmapped.description)))
             } else {
-                greet(&actions)
+                begin(&actions)
             }
 
         case .rulesChecked(let outcome):
@@ -217,7 +239,36 @@ public final class POP3Session: SessionMachine {
                 return end("rules unreadable", &actions)
             }
             phase = .authorization
-            greet(&actions)
+            begin(&actions)
+
+        case .tlsEstablished(.client, let facts):
+            guard phase == .clientHandshake else { break }
+            clientTLS = facts
+            say("TLS with the client: \(facts.summary)", &actions)
+            authorization.secured()
+            phase = .authorization
+            if options.pop3s && bytesToClient == 0 {
+                greet(&actions)
+            } else {
+                actions.append(.read(.client))
+                armTimer(&actions)
+            }
+        case .tlsFailed(.client, let error):
+            say("TLS handshake with the client failed: \(error)", &actions)
+            end("TLS handshake failed", &actions)
+        case .tlsEstablished(.server, let facts):
+            guard phase == .serverHandshake else { break }
+            say("TLS with the server \(serverName): \(facts.summary)", &actions)
+            armTimer(&actions)
+            actions.append(.read(.server))
+            if options.serverTLS == .pop3s {
+                phase = .serverGreeting
+            } else {
+                sendServerUser(&actions)
+            }
+        case .tlsFailed(.server, let error):
+            guard phase == .serverHandshake || phase == .serverSTLS else { break }
+            loginFailed("TLS with the server failed: \(error)", &actions)
 
         case .received(.client, let bytes):
             bytesFromClient += UInt64(bytes.count)
@@ -241,8 +292,12 @@ public final class POP3Session: SessionMachine {
         case .streamFailed(.server, let error):
             serverGone("server: \(error)", &actions)
         case .streamConnected(.server):
-            phase = .serverGreeting
             serverHeld = []
+            if options.serverTLS == .pop3s {
+                startServerTLS(&actions)
+            } else {
+                phase = .serverGreeting
+            }
         case .connectFailed(.server, let error):
             loginFailed("cannot connect to \(serverName): \(error)", &actions)
         case .hostUnknown(.server, let reason):
@@ -326,6 +381,34 @@ public final class POP3Session: SessionMachine {
         }
     }
 
+    /// After `--rules`: the greeting, or first the handshake of `--pop3s`.
+    private func begin(_ actions: inout [SessionAction]) {
+        guard options.pop3s else { return greet(&actions) }
+        guard let context = tls.clients else { return end("no TLS certificate for --pop3s", &actions) }
+        phase = .clientHandshake
+        actions.append(.startTLS(.client, .accept(context), timeout: handshakeTimeout))
+    }
+
+    /// The client asked for STLS and had its `+OK`: nothing may follow before the handshake.
+    private func startClientTLS(_ actions: inout [SessionAction]) {
+        guard clientHeld.isEmpty else {
+            say("client sent more after STLS, before the TLS handshake: refused", &actions)
+            return end("bytes in the clear after STLS", &actions)
+        }
+        guard let context = tls.clients else { return end("no TLS certificate for STLS", &actions) }
+        phase = .clientHandshake
+        clientPaused = false
+        actions.append(.startTLS(.client, .accept(context), timeout: handshakeTimeout))
+    }
+
+    private func startServerTLS(_ actions: inout [SessionAction]) {
+        guard let context = tls.servers, let attempt else {
+            return loginFailed("no TLS context for --server-tls", &actions)
+        }
+        phase = .serverHandshake
+        actions.append(.startTLS(.server, .connect(context, host: attempt.request.server), timeout: handshakeTimeout))
+    }
+
     private func greet(_ actions: inout [SessionAction]) {
         toClient(POP3Authorization.greeting[...], &actions)
         actions.append(.read(.client))
@@ -355,7 +438,7 @@ public final class POP3Session: SessionMachine {
             clientHeld.removeSubrange(...lineFeed)
             clientLine(line, &actions)
         }
-        guard phase != .ended else { return }
+        guard phase != .ended && phase != .clientHandshake else { return }
         if clientClosed {
             if canTakeLine && !clientHeld.contains(10) { end("client closed the connection", &actions) }
             return
@@ -389,6 +472,8 @@ public final class POP3Session: SessionMachine {
                     end(
                         authorization.failedLogins >= POP3Authorization.limit ? "too many failed logins" : "quit",
                         &actions)
+                case .startTLS:
+                    startClientTLS(&actions)
                 }
             }
             unsupported = authorization.unsupported
@@ -398,7 +483,7 @@ public final class POP3Session: SessionMachine {
         switch command {
         case .capa:
             toClient(POP3Authorization.capabilities[...], &actions)
-        case .unsupported, .malformed:
+        case .unsupported, .malformed, .stls:
             unsupported += 1
             var why = ""
             if case .malformed(_, let reason) = command { why = ": \(reason)" }
@@ -453,6 +538,7 @@ public final class POP3Session: SessionMachine {
             phase = .accessControl
             var base = ChildEnvironment(base: settings.environment)
             for variable in ruleVariables { base.set(variable.name, variable.value) }
+            base.setTLS(clientTLS, prefix: options.variablePrefix)
             let environment = request.accessControlEnvironment(prefix: options.variablePrefix, base: base.bytes)
             actions.append(.runCapturing(SessionProgram(argv: [program], environment: environment)))
         } else {
@@ -495,7 +581,7 @@ public final class POP3Session: SessionMachine {
             case .reply(let bytes): toClient(bytes[...], &actions)
             case .log(let text): say(text, &actions)
             case .close: end("too many failed logins", &actions)
-            case .logIn: break
+            case .logIn, .startTLS: break
             }
         }
         user = []
@@ -510,9 +596,18 @@ public final class POP3Session: SessionMachine {
             return notPOP3(text, &actions)
         }
         switch (phase, status) {
+        case (.serverGreeting, .ok) where options.serverTLS == .stls:
+            phase = .serverSTLS
+            actions.append(.send(.server, Array("STLS\r\n".utf8)[...]))
         case (.serverGreeting, .ok):
-            phase = .serverUser
-            actions.append(.send(.server, (Array("USER ".utf8) + attempt.request.serverUser + [13, 10])[...]))
+            sendServerUser(&actions)
+        case (.serverSTLS, .ok):
+            guard !moreFromServer else {
+                return loginFailed("the server sent more after its +OK to STLS, before the TLS handshake", &actions)
+            }
+            startServerTLS(&actions)
+        case (.serverSTLS, .error):
+            loginFailed("the server refused STLS: \(printable(text))", &actions)
         case (.serverUser, .ok):
             phase = .serverPass
             actions.append(.send(.server, (Array("PASS ".utf8) + attempt.request.serverPassword + [13, 10])[...]))
@@ -534,6 +629,12 @@ public final class POP3Session: SessionMachine {
         default:
             break
         }
+    }
+
+    private func sendServerUser(_ actions: inout [SessionAction]) {
+        guard let attempt else { return }
+        phase = .serverUser
+        actions.append(.send(.server, (Array("USER ".utf8) + attempt.request.serverUser + [13, 10])[...]))
     }
 
     // MARK: - The server
@@ -580,6 +681,7 @@ public final class POP3Session: SessionMachine {
             line += rest[...lineFeed]
             serverHeld = []
             rest = rest[(lineFeed + 1)...]
+            moreFromServer = !rest.isEmpty
             if line.count > Self.statusLimit { return notPOP3(line.prefix(80), &actions) }
             statusLine(line, &actions)
         }
@@ -587,7 +689,7 @@ public final class POP3Session: SessionMachine {
 
     private func statusLine(_ line: [UInt8], _ actions: inout [SessionAction]) {
         switch phase {
-        case .serverGreeting, .serverUser, .serverPass:
+        case .serverGreeting, .serverSTLS, .serverUser, .serverPass:
             loginStep(line, &actions)
         case .transaction:
             guard let command = inFlight else {
@@ -643,7 +745,7 @@ public final class POP3Session: SessionMachine {
 
     private func serverGone(_ reason: String, _ actions: inout [SessionAction]) {
         switch phase {
-        case .serverGreeting, .serverUser, .serverPass, .connecting:
+        case .serverGreeting, .serverSTLS, .serverHandshake, .serverUser, .serverPass, .connecting:
             loginFailed(reason, &actions)
         case .transaction:
             if quitting && inFlight != nil && inFlight?.streaming != true {

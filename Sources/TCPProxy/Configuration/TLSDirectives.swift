@@ -23,10 +23,8 @@ public struct TLSDirectives: Equatable, Sendable {
         case insecure
     }
 
-    public var certificates: [String] = []
-    public var keys: [String] = []
-    /// `tls-ocsp`, by the index of the certificate it follows.
-    public var ocsp: [Int: String] = [:]
+    /// `tls-cert`, `tls-key` and `tls-ocsp`.
+    public var certificates = TLSCertificateList()
     public var clientCA: String?
     public var protocols: TLSProtocols?
     public var ciphers: TLSCiphers?
@@ -60,16 +58,8 @@ public struct TLSDirectives: Equatable, Sendable {
     /// what was expected.
     public mutating func set(_ name: String, _ value: String) throws(ConfigurationProblem) {
         switch name {
-        case "tls-cert": certificates.append(value)
-        case "tls-key": keys.append(value)
-        case "tls-ocsp":
-            guard let last = certificates.indices.last else {
-                throw .tls("tls-ocsp staples a response to the tls-cert before it: give tls-cert first")
-            }
-            guard ocsp[last] == nil else {
-                throw .tls("tls-ocsp given twice for the certificate \(certificates[last])")
-            }
-            ocsp[last] = value
+        case "tls-cert", "tls-key", "tls-ocsp":
+            do { try certificates.add(name, value) } catch { throw .tls(error.description) }
         case "tls-client-ca": clientCA = value
         case "tls-protocols":
             do { protocols = try TLSProtocols(parsing: value) } catch { throw .tls("tls-protocols: \(error)") }
@@ -93,11 +83,7 @@ public struct TLSDirectives: Equatable, Sendable {
     /// sections): each directive the inner one leaves unset comes from `outer`.
     public func inheriting(_ outer: TLSDirectives) -> TLSDirectives {
         var merged = self
-        if certificates.isEmpty && keys.isEmpty {
-            merged.certificates = outer.certificates
-            merged.keys = outer.keys
-            merged.ocsp = outer.ocsp
-        }
+        if certificates.isEmpty { merged.certificates = outer.certificates }
         merged.clientCA = clientCA ?? outer.clientCA
         merged.protocols = protocols ?? outer.protocols
         merged.ciphers = ciphers ?? outer.ciphers
@@ -111,11 +97,8 @@ public struct TLSDirectives: Equatable, Sendable {
 
     /// The settings the directives make, checked as a whole.
     public func settings() throws(ConfigurationProblem) -> (server: TLSServerSettings?, client: TLSClientSettings?) {
-        guard certificates.count == keys.count else {
-            throw .tls(
-                "tls-cert and tls-key go in pairs: \(certificates.count) certificate\(certificates.count == 1 ? "" : "s"), "
-                    + "\(keys.count) key\(keys.count == 1 ? "" : "s")")
-        }
+        let files: [TLSCertificateFiles]
+        do { files = try certificates.files() } catch { throw .tls(error.description) }
         if clientCA != nil && certificates.isEmpty {
             throw .tls("tls-client-ca needs tls-cert and tls-key: it verifies the clients of a TLS listener")
         }
@@ -127,11 +110,9 @@ public struct TLSDirectives: Equatable, Sendable {
                 "remote-tls-cert and remote-tls-key go together: the certificate shown to the server and its key")
         }
         var server: TLSServerSettings?
-        if !certificates.isEmpty {
+        if !files.isEmpty {
             server = TLSServerSettings(
-                certificates: zip(certificates, keys).enumerated().map { index, pair in
-                    TLSCertificateFiles(certificate: pair.0, key: pair.1, ocspResponse: ocsp[index])
-                },
+                certificates: files,
                 clientCA: clientCA, protocols: protocols ?? .default, ciphers: ciphers ?? .intermediate)
         }
         var client: TLSClientSettings?
@@ -147,12 +128,7 @@ public struct TLSDirectives: Equatable, Sendable {
     /// The directives that make `server` and `client` (what -zzz writes back), as
     /// (name, value) pairs in the order of ``names``.
     public static func words(server: TLSServerSettings?, client: TLSClientSettings?) -> [(String, String)] {
-        var out: [(String, String)] = []
-        for files in server?.certificates ?? [] {
-            out.append(("tls-cert", files.certificate))
-            out.append(("tls-key", files.key))
-            if let response = files.ocspResponse { out.append(("tls-ocsp", response)) }
-        }
+        var out = TLSCertificateList.words(server?.certificates ?? [])
         if let ca = server?.clientCA { out.append(("tls-client-ca", ca)) }
         let protocols = server?.protocols ?? client?.protocols
         if let protocols, protocols != .default { out.append(("tls-protocols", protocols.description)) }

@@ -369,12 +369,7 @@ package final class ProxySessionMachine: SessionMachine {
         env.set(prefix + "INTERFACE", local.address.unmapped.description)
         env.set(prefix + "CLIENT", client)
         env.set(prefix + "CLIENTNAME", clientName ?? client)
-        if let tls = clientTLS {
-            env.set(prefix + "TLS_VERSION", tls.version)
-            env.set(prefix + "TLS_CIPHER", tls.cipher)
-            if let name = tls.serverName { env.set(prefix + "TLS_SNI", name) }
-            if let subject = tls.peerSubject { env.set(prefix + "TLS_CLIENT_SUBJECT", subject) }
-        }
+        env.setTLS(clientTLS, prefix: prefix)
         for variable in ruleEnvironment { env.set(variable.name, variable.value) }
         return env.bytes
     }
