@@ -255,11 +255,19 @@ dictionary("pop3-login", ["@", ":", ",", "*", "?", "%"])
 for a in [argv("pop.example.org"), argv("-e"), argv("-a", "/bin/acp", "-c", "@%", "-e", "-s", "*.example.org", "-"),
           argv("-DD", "[::1]:1110", "-z", "--clamd", "/run/clamav/clamd.ctl", "pop:110"),
           argv("-d", "-D", "-t", "60", "-u", "mail", "-v", "POP_", "-q", "192.0.2.1", "pop"),
-          argv("--scan-limit", "1048576", "--scan-limit-pass", "--log", "stderr:5", "pop")]:
+          argv("--scan-limit", "1048576", "--scan-limit-pass", "--log", "stderr:5", "pop"),
+          argv("--tls-cert", "a.pem", "--tls-key", "a.key", "--tls-ocsp", "a.der", "--tls-cert", "b.pem", "--tls-key",
+               "b.key", "--require-tls", "--tls-protocols", "TLSv1.3", "pop"),
+          argv("--pop3s", "--tls-cert", "a.pem", "--tls-key", "a.key", "--server-tls", "stls", "--server-tls-ca",
+               "ca.pem", "--tls-ciphers", "ECDHE-RSA-AES128-GCM-SHA256:TLS_AES_256_GCM_SHA384", "-D", "pop"),
+          argv("--server-tls", "pop3s", "-e", "-")]:
     write("pop3proxy-args", a)
 dictionary("pop3proxy-args", ["-a", "-c", "-e", "-l", "-m", "-q", "-s", "-t", "-u", "-v", "-z", "-D", "-DD", "-d",
                               "--clamd", "--rules", "--pid-file", "--log", "--help", "--no-scan-header",
-                              "--scan-limit", "--scan-limit-pass", "\0", "[::1]:", "-"])
+                              "--scan-limit", "--scan-limit-pass", "\0", "[::1]:", "-", "--tls-cert", "--tls-key",
+                              "--tls-ocsp", "--require-tls", "--pop3s", "--server-tls", "--server-tls-ca",
+                              "--tls-protocols", "--tls-ciphers", "none", "stls", "pop3s", "TLSv1.2", "TLSv1.3",
+                              "TLS_"])
 for a in [argv(), argv("-ver"), argv("-I"), argv("-i", "--ident-timeout", "5"),
           argv("--config", "/etc/sockd.conf", "--route", "/etc/sockd.route", "--listen", "[::1]:1080",
                "--listen", "127.0.0.1:1081", "--listen", "1082"),
@@ -331,7 +339,7 @@ for variant in range(4):
               session_step(4, b"+OK\r\n1 9\r\n.\r\n"), session_step(0, b"QUIT\r\n"), session_step(4, b"+OK bye\r\n")]
     write("pop3-session", bytes([variant]) + b"".join(steps))
 dictionary("pop3-session", ["+OK", "-ERR", "\r\n.\r\n", "\r\n", "USER ", "PASS ", "RETR 1", "TOP 1 0", "LIST",
-                            "QUIT", "CAPA", "@", ":"])
+                            "QUIT", "CAPA", "STLS\r\n", "@", ":"])
 for r in [b"stream: OK\0", b"stream: Eicar-Test-Signature FOUND\0", b"INSTREAM size limit exceeded. ERROR\0",
           b"ClamAV 1.0.7/27500/Mon Dec  1 09:00:00 2026\0", b"UNKNOWN COMMAND\0"]:
     write("clamd-reply", r)

@@ -39,7 +39,17 @@ enum ContextMaking {
         return context
     }
 
+    /// A file OpenSSL is about to read, opened first so that a missing or unreadable one is
+    /// named with the system's reason (OpenSSL's own words are "system library::...").
+    static func readable(_ path: String, _ what: String) throws(TLSError) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw TLSError("cannot read the \(what) \(path): \(SystemError.current)") }
+        Glibc.close(fd)
+    }
+
     static func use(_ files: TLSCertificateFiles, in context: OpaquePointer) throws(TLSError) {
+        try readable(files.certificate, "certificate")
+        try readable(files.key, "key")
         ERR_clear_error()
         guard SSL_CTX_use_certificate_chain_file(context, files.certificate) == 1 else {
             throw TLSError("cannot use the certificate \(files.certificate): \(openSSLError("unreadable"))")
@@ -62,6 +72,7 @@ enum ContextMaking {
     }
 
     static func trust(_ ca: String, in context: OpaquePointer) throws(TLSError) {
+        try readable(ca, "CA file")
         ERR_clear_error()
         guard SSL_CTX_load_verify_locations(context, ca, nil) == 1 else {
             throw TLSError("cannot use the CA file \(ca): \(openSSLError("unreadable"))")

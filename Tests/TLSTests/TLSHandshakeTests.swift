@@ -159,7 +159,15 @@ struct TLSHandshakeTests {
         } catch {
             #expect(error.description.contains("other.key"), "\(error)")
         }
-        #expect(throws: TLSError.self) { try clientContext(ca: "missing.pem") }
+        #expect(throws: TLSError("cannot read the CA file /missing/ca.pem: file does not exist")) {
+            try TLSClientContext(TLSClientSettings(ca: "/missing/ca.pem"))
+        }
+        #expect(throws: TLSError("cannot read the key /missing.key: file does not exist")) {
+            try TLSServerContext(
+                TLSServerSettings(certificates: [
+                    TLSCertificateFiles(certificate: TestCertificates.path("server.pem"), key: "/missing.key")
+                ]))
+        }
         #expect(throws: TLSError("TLS needs a certificate and its key")) {
             try TLSServerContext(TLSServerSettings(certificates: []))
         }

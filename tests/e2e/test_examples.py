@@ -51,18 +51,27 @@ def test_tcpproxy_quickstart():
     assert re.search(r"to \S+/examples/proxy-greet ended: exit 0", out), out
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["as-shipped", "tls-uncommented"])
 @pytest.mark.parametrize("name", ["tcpproxy-zekoll.conf", "tcpproxy-spreadspace.conf"])
-def test_example_configurations_are_valid(name, tmp_path):
-    done = subprocess.run([str(bastion_bin("tcpproxy")), "-zz", "-f", str(ROOT / "examples" / name)],
+def test_example_configurations_are_valid(name, tls, tmp_path):
+    source = ROOT / "examples" / name
+    if tls:
+        # The commented TLS examples (a "#" straight before the line, or before its indent) as
+        # an admin uncomments them: they must read as well.
+        text = re.sub(r"(?m)^#(?=\S|  )", "", source.read_text())
+        assert "tls-cert" in text and "remote-tls" in text
+        source = tmp_path / ("tls-" + name)
+        source.write_text(text)
+    done = subprocess.run([str(bastion_bin("tcpproxy")), "-zz", "-f", str(source)],
                           capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip(), "the listing is empty"
     assert "warning" not in done.stderr, done.stderr
     # Written back (-zzz), it lists the same.
-    written = subprocess.run([str(bastion_bin("tcpproxy")), "-zzz", "-f", str(ROOT / "examples" / name)],
+    written = subprocess.run([str(bastion_bin("tcpproxy")), "-zzz", "-f", str(source)],
                              capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert written.returncode == 0, written.stderr
-    copy = tmp_path / name
+    copy = tmp_path / ("written-" + name)
     copy.write_text(written.stdout)
     again = subprocess.run([str(bastion_bin("tcpproxy")), "-zz", "-f", str(copy)],
                            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
