@@ -253,3 +253,32 @@ def test_start_up_errors_name_the_file(lab, tls_certs):
                           "--tls-key", str(tls_certs["server_key"]), "-D", "-D", f"127.0.0.1:{free_port()}",
                           "127.0.0.1:1"], capture_output=True, timeout=20, stdin=subprocess.DEVNULL)
     assert run.returncode == 1 and b"none.pem" in run.stderr, run.stderr
+
+
+def test_stalled_stls_handshakes_hold_little_and_block_nobody(lab, tls_certs, plain_dovecot):
+    import struct
+    from hostile import assert_memory, process_rss_kib
+    lab.limit(120)
+    proxy = daemon(lab, plain_dovecot.address, *certificate(tls_certs), "-t", "3")
+    with proxy.client() as c:  # one handshake first brings OpenSSL's pages in
+        assert c.stls(client_context(tls_certs)).startswith(b"+OK")
+    before = process_rss_kib(proxy.pid)
+    # 300 clients that ask for STLS, read its +OK, send half a ClientHello and stop.
+    hello = bytes.fromhex("160301") + struct.pack("!H", 512) + bytes(100)
+    stalled = []
+    for _ in range(300):
+        c = POP3(proxy.port)
+        assert c.command("STLS").startswith(b"+OK")
+        c.send(hello)
+        stalled.append(c)
+    for _ in range(5):
+        with proxy.client() as c:
+            assert c.stls(client_context(tls_certs)).startswith(b"+OK")
+            assert retrieve_all(c) == direct_answers(plain_dovecot)
+    # OpenSSL's state and buffers for each (about 47 KiB measured for tcpproxy's), no more.
+    assert_memory(process_rss_kib(proxy.pid) - before, 300 * 64, "300 stalled STLS handshakes")
+    # -t (3 s) ends them, by the session's timer or the handshake's, whichever comes first.
+    proxy.wait_for(r"end \((timeout after 3 s of inactivity|TLS handshake failed)\): 6 bytes from client", count=300,
+                   timeout=30)
+    for c in stalled:
+        c.close()
