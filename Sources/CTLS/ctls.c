@@ -22,6 +22,14 @@ int btls_ctx_set_protocols(SSL_CTX *ctx, int min, int max) {
     return SSL_CTX_set_min_proto_version(ctx, min) && SSL_CTX_set_max_proto_version(ctx, max);
 }
 
+static pthread_once_t library_once = PTHREAD_ONCE_INIT;
+
+static void init_library(void) {
+    OPENSSL_init_ssl(OPENSSL_INIT_NO_ATEXIT | OPENSSL_INIT_LOAD_SSL_STRINGS | OPENSSL_INIT_LOAD_CRYPTO_STRINGS, NULL);
+}
+
+void btls_init(void) { pthread_once(&library_once, init_library); }
+
 void btls_ctx_set_defaults(SSL_CTX *ctx, int server) {
     // A peer that closes without close_notify ends its stream as a FIN does (a relay must
     // not lose the other direction over it); a close_notify ends it the same way.

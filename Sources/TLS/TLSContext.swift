@@ -15,6 +15,7 @@ func openSSLError(_ fallback: String) -> String {
 /// What server and client contexts share: versions, ciphers, the defaults, a certificate.
 enum ContextMaking {
     static func make(server: Bool, protocols: TLSProtocols, ciphers: TLSCiphers) throws(TLSError) -> OpaquePointer {
+        btls_init()
         ERR_clear_error()
         guard let context = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method()) else {
             throw TLSError(openSSLError("cannot make a TLS context"))

@@ -282,3 +282,33 @@ def test_stalled_stls_handshakes_hold_little_and_block_nobody(lab, tls_certs, pl
                    timeout=30)
     for c in stalled:
         c.close()
+
+
+def test_sigterm_under_tls_load_exits_cleanly(lab, tls_certs, plain_dovecot):
+    """SIGTERM while the loops are inside OpenSSL: its cleanup at exit ran under them (SSL_new
+    then failed, "cannot make a TLS connection", or a loop crashed); now the library is never
+    torn down and the daemon exits 0."""
+    import threading
+    for _ in range(5):
+        proxy = daemon(lab, plain_dovecot.address, *certificate(tls_certs), "--pop3s")
+        stop = threading.Event()
+
+        def hammer():
+            while not stop.is_set():
+                try:
+                    with POP3(proxy.port, tls=client_context(tls_certs), timeout=2):
+                        pass
+                except (OSError, AssertionError):
+                    pass
+
+        threads = [threading.Thread(target=hammer) for _ in range(6)]
+        for t in threads:
+            t.start()
+        proxy.wait_for(r"TLS with the client: ", count=10)
+        proxy.proc.signal(signal.SIGTERM)
+        assert proxy.proc.wait() == 0, proxy.proc.text()[-2000:]
+        stop.set()
+        for t in threads:
+            t.join()
+        after = proxy.proc.text().split("exiting on signal 15", 1)[1]
+        assert "cannot make a TLS connection" not in after, after[-2000:]

@@ -19,6 +19,10 @@ int btls_ctx_set_protocols(SSL_CTX *ctx, int min, int max);
 // Options every Bastion context has: no renegotiation, no compression, the server's cipher
 // order, partial writes, moving write buffers and released idle buffers.
 void btls_ctx_set_defaults(SSL_CTX *ctx, int server);
+// Initialises the library once, before its first use, without its cleanup at exit: a daemon
+// exits on SIGTERM with its loops' threads still inside OpenSSL, and OPENSSL_cleanup under
+// them fails their calls or crashes them.
+void btls_init(void);
 
 // Session tickets whose keys rotate every `seconds`; the previous key still decrypts (so a
 // ticket is good for up to two periods). Returns 1, or 0 when no randomness was had.
