@@ -4,6 +4,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -25,6 +26,7 @@ int btls_ctx_set_protocols(SSL_CTX *ctx, int min, int max) {
 static pthread_once_t library_once = PTHREAD_ONCE_INIT;
 
 static void init_library(void) {
+    signal(SIGPIPE, SIG_IGN);
     OPENSSL_init_ssl(OPENSSL_INIT_NO_ATEXIT | OPENSSL_INIT_LOAD_SSL_STRINGS | OPENSSL_INIT_LOAD_CRYPTO_STRINGS, NULL);
 }
 

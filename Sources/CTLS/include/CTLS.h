@@ -21,7 +21,8 @@ int btls_ctx_set_protocols(SSL_CTX *ctx, int min, int max);
 void btls_ctx_set_defaults(SSL_CTX *ctx, int server);
 // Initialises the library once, before its first use, without its cleanup at exit: a daemon
 // exits on SIGTERM with its loops' threads still inside OpenSSL, and OPENSSL_cleanup under
-// them fails their calls or crashes them.
+// them fails their calls or crashes them. Also ignores SIGPIPE, as creating an event loop
+// does: OpenSSL's socket BIO writes with write(2), and a peer that has gone would raise it.
 void btls_init(void);
 
 // Session tickets whose keys rotate every `seconds`; the previous key still decrypts (so a
