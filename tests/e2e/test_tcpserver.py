@@ -452,11 +452,16 @@ def test_ident_nul_in_rules_key(bins, identd, progs, tmp_path):
 
 def test_ident_timeout_zero(bins, identd, progs):
     """-t 0: no time for an answer. (Whether the query still reaches the identd is timing,
-    so only what the program and the log show is compared.)"""
-    real, ours = differential(bins.v4, bins.ours, ["-v", "-t", "0"], V4, [Client(V4, IDENT_IP)],
-                              program=[progs.env], env=base_env())
+    so only what the program and the log show is compared.) ucspi-tcp's own tcpserver now and
+    then still reads an answer that was already there when it looked (the fake identd on
+    loopback answers within microseconds): such a round says nothing and is run again."""
+    for _ in range(5):
+        real, ours = differential(bins.v4, bins.ours, ["-v", "-t", "0"], V4, [Client(V4, IDENT_IP)],
+                                  program=[progs.env], env=base_env())
+        assert b"TCPREMOTEINFO" not in ours.outputs[0]
+        if b"TCPREMOTEINFO" not in real.outputs[0]:
+            break
     assert_same(real, ours)
-    assert b"TCPREMOTEINFO" not in ours.outputs[0]
 
 
 def test_ident_silent_times_out(bins, identd, progs):
