@@ -491,3 +491,26 @@ if BIN:
         write("sockd-frozen", bytes([mode | 1]) + data[20:])
 dictionary("sockd-frozen", ["\x89SOCKDFC", "\x89SOCKDFR", "\x00\x01\x00\x00", "\x00\x00\x00\x00", "\x00\x00\x00\x01",
                             "\x01\x04", "\x01\x10", "\xff\xff\xff\xff", "\xff", "/u"])
+
+# --- TLS settings and names (TLSWordsHarness: lines of versions, ciphers and names) ---------------
+TLS_WORDS = [
+    "TLSv1.2,TLSv1.3", "tlsv1.3", "1.3 1.2", "TLSv1:TLSv1.1", "TLSv1.1,TLSv1.3", "SSLv3,TLSv1.2", ",", "TLSv1.0",
+    "ECDHE-RSA-AES128-GCM-SHA256:TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256", "HIGH", "::",
+    "HIGH:!aNULL:@SECLEVEL=0", "TLS_NOT_A_SUITE",
+]
+TLS_NAMES = [
+    ("Example.ORG", "example.org."), ("*.example.org", "www.example.org"), ("*.example.org", "example.org"),
+    ("*.example.org", "a.b.example.org"), ("*.org", "example.org"), ("w*.example.org", "www.example.org"),
+    ("", "example.org"), ("*.wild.test", "A.WILD.TEST."), ("localhost", "LOCALHOST"),
+]
+write("tls-words", "\n".join(TLS_WORDS).encode())
+for pattern, name in TLS_NAMES:
+    write("tls-words", f"{pattern}\n{name}".encode())
+write("tls-words", b"localhost\n*.wild.test other.test\nexact.wild.test\na.wild.test")
+write("tls-words", b"TLSv1.2\nlocalhost\n*.wild.test other.test\nexact.wild.test\nLOCALHOST.")
+dictionary("tls-words", [
+    "TLSv1", "TLSv1.0", "TLSv1.1", "TLSv1.2", "TLSv1.3", "tls", "tlsv", "1.0", "1.1", "1.2", "1.3", "SSLv3",
+    ",", ":", " ", "\n", "*.", ".", "*", "TLS_", "TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384",
+    "TLS_CHACHA20_POLY1305_SHA256", "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-CHACHA20-POLY1305", "HIGH",
+    "DEFAULT", "ALL", "!aNULL", "@SECLEVEL=0", "+", "-", "localhost", "other.test", "wild.test", "xn--",
+])

@@ -103,6 +103,10 @@ public enum Harnesses {
             summary:
                 "frozen sockd.fc and sockd.fr bytes: decoded, re-encoded to the same bytes, dumped and parsed back",
             run: SockdHarnesses.frozen),
+        Harness(
+            name: "tls-words",
+            summary: "TLS versions, cipher lists and RFC 6125 name matching with SNI selection, on text",
+            run: TLSWordsHarness.run),
     ]
 
     /// tcprules-differential against the ucspi-tcp binaries in the folder `reference`, whatever
