@@ -497,7 +497,7 @@ dictionary("sockd-frozen", ["\x89SOCKDFC", "\x89SOCKDFR", "\x00\x01\x00\x00", "\
 # Python's ssl makes the clients (its own random numbers: the files have fixed names and are
 # made only when missing, so running this again changes nothing; delete them to make them
 # anew). ClientHellos need nothing else. Whole conversations (handshake with the client
-# certificate below, a request echoed, close_notify) are
+# certificate below, a request echoed, close_notify; a resumption of a session got so) are
 # recorded against the harness itself, whose random numbers are fixed, so they finish on
 # every replay: they need bastion-fuzz (scripts/fuzz builds it; BASTION_FUZZ_BIN, or
 # .build-fuzz/{debug,release}/bastion-fuzz) and are left alone without it.
@@ -673,6 +673,10 @@ if fuzz_binary():
     for version, label in ((TLS13, "tls13"), (TLS12, "tls12")):
         for sni in ("localhost", "other.test", None):
             tls_seed(f"conversation-{label}-{sni or 'no-sni'}", lambda: conversation(version, sni)[0])
+        # A session got in a conversation of its own (its ticket read), then resumed.
+        for sni in ("localhost",):
+            tls_seed(f"resumption-{label}-{sni}",
+                     lambda: conversation(version, sni, session=conversation(version, sni)[1])[0])
         tls_seed(f"no-certificate-{label}", lambda: conversation(version, "localhost", certificate=False)[0])
         # Through reads only, and in pieces of 7 bytes: the same conversation, other paths.
         tls_seed(f"conversation-{label}-localhost-reads", lambda: conversation(version, "localhost", flags=b"\x08")[0])

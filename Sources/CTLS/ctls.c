@@ -28,6 +28,11 @@ void btls_ctx_set_defaults(SSL_CTX *ctx, int server) {
     uint64_t options = SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF;
     if (server) options |= SSL_OP_CIPHER_SERVER_PREFERENCE;
     SSL_CTX_set_options(ctx, options);
+    // A server that verifies its clients must name the context its sessions belong to, or
+    // OpenSSL refuses every resumption (ticket or session id) with an internal error alert
+    // ("session id context uninitialized"). One name for all: a session resumes only where
+    // its ticket key decrypts it, and those keys are the listener's own.
+    if (server) SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"bastion", 7);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
 }
 

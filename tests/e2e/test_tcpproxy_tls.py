@@ -145,6 +145,34 @@ def test_mutual_tls_and_the_access_control_program(lab, tls_certs):
     assert "CN=client1" in env["PROXY_TLS_CLIENT_SUBJECT"]
 
 
+def resuming_exchange(port: int, context: ssl.SSLContext, name: str,
+                      session: ssl.SSLSession | None = None) -> tuple[bytes, ssl.SSLSession, bool]:
+    """Sends a line over TLS offering `session`, reads to the end (and so the tickets): the answer,
+    the session to offer next time, whether this one was resumed."""
+    raw = socket.create_connection((H, port), timeout=10)
+    with context.wrap_socket(raw, server_hostname=name, session=session) as s:
+        s.sendall(b"again\n")
+        data, _ = read_all(s)
+        return data, s.session, s.session_reused
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["TLSv1.2", "TLSv1.3"])
+def test_sessions_resume_under_mutual_tls(lab, tls_certs, version):
+    # Found by the tls-server fuzz harness's recorded resumptions: with a client CA, every
+    # resumption failed with an internal error alert, OpenSSL's "session id context
+    # uninitialized", so a client that caches sessions (browsers, curl) failed its second
+    # connection.
+    backend = lab.backend(echo_once)
+    proxy, port = terminating(lab, tls_certs, backend.port, "--tls-client-ca", str(tls_certs["ca"]))
+    context = client_context(tls_certs, cert="client")
+    context.maximum_version = version
+    data, session, resumed = resuming_exchange(port, context, "localhost")
+    assert data == b"ECHO again\n" and not resumed
+    data, _, resumed = resuming_exchange(port, context, "localhost", session)
+    assert data == b"ECHO again\n" and resumed
+    proxy.wait_for(r"connection 2 .* TLS TLSv1\.[23] \S+ resumed .*subject=CN=client1")
+
+
 def test_proxy_protocol_v2_carries_the_tls_facts(lab, tls_certs):
     got = {}
 

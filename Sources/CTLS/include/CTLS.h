@@ -17,7 +17,8 @@ int btls_version_number(int minor);
 int btls_ctx_set_protocols(SSL_CTX *ctx, int min, int max);
 
 // Options every Bastion context has: no renegotiation, no compression, the server's cipher
-// order, partial writes, moving write buffers and released idle buffers.
+// order and a session id context, partial writes, moving write buffers and released idle
+// buffers.
 void btls_ctx_set_defaults(SSL_CTX *ctx, int server);
 
 // Session tickets whose keys rotate every `seconds`; the previous key still decrypts (so a
