@@ -674,7 +674,7 @@ if fuzz_binary():
         for sni in ("localhost", "other.test", None):
             tls_seed(f"conversation-{label}-{sni or 'no-sni'}", lambda: conversation(version, sni)[0])
         # A session got in a conversation of its own (its ticket read), then resumed.
-        for sni in ("localhost",):
+        for sni in ("localhost", "other.test"):
             tls_seed(f"resumption-{label}-{sni}",
                      lambda: conversation(version, sni, session=conversation(version, sni)[1])[0])
         tls_seed(f"no-certificate-{label}", lambda: conversation(version, "localhost", certificate=False)[0])

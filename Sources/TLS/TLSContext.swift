@@ -98,9 +98,16 @@ public final class TLSServerContext: @unchecked Sendable, Equatable, CustomStrin
                     SSL_CTX_set_client_CA_list(context, list)
                     SSL_CTX_set_verify(context, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nil)
                 }
+                // One set of ticket keys for the listener, whichever certificate SNI chose.
                 let seconds = Int(settings.ticketKeyLifetime.components.seconds)
-                guard btls_ctx_rotate_ticket_keys(context, max(seconds, 1)) == 1 else {
-                    throw TLSError("cannot make session ticket keys: \(openSSLError("no randomness"))")
+                if let first = made.first, first != context {
+                    guard btls_ctx_share_ticket_keys(context, first) == 1 else {
+                        throw TLSError("cannot share the session ticket keys")
+                    }
+                } else {
+                    guard btls_ctx_rotate_ticket_keys(context, max(seconds, 1)) == 1 else {
+                        throw TLSError("cannot make session ticket keys: \(openSSLError("no randomness"))")
+                    }
                 }
                 names.append(Self.names(of: context))
             }

@@ -173,6 +173,25 @@ def test_sessions_resume_under_mutual_tls(lab, tls_certs, version):
     proxy.wait_for(r"connection 2 .* TLS TLSv1\.[23] \S+ resumed .*subject=CN=client1")
 
 
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["TLSv1.2", "TLSv1.3"])
+def test_sessions_resume_for_every_certificate_sni_chooses(lab, tls_certs, version):
+    # Found by tls-server's recorded resumptions too: a ticket issued after SNI chose another
+    # certificate was encrypted with that certificate's keys but looked up among the default's,
+    # so it never decrypted and every such client made a full handshake each time.
+    backend = lab.backend(echo_once)
+    proxy, port = terminating(lab, tls_certs, backend.port, "--tls-cert", str(tls_certs["other"]),
+                              "--tls-key", str(tls_certs["other_key"]))
+    context = client_context(tls_certs)
+    context.maximum_version = version
+    for name in ("other.test", "localhost"):
+        data, session, resumed = resuming_exchange(port, context, name)
+        assert data == b"ECHO again\n" and not resumed
+        data, _, resumed = resuming_exchange(port, context, name, session)
+        assert data == b"ECHO again\n" and resumed, name
+    proxy.wait_for(r"connection 2 .* TLS TLSv1\.[23] \S+ resumed sni=other\.test")
+    proxy.wait_for(r"connection 4 .* TLS TLSv1\.[23] \S+ resumed sni=localhost")
+
+
 def test_proxy_protocol_v2_carries_the_tls_facts(lab, tls_certs):
     got = {}
 

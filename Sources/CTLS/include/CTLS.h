@@ -25,6 +25,13 @@ void btls_ctx_set_defaults(SSL_CTX *ctx, int server);
 // ticket is good for up to two periods). Returns 1, or 0 when no randomness was had.
 int btls_ctx_rotate_ticket_keys(SSL_CTX *ctx, long seconds);
 
+// `ctx` uses the ticket keys of `from` (rotated there). A listener's certificates share one
+// set: OpenSSL decrypts a ticket before SNI chooses the certificate and encrypts a new one
+// after, so keys per certificate would never decrypt a ticket of any but the first (as
+// OpenSSL's own keys, its session context's, are shared). Returns 1, or 0 when `from` has
+// none or `ctx` has its own.
+int btls_ctx_share_ticket_keys(SSL_CTX *ctx, SSL_CTX *from);
+
 // Staples `der` (an OCSP response, copied) to every handshake that asks for status.
 int btls_ctx_set_ocsp_response(SSL_CTX *ctx, const unsigned char *der, size_t length);
 
