@@ -117,10 +117,10 @@ public final class TLSServerContext: @unchecked Sendable, Equatable, CustomStrin
         }
         contexts = made
         self.names = names
-        if made.count > 1 {
-            let me = Unmanaged.passUnretained(self).toOpaque()
-            for context in made { btls_ctx_set_servername_callback(context, Self.serverName, me) }
-        }
+        // Even with one certificate: a name the callback accepted is kept in the session, so a
+        // resumed TLS 1.2 session still tells its SNI (without a callback OpenSSL keeps none).
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        for context in made { btls_ctx_set_servername_callback(context, Self.serverName, me) }
     }
 
     deinit { contexts.forEach { SSL_CTX_free($0) } }

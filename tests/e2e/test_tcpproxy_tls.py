@@ -170,7 +170,9 @@ def test_sessions_resume_under_mutual_tls(lab, tls_certs, version):
     assert data == b"ECHO again\n" and not resumed
     data, _, resumed = resuming_exchange(port, context, "localhost", session)
     assert data == b"ECHO again\n" and resumed
-    proxy.wait_for(r"connection 2 .* TLS TLSv1\.[23] \S+ resumed .*subject=CN=client1")
+    # With one certificate the SNI was lost from resumed TLS 1.2 sessions (no SNI callback, so
+    # OpenSSL kept no name in the session): the log, PROXY_TLS_SNI and the PROXY header lacked it.
+    proxy.wait_for(r"connection 2 .* TLS TLSv1\.[23] \S+ resumed sni=localhost subject=.*CN=client1")
 
 
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["TLSv1.2", "TLSv1.3"])
