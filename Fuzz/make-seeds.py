@@ -713,4 +713,8 @@ dictionary("tls-words", [
     ",", ":", " ", "\n", "*.", ".", "*", "TLS_", "TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384",
     "TLS_CHACHA20_POLY1305_SHA256", "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-CHACHA20-POLY1305", "HIGH",
     "DEFAULT", "ALL", "!aNULL", "@SECLEVEL=0", "+", "-", "localhost", "other.test", "wild.test", "xn--",
+    # UTF-8 that Unicode-aware comparison treats specially (the standard library is not
+    # instrumented, so the fuzzer cannot find these by itself): a combining acute accent, the
+    # Kelvin sign, É and é, dotted İ, the ideographic and the fullwidth full stop.
+    "\xcc\x81", "\xe2\x84\xaa", "\xc3\x89", "\xc3\xa9", "\xc4\xb0", "\xe3\x80\x82", "\xef\xbc\x8e",
 ])
