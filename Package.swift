@@ -70,9 +70,12 @@ let package = Package(
         .target(
             name: "FuzzHarnesses",
             dependencies: [
-                "AccessRules", "CDB", "Gateway", "GatewayKit", "Loop", "MultiCall", "POP3Proxy", "Relay", "Socks",
-                "TCPProxy", "TLS", "UCSPI",
+                "AccessRules", "CDB", "CTLSFuzz", "Gateway", "GatewayKit", "Loop", "MultiCall", "POP3Proxy", "Relay",
+                "Socks", "TCPProxy", "TLS", "UCSPI",
             ]),
+        // The tls-server harness's fixed random numbers (OpenSSL's RAND_METHOD, on the harness's
+        // thread only): a recorded client's handshake finishes on every replay. No tool links it.
+        .target(name: "CTLSFuzz", dependencies: ["CTLS"]),
         .target(name: "POP3Proxy", dependencies: ["AccessRules", "Gateway", "GatewayKit", "Loop", "TLS"]),
         // sockd: the SOCKS4/4a/5 codecs, sockd.conf and sockd.route with their matchers, the %
         // substitutions, the frozen-file format (all pure), and the session the driver runs.

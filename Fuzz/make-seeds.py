@@ -499,3 +499,230 @@ if BIN:
         write("sockd-frozen", bytes([mode | 1]) + data[20:])
 dictionary("sockd-frozen", ["\x89SOCKDFC", "\x89SOCKDFR", "\x00\x01\x00\x00", "\x00\x00\x00\x00", "\x00\x00\x00\x01",
                             "\x01\x04", "\x01\x10", "\xff\xff\xff\xff", "\xff", "/u"])
+
+# --- TLS (TLSServerHarness: a flags byte, cut positions, then a client's bytes; TLSWordsHarness:
+# lines of versions, ciphers and names) --------------------------------------------------------
+# Python's ssl makes the clients (its own random numbers: the files have fixed names and are
+# made only when missing, so running this again changes nothing; delete them to make them
+# anew). ClientHellos need nothing else. Whole conversations (handshake with the client
+# certificate below, a request echoed, close_notify; a resumption of a session got so) are
+# recorded against the harness itself, whose random numbers are fixed, so they finish on
+# every replay: they need bastion-fuzz (scripts/fuzz builds it; BASTION_FUZZ_BIN, or
+# .build-fuzz/{debug,release}/bastion-fuzz) and are left alone without it.
+import ssl
+import tempfile
+
+TLS_CA = """-----BEGIN CERTIFICATE-----
+MIIBmzCCAUGgAwIBAgIUMUkmd1+OEr7VerbFb7oc2TTED08wCgYIKoZIzj0EAwIw
+GjEYMBYGA1UEAwwPQmFzdGlvbiBmdXp6IENBMCAXDTI2MTIwNDE4MTEyMFoYDzIx
+MjYxMTEwMTgxMTIwWjAaMRgwFgYDVQQDDA9CYXN0aW9uIGZ1enogQ0EwWTATBgcq
+hkjOPQIBBggqhkjOPQMBBwNCAASilIESKmebnxTeGZsHGneAvF92a3l6ViGmiEYC
+Dx0+1pg3H2VRt19aXpSoMnbWrj+6GO4npUn7VXe2cTkPynsmo2MwYTAdBgNVHQ4E
+FgQU+6hau02FWijgHwZbAEdTVZeq4+gwHwYDVR0jBBgwFoAU+6hau02FWijgHwZb
+AEdTVZeq4+gwDwYDVR0TAQH/BAUwAwEB/zAOBgNVHQ8BAf8EBAMCAQYwCgYIKoZI
+zj0EAwIDSAAwRQIgSwgIYgSV/J3egkxXWmdkYslq1kI0EVOE8Ob6ilK0v4sCIQDr
+p8h1i6gLVyBpUpEdLTGBNG+xPv3g6o8kzldrmqA42g==
+-----END CERTIFICATE-----
+"""
+# The client certificate the recorded clients show (O=Bastion, CN=fuzz-client, by the CA above;
+# made with the openssl command like the harness's own; a test key, public on purpose).
+TLS_CLIENT = """-----BEGIN CERTIFICATE-----
+MIIBwDCCAWagAwIBAgIUTYlVKQoScVW0kcSTAIqK6PCkbWIwCgYIKoZIzj0EAwIw
+GjEYMBYGA1UEAwwPQmFzdGlvbiBmdXp6IENBMCAXDTI2MTIwNDE4MTEyMVoYDzIx
+MjYxMTEwMTgxMTIxWjAoMRAwDgYDVQQKDAdCYXN0aW9uMRQwEgYDVQQDDAtmdXp6
+LWNsaWVudDBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABEKdt6ZJEiCrGBiHBHiw
+n/0R91VrStpqIZJKSqTHaadfwysCzlIL0aOOdWprPXd1dfNZcLZRmuuB1oQcH7Tj
+fK+jejB4MBYGA1UdEQQPMA2CC2Z1enotY2xpZW50MAkGA1UdEwQCMAAwEwYDVR0l
+BAwwCgYIKwYBBQUHAwIwHQYDVR0OBBYEFO2e2LfVxytuBshu+Hrvufp+R4dYMB8G
+A1UdIwQYMBaAFPuoWrtNhVoo4B8GWwBHU1WXquPoMAoGCCqGSM49BAMCA0gAMEUC
+IDkxdkp6shSRM0W7liSuhieH8ISN3+HIg9cU6oPbrNhZAiEAlp/WP61fOsiKACcv
+wMEULpfNvXvL+gpRBCB99y+xS8I=
+-----END CERTIFICATE-----
+-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgHQd88yyAVeUR9pwI
+15oB/fIGM2cNr+ZNA0sHd9OuBR6hRANCAARCnbemSRIgqxgYhwR4sJ/9EfdVa0ra
+aiGSSkqkx2mnX8MrAs5SC9GjjnVqaz13dXXzWXC2UZrrgdaEHB+043yv
+-----END PRIVATE KEY-----
+"""
+TLS_CORPUS = os.path.join(ROOT, "corpus", "tls-server")
+
+
+def tls_seed(name, make):
+    """Fuzz/corpus/tls-server/NAME, made by make() only when it is missing (None: not made)."""
+    path = os.path.join(TLS_CORPUS, name)
+    if os.path.exists(path):
+        return
+    data = make()
+    if data is not None:
+        os.makedirs(TLS_CORPUS, exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+
+
+TLS_CONTEXTS = {}
+
+
+def tls_client(maximum, sni, certificate=True, session=None):
+    # One context per kind of client: a session resumes only from the context that got it.
+    key = (maximum, sni is None, certificate)
+    if key not in TLS_CONTEXTS:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.load_verify_locations(cadata=TLS_CA)
+        context.check_hostname = sni is not None
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.maximum_version = maximum
+        if certificate:
+            with tempfile.NamedTemporaryFile("w", suffix=".pem") as f:
+                f.write(TLS_CLIENT)
+                f.flush()
+                context.load_cert_chain(f.name)
+        TLS_CONTEXTS[key] = context
+    context = TLS_CONTEXTS[key]
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    return context.wrap_bio(incoming, outgoing, server_hostname=sni, session=session), incoming, outgoing
+
+
+def client_hello(maximum, sni, status=False):
+    """A ClientHello as Python's ssl sends it, with status_request (OCSP) added when asked."""
+    client, _, outgoing = tls_client(maximum, sni)
+    try:
+        client.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    hello = outgoing.read()
+    if status:
+        # Record (5 bytes), handshake header (4), version, random, session id, ciphers,
+        # compression, then the extensions: status_request (type 5, OCSP, no responders or
+        # extensions) appended, and the three lengths grown by its 9 bytes.
+        at = 4 + 2 + 32
+        body = bytearray(hello[5:])
+        at += 1 + body[at]
+        at += 2 + int.from_bytes(body[at:at + 2], "big")
+        at += 1 + body[at]
+        extra = bytes.fromhex("000500050100000000")
+        body[at:at + 2] = (int.from_bytes(body[at:at + 2], "big") + len(extra)).to_bytes(2, "big")
+        body += extra
+        body[1:4] = (len(body) - 4).to_bytes(3, "big")
+        hello = hello[:3] + len(body).to_bytes(2, "big") + bytes(body)
+    return hello
+
+
+def fuzz_binary():
+    if os.environ.get("BASTION_FUZZ_BIN"):
+        return os.environ["BASTION_FUZZ_BIN"]
+    for config in ("debug", "release"):
+        path = os.path.join(REPO, ".build-fuzz", config, "bastion-fuzz")
+        if os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def tls_server(data):
+    """What the harness's server sends to a client that sends `data` (its flags byte first)."""
+    with tempfile.TemporaryDirectory() as t:
+        given, sent = os.path.join(t, "input"), os.path.join(t, "sent")
+        with open(given, "wb") as f:
+            f.write(data)
+        env = dict(os.environ, BASTION_FUZZ_TLS_TRANSCRIPT=sent, SWIFT_BACKTRACE="enable=no")
+        subprocess.run([fuzz_binary(), "tls-server", given], env=env, check=True, capture_output=True)
+        with open(sent, "rb") as f:
+            return f.read()
+
+
+def conversation(maximum, sni, certificate=True, session=None, flags=b"\x00", request=b"GET / HTTP/1.0\r\n\r\n"):
+    """A client's whole conversation with the harness's server, and the session it got (None when the
+    server refused it)."""
+    client, incoming, outgoing = tls_client(maximum, sni, certificate, session)
+    sent, fed = b"", 0
+
+    def turn():
+        nonlocal sent, fed
+        sent += outgoing.read()
+        answer = tls_server(flags + sent)
+        incoming.write(answer[fed:])
+        fed = len(answer)
+
+    try:
+        for _ in range(6):
+            try:
+                client.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                turn()
+        client.write(request)
+        turn()
+        echoed = client.read(len(request))
+        assert echoed == request, f"the harness echoed {echoed!r}"
+        got = client.session
+        try:
+            client.unwrap()
+        except ssl.SSLWantReadError:
+            pass
+        sent += outgoing.read()
+        return flags + sent, got
+    except ssl.SSLError as e:
+        # Refused (no certificate): what the client sent up to the alert.
+        if certificate:
+            raise SystemExit(f"make-seeds: the harness's TLS server refused a {maximum} client of {sni}: {e}")
+        sent += outgoing.read()
+        return flags + sent, None
+
+
+TLS12, TLS13 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
+for version, label in ((TLS13, "tls13"), (TLS12, "tls12")):
+    for sni in ("localhost", "other.test", "a.wild.test", None):
+        tag = sni or "no-sni"
+        tls_seed(f"hello-{label}-{tag}", lambda: b"\x00" + client_hello(version, sni))
+        tls_seed(f"hello-{label}-{tag}-status", lambda: b"\x00" + client_hello(version, sni, status=True))
+    # The ClientHello a byte at a time, and cut inside the record header and the handshake header.
+    tls_seed(f"hello-{label}-bytewise", lambda: b"\x10" + client_hello(version, "localhost"))
+    tls_seed(f"hello-{label}-cut", lambda: b"\x02\x00\x03\x00\x07" + client_hello(version, "localhost"))
+if fuzz_binary():
+    for version, label in ((TLS13, "tls13"), (TLS12, "tls12")):
+        for sni in ("localhost", "other.test", None):
+            tls_seed(f"conversation-{label}-{sni or 'no-sni'}", lambda: conversation(version, sni)[0])
+        # A session got in a conversation of its own (its ticket read), then resumed.
+        for sni in ("localhost", "other.test"):
+            tls_seed(f"resumption-{label}-{sni}",
+                     lambda: conversation(version, sni, session=conversation(version, sni)[1])[0])
+        tls_seed(f"no-certificate-{label}", lambda: conversation(version, "localhost", certificate=False)[0])
+        # Through reads only, and in pieces of 7 bytes: the same conversation, other paths.
+        tls_seed(f"conversation-{label}-localhost-reads", lambda: conversation(version, "localhost", flags=b"\x08")[0])
+        tls_seed(f"conversation-{label}-localhost-pieces", lambda: conversation(version, "localhost", flags=b"\x70")[0])
+else:
+    print("make-seeds: no bastion-fuzz (scripts/fuzz builds it): the recorded TLS conversations are left as they are")
+dictionary("tls-server", [
+    "\x16\x03\x01", "\x16\x03\x03", "\x17\x03\x03", "\x15\x03\x03\x00\x02", "\x14\x03\x03\x00\x01\x01",
+    "\x03\x01", "\x03\x03", "\x03\x04", "\x01\x00", "\x0b\x00", "\x0f\x00", "\x10\x00", "\x14\x00\x00\x20",
+    "\x00\x00", "\x00\x05", "\x00\x0a", "\x00\x0b", "\x00\x0d", "\x00\x10", "\x00\x16", "\x00\x17", "\x00\x23",
+    "\x00\x29", "\x00\x2a", "\x00\x2b", "\x00\x2d", "\x00\x31", "\x00\x33", "\xff\x01",
+    "\x00\x05\x00\x05\x01\x00\x00\x00\x00", "\x00\x2b\x00\x03\x02\x03\x04", "\x00\x2d\x00\x02\x01\x01",
+    "\x00\x1d", "\x00\x17\x00\x41\x04", "\x13\x01", "\x13\x02", "\x13\x03", "\xc0\x2b", "\xc0\x2f", "\xcc\xa9",
+    "\x04\x03", "\x08\x04", "\x08\x07", "\x00\x0c\x00\x00\x09localhost", "\x00\x0d\x00\x00\x0aother.test",
+    "localhost", "other.test", "a.wild.test", "\x00",
+])
+TLS_WORDS = [
+    "TLSv1.2,TLSv1.3", "tlsv1.3", "1.3 1.2", "TLSv1:TLSv1.1", "TLSv1.1,TLSv1.3", "SSLv3,TLSv1.2", ",", "TLSv1.0",
+    "ECDHE-RSA-AES128-GCM-SHA256:TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256", "HIGH", "::",
+    "HIGH:!aNULL:@SECLEVEL=0", "TLS_NOT_A_SUITE",
+]
+TLS_NAMES = [
+    ("Example.ORG", "example.org."), ("*.example.org", "www.example.org"), ("*.example.org", "example.org"),
+    ("*.example.org", "a.b.example.org"), ("*.org", "example.org"), ("w*.example.org", "www.example.org"),
+    ("", "example.org"), ("*.wild.test", "A.WILD.TEST."), ("localhost", "LOCALHOST"),
+]
+write("tls-words", "\n".join(TLS_WORDS).encode())
+for pattern, name in TLS_NAMES:
+    write("tls-words", f"{pattern}\n{name}".encode())
+write("tls-words", b"localhost\n*.wild.test other.test\nexact.wild.test\na.wild.test")
+write("tls-words", b"TLSv1.2\nlocalhost\n*.wild.test other.test\nexact.wild.test\nLOCALHOST.")
+dictionary("tls-words", [
+    "TLSv1", "TLSv1.0", "TLSv1.1", "TLSv1.2", "TLSv1.3", "tls", "tlsv", "1.0", "1.1", "1.2", "1.3", "SSLv3",
+    ",", ":", " ", "\n", "*.", ".", "*", "TLS_", "TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384",
+    "TLS_CHACHA20_POLY1305_SHA256", "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-CHACHA20-POLY1305", "HIGH",
+    "DEFAULT", "ALL", "!aNULL", "@SECLEVEL=0", "+", "-", "localhost", "other.test", "wild.test", "xn--",
+    # UTF-8 that Unicode-aware comparison treats specially (the standard library is not
+    # instrumented, so the fuzzer cannot find these by itself): a combining acute accent, the
+    # Kelvin sign, É and é, dotted İ, the ideographic and the fullwidth full stop.
+    "\xcc\x81", "\xe2\x84\xaa", "\xc3\x89", "\xc3\xa9", "\xc4\xb0", "\xe3\x80\x82", "\xef\xbc\x8e",
+])

@@ -38,6 +38,11 @@ void btls_ctx_set_defaults(SSL_CTX *ctx, int server) {
     uint64_t options = SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF;
     if (server) options |= SSL_OP_CIPHER_SERVER_PREFERENCE;
     SSL_CTX_set_options(ctx, options);
+    // A server that verifies its clients must name the context its sessions belong to, or
+    // OpenSSL refuses every resumption (ticket or session id) with an internal error alert
+    // ("session id context uninitialized"). One name for all: a session resumes only where
+    // its ticket key decrypts it, and those keys are the listener's own.
+    if (server) SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"bastion", 7);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
 }
 
@@ -52,6 +57,7 @@ struct ticket_key {
 
 struct ticket_ring {
     pthread_mutex_t lock;
+    int references;  // the contexts holding it (a listener's certificates share one)
     long seconds;
     int count;  // 0, 1 or 2: keys[0] is the current one, keys[1] the previous
     struct ticket_key keys[2];
@@ -65,7 +71,7 @@ static pthread_once_t indexes_once = PTHREAD_ONCE_INIT;
 static void free_ring(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp) {
     (void)parent; (void)ad; (void)idx; (void)argl; (void)argp;
     struct ticket_ring *ring = ptr;
-    if (ring == NULL) return;
+    if (ring == NULL || __atomic_sub_fetch(&ring->references, 1, __ATOMIC_ACQ_REL) > 0) return;
     pthread_mutex_destroy(&ring->lock);
     OPENSSL_cleanse(ring->keys, sizeof ring->keys);
     OPENSSL_free(ring);
@@ -157,6 +163,7 @@ int btls_ctx_rotate_ticket_keys(SSL_CTX *ctx, long seconds) {
     struct ticket_ring *ring = OPENSSL_zalloc(sizeof *ring);
     if (ring == NULL) return 0;
     pthread_mutex_init(&ring->lock, NULL);
+    ring->references = 1;
     ring->seconds = seconds;
     struct ticket_key first;
     if (!current_key(ring, &first) || !SSL_CTX_set_ex_data(ctx, ring_index, ring)) {
@@ -167,6 +174,19 @@ int btls_ctx_rotate_ticket_keys(SSL_CTX *ctx, long seconds) {
     SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_callback);
     // Session tickets last as long as a key decrypts them.
     SSL_CTX_set_timeout(ctx, 2 * seconds);
+    return 1;
+}
+
+int btls_ctx_share_ticket_keys(SSL_CTX *ctx, SSL_CTX *from) {
+    struct ticket_ring *ring = ring_index < 0 ? NULL : SSL_CTX_get_ex_data(from, ring_index);
+    if (ring == NULL || SSL_CTX_get_ex_data(ctx, ring_index) != NULL) return 0;
+    __atomic_add_fetch(&ring->references, 1, __ATOMIC_ACQ_REL);
+    if (!SSL_CTX_set_ex_data(ctx, ring_index, ring)) {
+        free_ring(NULL, ring, NULL, 0, 0, NULL);
+        return 0;
+    }
+    SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_callback);
+    SSL_CTX_set_timeout(ctx, 2 * ring->seconds);
     return 1;
 }
 

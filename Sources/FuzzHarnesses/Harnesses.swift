@@ -103,12 +103,30 @@ public enum Harnesses {
             summary:
                 "frozen sockd.fc and sockd.fr bytes: decoded, re-encoded to the same bytes, dumped and parsed back",
             run: SockdHarnesses.frozen),
+        Harness(
+            name: "tls-server",
+            summary: "a TLS listener (SNI, client CA, tickets, OCSP) reading a hostile client's bytes in pieces",
+            run: TLSServerHarness.run),
+        Harness(
+            name: "tls-words",
+            summary: "TLS versions, cipher lists and RFC 6125 name matching with SNI selection, on text",
+            run: TLSWordsHarness.run),
     ]
 
     /// tcprules-differential against the ucspi-tcp binaries in the folder `reference`, whatever
     /// BASTION_FUZZ_REFERENCE says (the unit tests' replay finds them in peers/).
     public static func tcprulesDifferential(_ data: UnsafeRawBufferPointer, reference: String) {
         DifferentialHarness.compare(data, reference: reference)
+    }
+
+    /// What tls-server made of `data`: whether the handshake finished (resumed or not), the
+    /// SNI, how many bytes of plaintext the server read. The tests check that the recorded
+    /// conversations still finish their handshakes (the harness's random numbers are fixed).
+    public static func tlsServer(_ data: UnsafeRawBufferPointer) -> (
+        established: Bool, resumed: Bool, serverName: String?, plaintext: Int
+    ) {
+        let outcome = TLSServerHarness.serve(data)
+        return (outcome.established, outcome.resumed, outcome.serverName, outcome.plaintext)
     }
 
     /// The harness named `name`.

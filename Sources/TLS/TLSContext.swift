@@ -110,9 +110,16 @@ public final class TLSServerContext: @unchecked Sendable, Equatable, CustomStrin
                     SSL_CTX_set_client_CA_list(context, list)
                     SSL_CTX_set_verify(context, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nil)
                 }
+                // One set of ticket keys for the listener, whichever certificate SNI chose.
                 let seconds = Int(settings.ticketKeyLifetime.components.seconds)
-                guard btls_ctx_rotate_ticket_keys(context, max(seconds, 1)) == 1 else {
-                    throw TLSError("cannot make session ticket keys: \(openSSLError("no randomness"))")
+                if let first = made.first, first != context {
+                    guard btls_ctx_share_ticket_keys(context, first) == 1 else {
+                        throw TLSError("cannot share the session ticket keys")
+                    }
+                } else {
+                    guard btls_ctx_rotate_ticket_keys(context, max(seconds, 1)) == 1 else {
+                        throw TLSError("cannot make session ticket keys: \(openSSLError("no randomness"))")
+                    }
                 }
                 names.append(Self.names(of: context))
             }
@@ -122,10 +129,10 @@ public final class TLSServerContext: @unchecked Sendable, Equatable, CustomStrin
         }
         contexts = made
         self.names = names
-        if made.count > 1 {
-            let me = Unmanaged.passUnretained(self).toOpaque()
-            for context in made { btls_ctx_set_servername_callback(context, Self.serverName, me) }
-        }
+        // Even with one certificate: a name the callback accepted is kept in the session, so a
+        // resumed TLS 1.2 session still tells its SNI (without a callback OpenSSL keeps none).
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        for context in made { btls_ctx_set_servername_callback(context, Self.serverName, me) }
     }
 
     deinit { contexts.forEach { SSL_CTX_free($0) } }

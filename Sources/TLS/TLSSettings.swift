@@ -221,34 +221,44 @@ public struct TLSError: Error, Equatable, Sendable, CustomStringConvertible {
     public init(_ description: String) { self.description = description }
 }
 
-/// Host names as certificates name them (RFC 6125): case-insensitive, a trailing dot
-/// ignored, and a wildcard only as the whole leftmost label, standing for exactly one label.
+/// Host names as certificates name them (RFC 6125): compared as bytes with ASCII letters
+/// case-insensitive, a trailing dot ignored, and a wildcard only as the whole leftmost label,
+/// standing for exactly one label. DNS names are ASCII (A-labels): other bytes match only
+/// themselves, never by Unicode's case mapping or canonical equivalence (String's `==` would
+/// let "K", the Kelvin sign, match "k", and a combining mark after a dot hide a label from
+/// a wildcard).
 public enum TLSNames {
     public static func matches(_ pattern: String, _ name: String) -> Bool {
         let pattern = normal(pattern)
         let name = normal(name)
         guard !pattern.isEmpty, !name.isEmpty else { return false }
-        if pattern.hasPrefix("*.") {
-            let suffix = pattern.dropFirst(1)  // ".example.org"
-            guard let dot = name.firstIndex(of: ".") else { return false }
-            return dot != name.startIndex && name[dot...] == suffix && suffix.dropFirst().contains(".")
-        }
-        return pattern == name
+        let dot = UInt8(ascii: ".")
+        guard isWildcard(pattern) else { return pattern == name }
+        // "*.rest": one label of at least a byte, then ".rest", where rest has a dot itself.
+        let rest = pattern.dropFirst(2)
+        guard rest.contains(dot), let first = name.firstIndex(of: dot), first > 0 else { return false }
+        return name[(first + 1)...].elementsEqual(rest)
     }
 
     /// The certificate for a client's SNI `name`: the first that names it exactly, else the
     /// first whose wildcard covers it, else the first (the default).
     public static func select(_ name: String?, among certificates: [[String]]) -> Int {
         guard let name, !name.isEmpty else { return 0 }
-        if let exact = certificates.firstIndex(where: { $0.contains { !$0.hasPrefix("*.") && matches($0, name) } }) {
+        if let exact = certificates.firstIndex(where: {
+            $0.contains { !isWildcard(Array($0.utf8)) && matches($0, name) }
+        }) {
             return exact
         }
         return certificates.firstIndex { $0.contains { matches($0, name) } } ?? 0
     }
 
-    private static func normal(_ text: String) -> String {
-        var lower = text.lowercased()
-        if lower.hasSuffix(".") { lower.removeLast() }
-        return lower
+    private static func isWildcard(_ pattern: [UInt8]) -> Bool {
+        pattern.starts(with: [UInt8(ascii: "*"), UInt8(ascii: ".")])
+    }
+
+    private static func normal(_ text: String) -> [UInt8] {
+        var bytes = text.utf8.map { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") ? $0 | 0x20 : $0 }
+        if bytes.last == UInt8(ascii: ".") { bytes.removeLast() }
+        return bytes
     }
 }

@@ -53,6 +53,30 @@ struct FuzzReplayTests {
         }
     }
 
+    /// tls-server's recorded conversations finish their handshakes on replay (the harness's
+    /// random numbers are fixed): if an OpenSSL update changes how it draws them, the server
+    /// answers differently, the recorded clients fail, and the fuzzer is back to ClientHellos.
+    /// Then delete Fuzz/corpus/tls-server/{conversation,resumption,no-certificate}-* and run
+    /// Fuzz/make-seeds.py with bastion-fuzz built (scripts/fuzz --replay tls-server builds it).
+    @Test func tlsConversationsStillFinishTheirHandshakes() throws {
+        let folder = "\(fuzzRoot)/corpus/tls-server"
+        for path in files(in: folder) {
+            let name = String(path.dropFirst(folder.count + 1))
+            let bytes = try FD.readWholeFile(path)
+            let outcome = bytes.withUnsafeBytes { Harnesses.tlsServer($0) }
+            if name.hasPrefix("conversation-") || name.hasPrefix("resumption-") {
+                #expect(outcome.established && outcome.plaintext > 0, "\(name) no longer finishes its handshake")
+                let sni = name.split(separator: "-").dropFirst(2).first.map(String.init)
+                #expect(outcome.serverName == (sni == "no" ? nil : sni), "\(name)")
+            } else {
+                #expect(!outcome.established, "\(name): established without the client's whole handshake")
+            }
+            if name.hasPrefix("resumption-") {
+                #expect(outcome.resumed, "\(name) no longer resumes its session")
+            }
+        }
+    }
+
     @Test func everyHarnessHasADictionaryOrSaysWhyNot() {
         for harness in Harnesses.all {
             #expect(access("\(fuzzRoot)/dict/\(harness.name).dict", R_OK) == 0, "\(harness.name) has no dictionary")

@@ -43,6 +43,17 @@ struct TLSSettingsTests {
         #expect(!TLSNames.matches("", "example.org") && !TLSNames.matches("example.org", ""))
     }
 
+    @Test("names compare as bytes: no Unicode case mapping or equivalence, no label hidden from a wildcard")
+    func namesAsBytes() {
+        // Found by the tls-words fuzz harness's RFC 6125 check on hand-made inputs.
+        #expect(!TLSNames.matches("k.test", "\u{212A}.test"), "the Kelvin sign is not k")
+        #expect(!TLSNames.matches("\u{C9}.test", "\u{E9}.test"), "no case mapping beyond ASCII")
+        #expect(!TLSNames.matches("caf\u{E9}.test", "cafe\u{301}.test"), "no canonical equivalence")
+        #expect(!TLSNames.matches("*.x.test", "a.\u{301}.x.test"), "a wildcard stands for one label of bytes")
+        #expect(TLSNames.matches("caf\u{E9}.test", "CAF\u{E9}.TEST."), "other bytes match themselves")
+        #expect(TLSNames.select("a.\u{301}.x.test", among: [["localhost"], ["*.x.test"]]) == 0)
+    }
+
     @Test("SNI picks an exact name first, then a wildcard, else the first certificate")
     func selection() {
         let certificates = [["localhost"], ["*.wild.test", "other.test"], ["exact.wild.test"]]

@@ -145,6 +145,55 @@ def test_mutual_tls_and_the_access_control_program(lab, tls_certs):
     assert "CN=client1" in env["PROXY_TLS_CLIENT_SUBJECT"]
 
 
+def resuming_exchange(port: int, context: ssl.SSLContext, name: str,
+                      session: ssl.SSLSession | None = None) -> tuple[bytes, ssl.SSLSession, bool]:
+    """Sends a line over TLS offering `session`, reads to the end (and so the tickets): the answer,
+    the session to offer next time, whether this one was resumed."""
+    raw = socket.create_connection((H, port), timeout=10)
+    with context.wrap_socket(raw, server_hostname=name, session=session) as s:
+        s.sendall(b"again\n")
+        data, _ = read_all(s)
+        return data, s.session, s.session_reused
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["TLSv1.2", "TLSv1.3"])
+def test_sessions_resume_under_mutual_tls(lab, tls_certs, version):
+    # Found by the tls-server fuzz harness's recorded resumptions: with a client CA, every
+    # resumption failed with an internal error alert, OpenSSL's "session id context
+    # uninitialized", so a client that caches sessions (browsers, curl) failed its second
+    # connection.
+    backend = lab.backend(echo_once)
+    proxy, port = terminating(lab, tls_certs, backend.port, "--tls-client-ca", str(tls_certs["ca"]))
+    context = client_context(tls_certs, cert="client")
+    context.maximum_version = version
+    data, session, resumed = resuming_exchange(port, context, "localhost")
+    assert data == b"ECHO again\n" and not resumed
+    data, _, resumed = resuming_exchange(port, context, "localhost", session)
+    assert data == b"ECHO again\n" and resumed
+    # With one certificate the SNI was lost from resumed TLS 1.2 sessions (no SNI callback, so
+    # OpenSSL kept no name in the session): the log, PROXY_TLS_SNI and the PROXY header lacked it.
+    proxy.wait_for(r"connection 2 .* TLS TLSv1\.[23] \S+ resumed sni=localhost subject=.*CN=client1")
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["TLSv1.2", "TLSv1.3"])
+def test_sessions_resume_for_every_certificate_sni_chooses(lab, tls_certs, version):
+    # Found by tls-server's recorded resumptions too: a ticket issued after SNI chose another
+    # certificate was encrypted with that certificate's keys but looked up among the default's,
+    # so it never decrypted and every such client made a full handshake each time.
+    backend = lab.backend(echo_once)
+    proxy, port = terminating(lab, tls_certs, backend.port, "--tls-cert", str(tls_certs["other"]),
+                              "--tls-key", str(tls_certs["other_key"]))
+    context = client_context(tls_certs)
+    context.maximum_version = version
+    for name in ("other.test", "localhost"):
+        data, session, resumed = resuming_exchange(port, context, name)
+        assert data == b"ECHO again\n" and not resumed
+        data, _, resumed = resuming_exchange(port, context, name, session)
+        assert data == b"ECHO again\n" and resumed, name
+    proxy.wait_for(r"connection 2 .* TLS TLSv1\.[23] \S+ resumed sni=other\.test")
+    proxy.wait_for(r"connection 4 .* TLS TLSv1\.[23] \S+ resumed sni=localhost")
+
+
 def test_proxy_protocol_v2_carries_the_tls_facts(lab, tls_certs):
     got = {}
 

@@ -17,7 +17,8 @@ int btls_version_number(int minor);
 int btls_ctx_set_protocols(SSL_CTX *ctx, int min, int max);
 
 // Options every Bastion context has: no renegotiation, no compression, the server's cipher
-// order, partial writes, moving write buffers and released idle buffers.
+// order and a session id context, partial writes, moving write buffers and released idle
+// buffers.
 void btls_ctx_set_defaults(SSL_CTX *ctx, int server);
 // Initialises the library once, before its first use, without its cleanup at exit: a daemon
 // exits on SIGTERM with its loops' threads still inside OpenSSL, and OPENSSL_cleanup under
@@ -28,6 +29,13 @@ void btls_init(void);
 // Session tickets whose keys rotate every `seconds`; the previous key still decrypts (so a
 // ticket is good for up to two periods). Returns 1, or 0 when no randomness was had.
 int btls_ctx_rotate_ticket_keys(SSL_CTX *ctx, long seconds);
+
+// `ctx` uses the ticket keys of `from` (rotated there). A listener's certificates share one
+// set: OpenSSL decrypts a ticket before SNI chooses the certificate and encrypts a new one
+// after, so keys per certificate would never decrypt a ticket of any but the first (as
+// OpenSSL's own keys, its session context's, are shared). Returns 1, or 0 when `from` has
+// none or `ctx` has its own.
+int btls_ctx_share_ticket_keys(SSL_CTX *ctx, SSL_CTX *from);
 
 // Staples `der` (an OCSP response, copied) to every handshake that asks for status.
 int btls_ctx_set_ocsp_response(SSL_CTX *ctx, const unsigned char *der, size_t length);
