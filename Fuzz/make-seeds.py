@@ -338,6 +338,23 @@ for variant in range(4):
               session_step(4, b"+OK\r\nSubject: x\r\n\r\n..dot\r\n.\r\n"),
               session_step(4, b"+OK\r\n1 9\r\n.\r\n"), session_step(0, b"QUIT\r\n"), session_step(4, b"+OK bye\r\n")]
     write("pop3-session", bytes([variant]) + b"".join(steps))
+# The TLS variants (6: STLS and --require-tls with an acp; 7: --pop3s and STLS toward the
+# server; 8: POP3S toward the server after --rules). A handshake's outcome is two bytes before
+# the next step: 0 (tell it now), then 1 (established) or 0 (failed).
+HANDSHAKE_OK = bytes([0, 1])
+write("pop3-session", bytes([6]) + b"".join([
+    session_step(0, b"CAPA\r\nSTLS\r\n"), HANDSHAKE_OK, session_step(0, b"USER bob\r\nPASS secret\r\n"),
+    session_step(8, bytes([1, 3])), session_step(8, bytes([1, 4, 0])), session_step(7, bytes([0])),
+    session_step(4, b"+OK ready\r\n+OK\r\n+OK in\r\n"), session_step(0, b"STAT\r\n"), session_step(4, b"+OK 1 9\r\n"),
+    session_step(0, b"QUIT\r\n"), session_step(4, b"+OK bye\r\n")]))
+write("pop3-session", bytes([7]) + HANDSHAKE_OK + b"".join([
+    session_step(0, b"USER bob@pop.example\r\nPASS secret\r\n"), session_step(7, bytes([0])),
+    session_step(4, b"+OK ready\r\n"), session_step(4, b"+OK begin\r\n"), HANDSHAKE_OK, session_step(4, b"+OK\r\n"),
+    session_step(4, b"+OK in\r\n"), session_step(0, b"RETR 1\r\n"), session_step(4, b"+OK\r\nSubject: x\r\n\r\n.\r\n"),
+    session_step(0, b"QUIT\r\n"), session_step(4, b"+OK bye\r\n")]))
+write("pop3-session", bytes([8, 0]) + b"".join([
+    session_step(0, b"USER bob\r\nPASS secret\r\n"), session_step(7, bytes([0])), HANDSHAKE_OK,
+    session_step(4, b"+OK ready\r\n+OK\r\n+OK in\r\n"), session_step(0, b"QUIT\r\n"), session_step(4, b"+OK bye\r\n")]))
 dictionary("pop3-session", ["+OK", "-ERR", "\r\n.\r\n", "\r\n", "USER ", "PASS ", "RETR 1", "TOP 1 0", "LIST",
                             "QUIT", "CAPA", "STLS\r\n", "@", ":"])
 for r in [b"stream: OK\0", b"stream: Eicar-Test-Signature FOUND\0", b"INSTREAM size limit exceeded. ERROR\0",

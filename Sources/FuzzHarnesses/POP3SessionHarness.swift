@@ -5,6 +5,7 @@ import AccessRules
 import Gateway
 import GatewayKit
 import POP3Proxy
+import TLS
 
 /// pop3.proxy's whole session (``POP3Session``) driven as the driver would drive it, both
 /// sides' bytes and every answer chosen by the input: client and server bytes in pieces of
@@ -18,6 +19,10 @@ import POP3Proxy
 /// well-formed INSTREAM (chunks, then the chunk of length 0, nothing after) holding exactly
 /// the spooled bytes but the final `.` line, and a message is delivered from the spool only
 /// after clamd called it clean (or, with `--scan-limit-pass`, when it is larger than the limit).
+/// With TLS (the last variants): handshakes that succeed or fail as the input says; nothing is
+/// sent to or read from a peer between its `startTLS` and the handshake's end; with
+/// `--require-tls` no login goes out before the client's TLS; with `--server-tls` no USER or
+/// PASS reaches the server before its TLS.
 enum POP3SessionHarness {
     final class Context: SessionContext {
         var now = Deadline(nanoseconds: 1_000_000_000)
@@ -31,7 +36,18 @@ enum POP3SessionHarness {
         ["-m", "--rules", "/etc/pop3.cdb", "-a", "acp", "-e", "mail.example"],
         ["-z", "--clamd", "/run/clamd.ctl", "mail.example"],
         ["-z", "--scan-limit", "64", "--scan-limit-pass", "--no-scan-header", "mail.example"],
+        ["--tls-cert", "c.pem", "--tls-key", "c.key", "--require-tls", "-a", "acp", "mail.example"],
+        ["--tls-cert", "c.pem", "--tls-key", "c.key", "--pop3s", "--server-tls", "stls", "-e", "-"],
+        ["--tls-cert", "c.pem", "--tls-key", "c.key", "--server-tls", "pop3s", "--rules", "r.cdb", "mail.example"],
     ]
+
+    /// The contexts of the TLS variants: the tls-server harness's listener, a client context.
+    static let tls = POP3TLSContexts(
+        clients: TLSServerHarness.context, servers: try! TLSClientContext(TLSClientSettings(verify: false)))
+
+    static let facts = TLSFacts(
+        version: "TLSv1.3", cipher: "TLS_AES_128_GCM_SHA256", serverName: "pop.example", peerSubject: nil,
+        resumed: false)
 
     static let clamdReplies: [[UInt8]] = [
         "stream: OK\0", "stream: Eicar-Test-Signature FOUND\0", "INSTREAM size limit exceeded. ERROR\0",
@@ -75,7 +91,16 @@ enum POP3SessionHarness {
         var scannerOpen = false
         var spoolOwed = false
         let settings = POP3SessionSettings(options: options, environment: [], clock: { 1_700_000_000 })
-        let machine = POP3Session(settings: settings, client: Endpoint(address: .loopbackV4, port: 4000), id: 1)
+        let usesTLS = options.clientTLSSettings != nil || options.serverTLS != .none
+        let machine = POP3Session(
+            settings: settings, client: Endpoint(address: .loopbackV4, port: 4000), id: 1,
+            tls: usesTLS ? tls : POP3TLSContexts())
+        /// Handshakes asked for and not yet told, by peer; the peers whose TLS is up.
+        var handshaking: Set<Peer> = []
+        var secured: Set<Peer> = []
+        /// The client's stream is being read (TLS variants only: the bytes a driver would not
+        /// have read, before the greeting or across a handshake, never come).
+        var clientReading = !usesTLS
         let context = Context()
         var closed = false
         var events = 0
@@ -94,6 +119,21 @@ enum POP3SessionHarness {
             for action in actions {
                 precondition(!closed, "no action after close: \(action)")
                 switch action {
+                case .send(let peer, _) where handshaking.contains(peer):
+                    preconditionFailure("bytes for the \(peer) during its handshake")
+                case .read(let peer) where handshaking.contains(peer):
+                    preconditionFailure("reading the \(peer) during its handshake")
+                case .startTLS(let peer, _, _):
+                    precondition(!handshaking.contains(peer) && !secured.contains(peer), "one handshake per peer")
+                    handshaking.insert(peer)
+                    if peer == .client && usesTLS { clientReading = false }
+                case .read(.client) where usesTLS:
+                    clientReading = true
+                case .pause(.client) where usesTLS:
+                    clientReading = false
+                case .connect(.server, _, _) where options.requireTLS || options.pop3s:
+                    precondition(secured.contains(.client), "a login before the client's TLS")
+                    connecting = true
                 case .log(let level, let line):
                     var stamp: String? = ""
                     let written = SessionHarness.logTarget.line(level, line, stamp: &stamp)
@@ -107,6 +147,10 @@ enum POP3SessionHarness {
                         precondition(line.last == 13, "a line to the server ends with CRLF")
                         let text = line.dropLast()
                         precondition(!text.contains(13) && !text.contains(0), "one line, nothing smuggled")
+                        let login = text.starts(with: Array("USER ".utf8)) || text.starts(with: Array("PASS ".utf8))
+                        if options.serverTLS != .none && login {
+                            precondition(secured.contains(.server), "a login in the clear to a TLS server")
+                        }
                         if loggedIn {
                             switch POP3Command.parse(text) {
                             case .unsupported, .malformed, .capa, .stls:
@@ -121,6 +165,10 @@ enum POP3SessionHarness {
                 case .send(.scanner, let bytes):
                     precondition(scannerOpen, "nothing sent to clamd before it is connected")
                     scan.toClamd += bytes
+                case .closeStream(.server):
+                    // A new login makes a new connection, with a handshake of its own.
+                    handshaking.remove(.server)
+                    secured.remove(.server)
                 case .closeStream(.scanner):
                     scannerConnecting = false
                     scannerOpen = false
@@ -156,6 +204,16 @@ enum POP3SessionHarness {
 
         feed(.started)
         while !closed && !input.isAtEnd {
+            if let peer = handshaking.first, input.below(3) == 0 {
+                handshaking.remove(peer)
+                if input.bool() {
+                    secured.insert(peer)
+                    feed(.tlsEstablished(peer, facts))
+                } else {
+                    feed(.tlsFailed(peer, TLSError("handshake failed")))
+                }
+                continue
+            }
             context.now = Deadline(nanoseconds: context.now.nanoseconds + UInt64(input.byte()) * 1_000_000)
             if rulesOwed {
                 rulesOwed = false
@@ -175,9 +233,12 @@ enum POP3SessionHarness {
                 continue
             }
             switch input.below(12) {
+            // A peer shaking hands is off the loop: nothing comes from it meanwhile.
             case 0, 1, 2, 3:
+                if handshaking.contains(.client) || !clientReading { continue }
                 feed(.received(.client, input.bytes(upTo: 200)[...]))
             case 4, 5, 6:
+                if handshaking.contains(.server) { continue }
                 feed(.received(.server, input.bytes(upTo: 200)[...]))
             case 7 where scannerConnecting:
                 scannerConnecting = false
@@ -226,9 +287,15 @@ enum POP3SessionHarness {
                 }
             case 9:
                 switch input.below(4) {
-                case 0: feed(.endOfFile(.client))
-                case 1: feed(.endOfFile(.server))
-                case 2: feed(.streamFailed(.server, SystemError(errno: ECONNRESET)))
+                case 0:
+                    if handshaking.contains(.client) { continue }
+                    feed(.endOfFile(.client))
+                case 1:
+                    if handshaking.contains(.server) { continue }
+                    feed(.endOfFile(.server))
+                case 2:
+                    if handshaking.contains(.server) { continue }
+                    feed(.streamFailed(.server, SystemError(errno: ECONNRESET)))
                 default: feed(.fileReplaced(path: "/var/log/pop3/127.0.0.1", error: SystemError(errno: EACCES)))
                 }
             case 10:
