@@ -230,6 +230,19 @@ struct ConfigurationErrorTests {
             "listen * 80 { remote: a 80; };\nlisten * 80 { remote: b 80; };\n",
             "2: listen * 80 is already defined at line 1"
         ),
+        // The same listener written otherwise (the fuzzer's find: -zzz wrote both as 443).
+        (
+            "listen * 443 { remote: a 80; };\nlisten * 0443 { remote: b 80; };\n",
+            "2: listen * 0443 is already defined at line 1"
+        ),
+        (
+            "listen ::1 80 { remote: a 80; };\nlisten 0::1 http { remote: b 80; };\n",
+            "2: listen 0::1 http is already defined at line 1"
+        ),
+        (
+            "listen Gate.example 80 { remote: a 80; };\nlisten gate.example 80 { remote: b 80; };\n",
+            "2: listen gate.example 80 is already defined at line 1"
+        ),
         (
             "listen * 80 remote: a 80; };\nlisten * 81 { remote: a 81; };",
             "1: expected \"{\" after listen * 80, found \"remote:\""

@@ -74,11 +74,14 @@ struct SpreadspaceParser {
         var services: [ProxyService] = []
         var defined: [String: Int] = [:]
         while position < tokens.count {
-            let (service, key) = try stanza()
+            let (service, name) = try stanza()
+            // The same listener however it is written (443 and 0443, http and 80, ::1 and 0::1).
+            var key = "\(service.listen) \(service.port)"
+            if case .hostname = service.listen { key = key.lowercased() }
             if let line = defined[key] {
                 throw ConfigurationError(
                     path: path, line: service.line, column: nil,
-                    problem: .duplicateListen(key, line: line))
+                    problem: .duplicateListen(name, line: line))
             }
             defined[key] = service.line
             services.append(service)
@@ -123,7 +126,7 @@ struct SpreadspaceParser {
         }
     }
 
-    /// One `listen HOST PORT { ... };` stanza and its key (`listen HOST PORT` as written).
+    /// One `listen HOST PORT { ... };` stanza and its name (`listen HOST PORT` as written).
     private mutating func stanza() throws(ConfigurationError) -> (ProxyService, String) {
         let head = try word("\"listen\"")
         guard head.text == "listen" else {
