@@ -529,18 +529,18 @@ dictionary("sockd-frozen", ["\x89SOCKDFC", "\x89SOCKDFR", "\x00\x01\x00\x00", "\
 import ssl
 import tempfile
 
-TLS_CA = """-----BEGIN CERTIFICATE-----
-MIIBmzCCAUGgAwIBAgIUMUkmd1+OEr7VerbFb7oc2TTED08wCgYIKoZIzj0EAwIw
-GjEYMBYGA1UEAwwPQmFzdGlvbiBmdXp6IENBMCAXDTI2MTIwNDE4MTEyMFoYDzIx
-MjYxMTEwMTgxMTIwWjAaMRgwFgYDVQQDDA9CYXN0aW9uIGZ1enogQ0EwWTATBgcq
-hkjOPQIBBggqhkjOPQMBBwNCAASilIESKmebnxTeGZsHGneAvF92a3l6ViGmiEYC
-Dx0+1pg3H2VRt19aXpSoMnbWrj+6GO4npUn7VXe2cTkPynsmo2MwYTAdBgNVHQ4E
-FgQU+6hau02FWijgHwZbAEdTVZeq4+gwHwYDVR0jBBgwFoAU+6hau02FWijgHwZb
-AEdTVZeq4+gwDwYDVR0TAQH/BAUwAwEB/zAOBgNVHQ8BAf8EBAMCAQYwCgYIKoZI
-zj0EAwIDSAAwRQIgSwgIYgSV/J3egkxXWmdkYslq1kI0EVOE8Ob6ilK0v4sCIQDr
-p8h1i6gLVyBpUpEdLTGBNG+xPv3g6o8kzldrmqA42g==
------END CERTIFICATE-----
-"""
+import re
+
+
+def harness_pem(name):
+    """A PEM constant of Sources/FuzzHarnesses/TLSServerHarness.swift, as text: one copy."""
+    with open(os.path.join(REPO, "Sources", "FuzzHarnesses", "TLSServerHarness.swift")) as f:
+        source = f.read()
+    body = re.search(r'static let %s = """\n(.*?)"""' % name, source, re.S).group(1)
+    return "".join(line.strip() + "\n" for line in body.strip().split("\n"))
+
+
+TLS_CA = harness_pem("clientCA")
 # The client certificate the recorded clients show (O=Bastion, CN=fuzz-client, by the CA above;
 # made with the openssl command like the harness's own; a test key, public on purpose).
 TLS_CLIENT = """-----BEGIN CERTIFICATE-----
