@@ -74,18 +74,39 @@ def _ephemeral_range() -> tuple[int, int]:
 
 
 _ports = random.Random()
+_named: Optional[set] = None
+
+
+def _named_ports() -> set:
+    """The tcp ports /etc/services gives a name, read once."""
+    global _named
+    if _named is None:
+        _named = set()
+        try:
+            with open("/etc/services", errors="replace") as f:
+                for line in f:
+                    words = line.split("#", 1)[0].split()
+                    if len(words) >= 2 and words[1].endswith("/tcp") and words[1][:-4].isdigit():
+                        _named.add(int(words[1][:-4]))
+        except OSError:
+            pass
+    return _named
 
 
 def free_port(host: str = "127.0.0.1", also: Sequence[str] = ()) -> int:
     """A port that is free on `host` (and on every address in `also`) right now, chosen below
     the ephemeral range: a port the kernel hands out for port 0 is also one it may give the
     next outgoing connection (a test's own clients, thousands of them), and a daemon binding
-    the wildcard address then finds it in use."""
+    the wildcard address then finds it in use. Never a port /etc/services names: sockd logs
+    ports by their service names, as Dante does, and a test looking for the number would miss
+    "(dcap)" for 22125."""
     low, _ = _ephemeral_range()
     top = low - 1 if low > 12000 else 65535
     bottom = 10000 if low > 12000 else 61000
     for _ in range(200):
         port = _ports.randint(bottom, top)
+        if port in _named_ports():
+            continue
         try:
             for address in (host, *also):
                 with socket.socket(family_of(address), socket.SOCK_STREAM) as t:
